@@ -1,0 +1,91 @@
+"""The dispatcher's own event loop, in a daemon thread.
+
+Sync calls (magics, widget callbacks, scripts, other threads) hand their coroutine to this
+loop and wait; async callers on another loop await a wrapped future. Jupyter's running
+loop is never blocked on itself and never patched (no nest-asyncio): the kernel thread
+only waits on a concurrent future that another thread completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    def __init__(self, name: str = "llmdispatch-loop") -> None:
+        self._name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            with self._lock:
+                if self._loop is None:
+                    ready = threading.Event()
+                    loop = asyncio.new_event_loop()
+
+                    def run() -> None:
+                        asyncio.set_event_loop(loop)
+                        loop.call_soon(ready.set)
+                        loop.run_forever()
+
+                    self._thread = threading.Thread(target=run, name=self._name, daemon=True)
+                    self._thread.start()
+                    ready.wait()
+                    self._loop = loop
+        return self._loop
+
+    def in_loop_thread(self) -> bool:
+        return self._thread is not None and threading.current_thread() is self._thread
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` on the loop and wait for it; Ctrl-C cancels it cleanly."""
+        if self.in_loop_thread():
+            coro.close()
+            raise RuntimeError(
+                "a sync Dispatcher call was made from the dispatcher's own loop; "
+                "use `await dispatcher.asend(...)` there instead"
+            )
+        fut = self.submit(coro)
+        try:
+            return fut.result()
+        except KeyboardInterrupt:
+            fut.cancel()
+            raise
+
+    async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await `coro` from any loop: directly on ours, through a future from others."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            return await coro
+        fut = self.submit(coro)
+        try:
+            return await asyncio.wrap_future(fut)
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(loop.stop)
+        if thread is not threading.current_thread():
+            thread.join(5)
+        self._loop = None
+        self._thread = None

@@ -1,0 +1,137 @@
+"""Streams handed to callers: events cross from the dispatcher's loop to the caller's
+thread (a `queue.Queue`) or the caller's loop (`call_soon_threadsafe`), never blocking it.
+
+Iterate for `TextDelta`, `UsageUpdate` and `Finish` events; afterwards `.response` is the
+whole `Response` (or iteration raised the call's typed error). Breaking out of the loop,
+or `close()`, cancels the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import queue
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from ._types import Response, StreamEvent, TextDelta
+
+_END = object()
+
+
+class StreamSink:
+    """The producer side. `started` turns true once text has reached the caller."""
+
+    def __init__(self, put: Any) -> None:
+        self._put = put
+        self.started = False
+
+    def send(self, event: StreamEvent) -> None:
+        if isinstance(event, TextDelta):
+            self.started = True
+        self._put(event)
+
+
+class _Base:
+    def __init__(self) -> None:
+        self._future: concurrent.futures.Future[Response] | None = None
+        self.response: Response | None = None
+        self._parts: list[str] = []
+
+    @property
+    def text(self) -> str:
+        """The text received so far."""
+        return "".join(self._parts)
+
+    def close(self) -> None:
+        if self._future is not None and not self._future.done():
+            self._future.cancel()
+
+    def _finish(self) -> Response:
+        assert self._future is not None
+        self.response = self._future.result()
+        return self.response
+
+
+class Stream(_Base):
+    def __init__(self) -> None:
+        super().__init__()
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.sink = StreamSink(self._q.put)
+
+    def attach(self, future: concurrent.futures.Future[Response]) -> None:
+        self._future = future
+        future.add_done_callback(lambda _: self._q.put(_END))
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        try:
+            while True:
+                item = self._q.get()
+                if item is _END:
+                    break
+                if isinstance(item, TextDelta):
+                    self._parts.append(item.text)
+                yield item
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            if self._future is not None and not self._future.done():
+                self.close()
+        self._finish()
+
+    def text_deltas(self) -> Iterator[str]:
+        for ev in self:
+            if isinstance(ev, TextDelta):
+                yield ev.text
+
+    def result(self) -> Response:
+        """Drain the stream and return the whole response."""
+        for _ in self:
+            pass
+        assert self.response is not None
+        return self.response
+
+
+class AsyncStream(_Base):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._loop = loop
+        self._q: asyncio.Queue[Any] = asyncio.Queue()
+        self.sink = StreamSink(lambda ev: loop.call_soon_threadsafe(self._q.put_nowait, ev))
+
+    def attach(self, future: concurrent.futures.Future[Response]) -> None:
+        self._future = future
+
+        def done(_: Any) -> None:
+            try:
+                self._loop.call_soon_threadsafe(self._q.put_nowait, _END)
+            except RuntimeError:  # the caller's loop is gone
+                pass
+
+        future.add_done_callback(done)
+
+    async def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        try:
+            while True:
+                item = await self._q.get()
+                if item is _END:
+                    break
+                if isinstance(item, TextDelta):
+                    self._parts.append(item.text)
+                yield item
+        except BaseException:
+            self.close()
+            raise
+        self._finish()
+
+    async def text_deltas(self) -> AsyncIterator[str]:
+        async for ev in self:
+            if isinstance(ev, TextDelta):
+                yield ev.text
+
+    async def result(self) -> Response:
+        async for _ in self:
+            pass
+        assert self.response is not None
+        return self.response

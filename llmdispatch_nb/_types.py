@@ -1,0 +1,329 @@
+"""The data a call is made of: what the user asks (`Request`), what comes back
+(`Response`, stream events) and what is remembered of each attempt (`CallRecord`).
+
+Plain frozen dataclasses: cheap to build, safe to share across the loop thread, and
+free of any vendor's shape. Vendor adapters translate to and from these.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from .errors import RequestValidationError
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "error", "other"]
+UsageSource = Literal["reported", "estimated"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str
+
+    def __post_init__(self) -> None:
+        if self.role not in ("system", "user", "assistant"):
+            raise RequestValidationError(
+                f"message role {self.role!r} is not one of 'system', 'user', 'assistant'"
+            )
+        if not isinstance(self.content, str):
+            raise RequestValidationError("message content must be a string")
+
+
+def _as_messages(value: str | Sequence[Message | Mapping[str, Any]]) -> tuple[Message, ...]:
+    if isinstance(value, str):
+        return (Message("user", value),)
+    out = []
+    for m in value:
+        if isinstance(m, Message):
+            out.append(m)
+        elif isinstance(m, Mapping):
+            out.append(Message(m.get("role", "user"), m.get("content", "")))
+        else:
+            raise RequestValidationError(f"cannot read a message from {type(m).__name__}")
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One prompt to send. `messages` may be a plain string (one user turn).
+
+    `target` is `vendor:model`, an alias, a group or a bare model name; None means the
+    dispatcher's default. `system` is kept apart from the turns because two of the five
+    vendors want it outside the message list.
+    """
+
+    messages: tuple[Message, ...]
+    target: str | None = None
+    system: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    user: str | None = None
+    tags: tuple[str, ...] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        messages: str | Sequence[Message | Mapping[str, Any]],
+        target: str | None = None,
+        *,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        user: str | None = None,
+        tags: Sequence[str] = (),
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        msgs = _as_messages(messages)
+        # A leading system turn is lifted out: every adapter then has one place to look.
+        if msgs and msgs[0].role == "system":
+            system = msgs[0].content if system is None else f"{system}\n\n{msgs[0].content}"
+            msgs = msgs[1:]
+        if any(m.role == "system" for m in msgs):
+            raise RequestValidationError("a system message may only come first; use system=")
+        stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+        s = object.__setattr__
+        s(self, "messages", msgs)
+        s(self, "target", target)
+        s(self, "system", system)
+        s(self, "max_tokens", max_tokens)
+        s(self, "temperature", temperature)
+        s(self, "top_p", top_p)
+        s(self, "stop", stops)
+        s(self, "seed", seed)
+        s(self, "user", user)
+        s(self, "tags", tuple(tags))
+        s(self, "metadata", dict(metadata or {}))
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse what no vendor would accept, before any byte leaves."""
+        if not self.messages:
+            raise RequestValidationError("the request has no messages; give a prompt")
+        if not any(m.content.strip() for m in self.messages if m.role == "user"):
+            raise RequestValidationError("the prompt is empty; write something to send")
+        if self.max_tokens is not None and (
+            not isinstance(self.max_tokens, int) or self.max_tokens < 1
+        ):
+            raise RequestValidationError(f"max_tokens must be a whole number >= 1, got {self.max_tokens!r}")
+        if self.temperature is not None and not (
+            isinstance(self.temperature, int | float) and 0 <= self.temperature <= 2
+        ):
+            raise RequestValidationError(f"temperature must be between 0 and 2, got {self.temperature!r}")
+        if self.top_p is not None and not (
+            isinstance(self.top_p, int | float) and 0 < self.top_p <= 1
+        ):
+            raise RequestValidationError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if len(self.stop) > 4:
+            raise RequestValidationError("at most 4 stop sequences are accepted by every vendor")
+        if any(not s for s in self.stop):
+            raise RequestValidationError("stop sequences must be non-empty strings")
+
+    def with_target(self, target: str | None) -> Request:
+        return replace(self, target=target)
+
+    @property
+    def prompt_text(self) -> str:
+        """All text that will be sent, for estimates and cache keys."""
+        parts = [self.system or ""] + [m.content for m in self.messages]
+        return "\n".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts, normalised.
+
+    `input_tokens` is the whole prompt, cached parts included (OpenAI and Gemini count it
+    that way; the Anthropic adapter adds its cache fields in so all vendors agree).
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    source: UsageSource = "reported"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+def estimate_tokens(text: str) -> int:
+    """A vendor-neutral estimate (about 4 characters a token), flagged as such where used.
+
+    Exact counts need each vendor's tokenizer, two of which are not public; the reported
+    usage is what bills, so this only sizes budgets, routing and missing usage.
+    """
+    return max(1, math.ceil(len(text) / 4)) if text else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """A price in US dollars, or None when nobody knows it (never a silent $0)."""
+
+    usd: float | None
+    source: str  # "genai-prices", "override", "free", "cache", "unknown"
+
+    @property
+    def known(self) -> bool:
+        return self.usd is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One try at one candidate: what the response's trail is made of."""
+
+    vendor: str
+    model: str
+    status: str  # "ok", "error", "skipped"
+    error: str | None = None
+    latency_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    text: str
+    finish_reason: FinishReason
+    raw_finish_reason: str | None
+    usage: Usage
+    vendor: str
+    model: str  # as served, e.g. gpt-4o-2024-08-06
+    model_requested: str
+    latency_s: float
+    ttft_s: float | None
+    request_id: str | None = None
+    cost: Cost = Cost(None, "unknown")
+    call_id: str = ""
+    cached: bool = False
+    simulated: bool = False
+    attempts: tuple[Attempt, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        cost = "?" if self.cost.usd is None else f"${self.cost.usd:.6f}"
+        return (
+            f"Response(vendor={self.vendor!r}, model={self.model!r}, finish={self.finish_reason!r}, "
+            f"tokens={self.usage.input_tokens}+{self.usage.output_tokens}, cost={cost}, "
+            f"latency={self.latency_s:.3f}s, text={self.text[:60]!r})"
+        )
+
+
+# -- stream events: what `Dispatcher.stream` yields -----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+    kind: Literal["text"] = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageUpdate:
+    usage: Usage
+    kind: Literal["usage"] = "usage"
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    reason: FinishReason
+    raw: str | None
+    kind: Literal["finish"] = "finish"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStart:
+    """The vendor accepted the stream; what it says it serves."""
+
+    model: str | None
+    request_id: str | None
+    kind: Literal["start"] = "start"
+
+
+StreamEvent = TextDelta | UsageUpdate | Finish | StreamStart
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedReply:
+    """What an adapter reads out of one whole (non-streamed) vendor response."""
+
+    text: str
+    finish_reason: FinishReason
+    raw_finish_reason: str | None
+    usage: Usage | None
+    model: str | None
+    request_id: str | None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def new_call_id() -> str:
+    return uuid.uuid4().hex
+
+
+def now() -> float:
+    """Wall-clock seconds, for records; durations use time.perf_counter()."""
+    return time.time()
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One attempt, failed or not, as the ledger keeps it.
+
+    Never holds a key or an auth header: it is built from our types, never from the
+    `httpx.Request` that carried the credentials.
+    """
+
+    call_id: str
+    attempt: int  # 1-based within the call, across candidates
+    timestamp: float  # wall clock at send
+    vendor: str
+    model_requested: str
+    model_served: str | None
+    status: str  # "ok", "error", "cached", "refused"
+    error_class: str | None = None
+    error_message: str | None = None
+    http_status: int | None = None
+    request_id: str | None = None
+    session: str | None = None
+    route_reason: str | None = None
+    retried: bool = False  # this attempt is a retry of the same candidate
+    fell_back: bool = False  # this attempt is on a later candidate
+    streamed: bool = False
+    latency_s: float | None = None
+    ttft_s: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    usage_source: UsageSource | None = None
+    cost_usd: float | None = None
+    price_source: str | None = None
+    cache_hit: bool = False
+    simulated: bool = False
+    finish_reason: str | None = None
+    tags: tuple[str, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+    prompt: str | None = None
+    response: str | None = None
+
+    @property
+    def output_tokens_per_s(self) -> float | None:
+        if not self.output_tokens or not self.latency_s:
+            return None
+        gen = self.latency_s - (self.ttft_s or 0.0)
+        return self.output_tokens / gen if gen > 0 else None

@@ -1,0 +1,112 @@
+"""What a call cost: genai-prices' kept-current list prices behind a small `PriceBook`.
+
+User overrides win; Azure deployments are priced through the model they map to; local
+servers are free unless priced; an unknown price is `None` (source "unknown"), never $0.
+genai-prices is imported on the first price asked for, not with the package.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from ._types import Cost, Usage
+
+
+@dataclass(frozen=True)
+class Price:
+    """US dollars per million tokens."""
+
+    input: float
+    output: float
+    cache_read: float | None = None
+    cache_write: float | None = None
+
+    @classmethod
+    def per_1k(cls, input: float, output: float, cache_read: float | None = None,
+               cache_write: float | None = None) -> Price:
+        k = 1000.0
+        return cls(input * k, output * k, None if cache_read is None else cache_read * k,
+                   None if cache_write is None else cache_write * k)
+
+    def cost(self, u: Usage) -> float:
+        cr = self.cache_read if self.cache_read is not None else self.input
+        cw = self.cache_write if self.cache_write is not None else self.input
+        fresh = max(0, u.input_tokens - u.cache_read_tokens - u.cache_write_tokens)
+        return (fresh * self.input + u.cache_read_tokens * cr + u.cache_write_tokens * cw
+                + u.output_tokens * self.output) / 1e6
+
+
+# Our vendor names -> genai-prices provider ids.
+PROVIDERS = {"openai": "openai", "azure": "openai", "anthropic": "anthropic", "google": "google",
+             "gemini": "google"}
+
+
+class PriceBook:
+    def __init__(self, overrides: dict[tuple[str, str], Price] | None = None) -> None:
+        self._overrides: dict[tuple[str, str], Price] = dict(overrides or {})
+        self._memo: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+
+    def set_price(self, vendor: str, model: str, price: Price) -> None:
+        """Price `vendor:model` yourself (`model="*"` prices every model of a vendor)."""
+        with self._lock:
+            self._overrides[(vendor, model)] = price
+            self._memo.clear()
+
+    def _override(self, vendor: str, model: str) -> Price | None:
+        return self._overrides.get((vendor, model)) or self._overrides.get((vendor, "*"))
+
+    def cost(self, vendor: str, model: str, usage: Usage, *, kind: str | None = None,
+             free: bool = False) -> Cost:
+        """Price `usage` for `model` (already mapped from any deployment name)."""
+        override = self._override(vendor, model)
+        if override is not None:
+            return Cost(override.cost(usage), "override")
+        if free:
+            return Cost(0.0, "free")
+        provider = PROVIDERS.get(kind or vendor) or PROVIDERS.get(vendor)
+        if provider is None:
+            return Cost(None, "unknown")
+        try:
+            from genai_prices import Usage as GPUsage
+            from genai_prices import calc_price
+
+            result = calc_price(
+                GPUsage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                        cache_read_tokens=usage.cache_read_tokens or None,
+                        cache_write_tokens=usage.cache_write_tokens or None),
+                model, provider_id=provider)
+        except LookupError:
+            return Cost(None, "unknown")
+        except Exception:  # a price table problem must never fail the call it prices
+            return Cost(None, "unknown")
+        return Cost(float(result.total_price), "genai-prices")
+
+    def price_of(self, vendor: str, model: str, *, kind: str | None = None,
+                 free: bool = False) -> Price | None:
+        """Per-million list price, for estimates before sending (None when unknown)."""
+        override = self._override(vendor, model)
+        if override is not None:
+            return override
+        if free:
+            return Price(0.0, 0.0)
+        key = (vendor, model)
+        if key in self._memo:
+            return self._memo[key]  # type: ignore[no-any-return]
+        million = Usage(input_tokens=1_000_000, output_tokens=0)
+        c_in = self.cost(vendor, model, million, kind=kind)
+        c_out = self.cost(vendor, model, Usage(input_tokens=0, output_tokens=1_000_000), kind=kind)
+        price = None
+        if c_in.usd is not None and c_out.usd is not None:
+            price = Price(c_in.usd, c_out.usd)
+        self._memo[key] = price
+        return price
+
+    def estimate(self, vendor: str, model: str, input_tokens: int, max_output_tokens: int, *,
+                 kind: str | None = None, free: bool = False) -> float | None:
+        p = self.price_of(vendor, model, kind=kind, free=free)
+        if p is None:
+            return None
+        return (input_tokens * p.input + max_output_tokens * p.output) / 1e6

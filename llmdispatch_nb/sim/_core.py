@@ -1,0 +1,303 @@
+"""What every emulator shares: model profiles, deterministic synthetic text, pacing, and
+the fault plan that tests and notebooks script.
+
+The text is synthetic and says so; its length, the time to its first token and its pace
+follow per-model profiles so emulated vendors differ the way real ones do. Prices are not
+here: the core prices an emulated call from the model's real list price.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+
+# -- model profiles ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How a model behaves: seconds to first token, tokens per second, answer length."""
+
+    served: str  # the model name the vendor reports back (often dated)
+    ttft_s: float
+    tokens_per_s: float
+    answer_tokens: tuple[int, int] = (60, 260)
+    context_window: int = 128_000
+    jitter: float = 0.15  # +- fraction applied to ttft and to each token gap
+    created: int = 1_715_000_000
+
+
+PROFILES: dict[str, dict[str, Profile]] = {
+    "openai": {
+        "gpt-4o": Profile("gpt-4o-2024-08-06", 0.45, 85, created=1_722_814_719),
+        "gpt-4o-mini": Profile("gpt-4o-mini-2024-07-18", 0.35, 110, created=1_721_172_741),
+        "gpt-4.1": Profile("gpt-4.1-2025-04-14", 0.50, 75, context_window=1_047_576),
+        "gpt-4.1-mini": Profile("gpt-4.1-mini-2025-04-14", 0.35, 105, context_window=1_047_576),
+        "gpt-4.1-nano": Profile("gpt-4.1-nano-2025-04-14", 0.25, 150, context_window=1_047_576),
+        "o4-mini": Profile("o4-mini-2025-04-16", 1.60, 130, (120, 400), context_window=200_000),
+    },
+    "anthropic": {
+        "claude-sonnet-4-5": Profile("claude-sonnet-4-5-20250929", 0.80, 62, context_window=200_000),
+        "claude-haiku-4-5": Profile("claude-haiku-4-5-20251001", 0.45, 125, context_window=200_000),
+        "claude-opus-4-1": Profile("claude-opus-4-1-20250805", 1.20, 38, context_window=200_000),
+    },
+    "google": {
+        "gemini-2.5-flash": Profile("gemini-2.5-flash", 0.55, 185, context_window=1_048_576),
+        "gemini-2.5-pro": Profile("gemini-2.5-pro", 1.40, 95, context_window=1_048_576),
+        "gemini-2.0-flash": Profile("gemini-2.0-flash", 0.30, 210, context_window=1_048_576),
+    },
+    # Azure serves OpenAI's models under deployment names the user picks.
+    "azure": {
+        "gpt-4o": Profile("gpt-4o-2024-08-06", 0.55, 80),
+        "gpt-4o-mini": Profile("gpt-4o-mini-2024-07-18", 0.40, 100),
+    },
+    # An OpenAI-compatible local server (Ollama-like): quick to start, slow to write.
+    "compat": {
+        "llama3.2": Profile("llama3.2", 0.15, 45, context_window=131_072),
+        "qwen3:8b": Profile("qwen3:8b", 0.25, 30, context_window=40_960),
+    },
+}
+
+
+def profile_for(vendor: str, model: str) -> Profile | None:
+    return PROFILES.get(vendor, {}).get(model)
+
+
+# -- synthetic text --------------------------------------------------------------------
+
+_SENTENCES = (
+    "This answer is simulated by the llmdispatch-nb emulator, not written by a model.",
+    "Its length and pace follow the profile of the model you asked for.",
+    "A real vendor would reply here with text that depends on your prompt.",
+    "Latency, time to first token and token counts are measured as for a real call.",
+    "Cost is priced from the model's list price, so the ledger looks like the real thing.",
+    "Set an API key in the environment to send the same prompt to the real vendor.",
+    "Routing, retries, fallbacks and budgets behave exactly as they would in production.",
+    "Faults can be injected per vendor and model to see how the dispatcher copes.",
+)
+
+
+@dataclass(frozen=True)
+class Generation:
+    tokens: tuple[str, ...]  # each piece is one counted output token
+    finish: str  # "stop" or "length"
+    input_tokens: int
+
+    @property
+    def text(self) -> str:
+        return "".join(self.tokens)
+
+
+def count_tokens(text: str) -> int:
+    """The emulator's own token count: about four characters a token."""
+    return max(1, (len(text) + 3) // 4) if text else 0
+
+
+def generate(
+    prompt_text: str,
+    model: str,
+    *,
+    vendor: str = "",
+    max_tokens: int | None = None,
+    stop: Sequence[str] = (),
+    seed: int | None = None,
+) -> Generation:
+    """Deterministic for the same prompt, model and seed, so caches and replays can be checked."""
+    profile = profile_for(vendor, model)
+    lo, hi = profile.answer_tokens if profile else (60, 260)
+    digest = hashlib.sha256(f"{vendor}|{model}|{seed}|{prompt_text}".encode()).digest()
+    rng = random.Random(digest)
+    want = rng.randint(lo, hi)
+    first_words = " ".join(prompt_text.split()[:8])
+    words: list[str] = f"[simulated {model}] You asked: “{first_words}”.".split()
+    while len(words) < want:
+        words.extend(rng.choice(_SENTENCES).split())
+    words = words[:want]
+    tokens = [w if i == 0 else " " + w for i, w in enumerate(words)]
+    finish = "stop"
+    if stop:
+        text = "".join(tokens)
+        cut = min((text.index(s) for s in stop if s in text), default=None)
+        if cut is not None:
+            kept: list[str] = []
+            used = 0
+            for tok in tokens:
+                if used + len(tok) > cut:
+                    if cut > used:
+                        kept.append(tok[: cut - used])
+                    break
+                kept.append(tok)
+                used += len(tok)
+            tokens = kept
+    if max_tokens is not None and len(tokens) > max_tokens:
+        tokens = tokens[:max_tokens]
+        finish = "length"
+    return Generation(tuple(tokens), finish, count_tokens(prompt_text))
+
+
+async def paced(
+    tokens: Iterable[str], profile: Profile | None, time_scale: float, rng: random.Random
+) -> AsyncIterator[str]:
+    """Yield tokens at the profile's pace: the first after ttft, then one every 1/tps."""
+    if profile is None or time_scale <= 0:
+        for t in tokens:
+            yield t
+        return
+    j = profile.jitter
+    await asyncio.sleep(profile.ttft_s * time_scale * rng.uniform(1 - j, 1 + j))
+    gap = time_scale / profile.tokens_per_s
+    owed = 0.0
+    for t in tokens:
+        yield t
+        owed += gap * rng.uniform(1 - j, 1 + j)
+        # Sleep in slices of at least 5 ms: per-token sleeps would measure the loop, not the model.
+        if owed >= 0.005:
+            await asyncio.sleep(owed)
+            owed = 0.0
+
+
+def total_time(profile: Profile | None, n_tokens: int, time_scale: float) -> float:
+    if profile is None or time_scale <= 0:
+        return 0.0
+    return (profile.ttft_s + n_tokens / profile.tokens_per_s) * time_scale
+
+
+# -- faults ----------------------------------------------------------------------------
+
+FAULT_KINDS = (
+    "429",  # rate limited, with retry-after (seconds)
+    "429-ms",  # rate limited, with retry-after-ms (OpenAI/Azure) or RetryInfo (Gemini)
+    "429-long",  # rate limited with retry-after beyond any sane cap (e.g. 3600 s)
+    "429-no-retry",  # rate limited with x-should-retry: false
+    "quota",  # out of credit / spend limit / per-day quota: a 429 not worth retrying
+    "408",
+    "409",
+    "500",
+    "503",
+    "529",  # Anthropic overloaded (other vendors answer 503)
+    "401",  # authentication failure in the vendor's own shape
+    "400",  # invalid request in the vendor's own shape
+    "context-length",  # prompt too long for the model
+    "content-filter",  # Azure 400 content_filter on the prompt (others: 400)
+    "content-filter-output",  # Azure 200 with finish_reason content_filter
+    "blocked",  # Gemini 200 with promptFeedback.blockReason (others: content filter)
+    "hang",  # accept the connection, send nothing
+    "reset",  # reset the connection before any byte
+    "midstream-error",  # stream starts, then the vendor's own error event
+    "midstream-disconnect",  # stream starts, then the connection drops
+    "malformed-json",  # 200 with a body (or stream event) that is not JSON
+)
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    retry_after: float | None = None  # seconds, for 429/503/529 kinds
+    after_tokens: int = 3  # mid-stream kinds: text tokens sent before failing
+    hang_s: float = 600.0  # how long "hang" waits before giving up (client usually leaves first)
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {self.kind!r}; known: {', '.join(FAULT_KINDS)}")
+
+
+def as_fault(f: Fault | str) -> Fault:
+    return f if isinstance(f, Fault) else Fault(f)
+
+
+@dataclass
+class _Rate:
+    probability: float
+    kinds: tuple[Fault, ...]
+    model: str | None
+    rng: random.Random
+
+
+class FaultPlan:
+    """Which responses fail, and how: a script of the next N responses, or a rate.
+
+    Scripts take precedence over rates; a script or rate may be limited to one model.
+    `None` in a script means "answer normally". Thread-safe: tests script it from their
+    thread while the emulator serves on its own loop.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._scripts: dict[str | None, list[Fault | None]] = {}
+        self._rates: list[_Rate] = []
+
+    def script(self, *faults: Fault | str | None, model: str | None = None) -> FaultPlan:
+        with self._lock:
+            q = self._scripts.setdefault(model, [])
+            q.extend(None if f is None else as_fault(f) for f in faults)
+        return self
+
+    def rate(self, probability: float, *kinds: Fault | str, model: str | None = None,
+             seed: int = 0) -> FaultPlan:
+        if not 0 <= probability <= 1:
+            raise ValueError("probability must be within [0, 1]")
+        if not kinds:
+            raise ValueError("name at least one fault kind")
+        with self._lock:
+            self._rates.append(_Rate(probability, tuple(as_fault(k) for k in kinds), model,
+                                     random.Random(seed)))
+        return self
+
+    def clear(self) -> None:
+        with self._lock:
+            self._scripts.clear()
+            self._rates.clear()
+
+    def next_fault(self, model: str) -> Fault | None:
+        with self._lock:
+            for key in (model, None):
+                q = self._scripts.get(key)
+                if q:
+                    return q.pop(0)
+            for r in self._rates:
+                if r.model in (None, model) and r.rng.random() < r.probability:
+                    return r.rng.choice(r.kinds)
+        return None
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request an emulator received (auth headers are never kept)."""
+
+    at: float
+    method: str
+    path: str
+    model: str | None
+    stream: bool
+    fault: str | None
+    retry_count: str | None  # x-stainless-retry-count, when an SDK sent it
+
+
+@dataclass
+class RequestLog:
+    items: list[Received] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, r: Received) -> None:
+        with self._lock:
+            self.items.append(r)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def chat(self) -> list[Received]:
+        """Only the generation requests (not model listings)."""
+        return [r for r in self.items if r.model is not None]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.items.clear()
+
+
+def stamp() -> float:
+    return time.time()

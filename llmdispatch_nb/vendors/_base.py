@@ -1,0 +1,220 @@
+"""What every vendor adapter is: a pure translator between our types and one vendor's wire.
+
+An adapter builds an `httpx.Request` from a `Request`, reads a whole `httpx.Response`
+into a `ParsedReply`, reads SSE events into stream events, and maps an error response to
+our exception. It opens no sockets, sleeps on no clocks and retries nothing: the
+dispatcher does all of that, the same way for every vendor.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import httpx
+
+from .._sse import SSEEvent
+from .._types import FinishReason, ParsedReply, Request, StreamEvent
+from ..errors import (
+    AuthenticationError,
+    BadRequestError,
+    OverloadedError,
+    ProtocolError,
+    RateLimitError,
+    ServerError,
+    VendorError,
+    register_secret,
+)
+
+
+class Secret:
+    """A credential. Its value is only reachable through `reveal()`; every repr masks it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+        register_secret(value)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a Secret cannot be pickled; it would write the key out")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One configured vendor: where it is, how to authenticate, what it serves.
+
+    `name` is what users type before the colon (`openai`, `azure`, `ollama`); `kind` picks
+    the adapter. Several endpoints may share a kind (two Ollama hosts, say).
+    """
+
+    name: str
+    kind: str
+    base_url: str
+    key: Secret | None = field(default=None, repr=False)
+    auth: str = "default"  # azure: "api-key" | "bearer"; anthropic: "x-api-key" | "bearer"
+    api_version: str | None = None
+    route: str = "default"  # azure: "deployments" | "v1"
+    deployments: Mapping[str, str] = field(default_factory=dict)  # azure: deployment -> model
+    models: tuple[str, ...] = ()
+    default_model: str | None = None
+    simulated: bool = False
+    priced: bool = True  # local servers are free unless the user prices them
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        key = "set" if self.key else "none"
+        sim = ", simulated" if self.simulated else ""
+        return f"Endpoint({self.name!r}, kind={self.kind!r}, base_url={self.base_url!r}, key={key}{sim})"
+
+    def url(self, path: str) -> str:
+        return self.base_url.rstrip("/") + "/" + path.lstrip("/")
+
+
+class StreamParser(ABC):
+    """Turns one vendor's SSE events into our stream events; one per streamed call."""
+
+    def __init__(self, vendor: str) -> None:
+        self.vendor = vendor
+        self.done = False  # saw the vendor's own end-of-stream marker
+
+    @abstractmethod
+    def feed(self, event: SSEEvent) -> list[StreamEvent]:
+        """Read one event. Raises a VendorError for an error the vendor sent mid-stream."""
+
+    def close(self) -> list[StreamEvent]:
+        """The connection ended. A stream that never said it was finished was cut short."""
+        if not self.done:
+            raise ProtocolError("the stream ended before the vendor finished it", vendor=self.vendor)
+        return []
+
+
+class Adapter(ABC):
+    kind: ClassVar[str]
+    # Environment variables that hold this vendor's key, first one preferred.
+    key_variables: ClassVar[tuple[str, ...]] = ()
+    # genai-prices provider id used for pricing.
+    price_provider: ClassVar[str | None] = None
+
+    @abstractmethod
+    def build_request(self, request: Request, model: str, endpoint: Endpoint, *, stream: bool) -> httpx.Request:
+        ...
+
+    @abstractmethod
+    def parse_reply(self, response: httpx.Response, endpoint: Endpoint) -> ParsedReply:
+        """Read a whole 2xx response (already read into memory)."""
+
+    @abstractmethod
+    def stream_parser(self, endpoint: Endpoint) -> StreamParser:
+        ...
+
+    @abstractmethod
+    def map_error(self, response: httpx.Response, endpoint: Endpoint) -> VendorError:
+        """Map a non-2xx response (already read) to our exception."""
+
+    def list_models_request(self, endpoint: Endpoint) -> httpx.Request | None:
+        return None
+
+    def parse_models(self, response: httpx.Response) -> list[str]:
+        return []
+
+    def pricing_model(self, model: str, endpoint: Endpoint) -> str:
+        """The model name a price list knows this as (Azure maps deployments)."""
+        return model
+
+
+# -- helpers every adapter shares --------------------------------------------------------
+
+
+def read_json(response: httpx.Response, vendor: str) -> Any:
+    try:
+        return json.loads(response.content)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(
+            f"sent a body that is not JSON (HTTP {response.status_code}, "
+            f"{len(response.content)} bytes); the vendor or a proxy in between is misbehaving",
+            vendor=vendor,
+        ) from exc
+
+
+def load_event_json(event: SSEEvent, vendor: str) -> Any:
+    try:
+        return json.loads(event.data)
+    except ValueError as exc:
+        raise ProtocolError("sent a stream event that is not JSON", vendor=vendor) from exc
+
+
+def parse_retry_after(headers: httpx.Headers, now: float | None = None) -> float | None:
+    """Seconds to wait, from `retry-after-ms`, then `retry-after` (seconds or HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            value = float(ms) / 1000.0
+            if value >= 0:
+                return value
+        except ValueError:
+            pass
+    ra = headers.get("retry-after")
+    if not ra:
+        return None
+    try:
+        return max(0.0, float(ra))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(ra)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def parse_should_retry(headers: httpx.Headers) -> bool | None:
+    value = headers.get("x-should-retry", "").strip().lower()
+    return True if value == "true" else False if value == "false" else None
+
+
+def error_class_for_status(status: int) -> type[VendorError]:
+    if status in (401, 403):
+        return AuthenticationError
+    if status == 429:
+        return RateLimitError
+    if status in (503, 529):
+        return OverloadedError
+    if status in (408, 409) or status >= 500:
+        return ServerError
+    return BadRequestError
+
+
+def finish_from(raw: str | None, table: Mapping[str, FinishReason]) -> FinishReason:
+    if raw is None:
+        return "stop"
+    return table.get(raw, "other")
+
+
+def request_id_of(response: httpx.Response, *names: str) -> str | None:
+    for n in names or ("x-request-id", "request-id"):
+        v = response.headers.get(n)
+        if v:
+            return v
+    return None

@@ -1,0 +1,231 @@
+"""OpenAI Chat Completions: `POST {base}/chat/completions`, bearer auth, SSE ending `[DONE]`.
+
+The other OpenAI-shaped vendors (Azure, local OpenAI-compatible servers) subclass this and
+change only what differs: the URL, the auth header, the max-tokens field, error codes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+import httpx
+
+from .._sse import SSEEvent
+from .._types import (
+    FinishReason,
+    ParsedReply,
+    Request,
+    StreamEvent,
+    StreamStart,
+    TextDelta,
+    Usage,
+    UsageUpdate,
+)
+from .._types import Finish as FinishEvent
+from ..errors import ContextLengthError, MidStreamError, QuotaExhaustedError, VendorError
+from ._base import (
+    Adapter,
+    Endpoint,
+    StreamParser,
+    error_class_for_status,
+    finish_from,
+    load_event_json,
+    parse_retry_after,
+    parse_should_retry,
+    read_json,
+    request_id_of,
+)
+
+FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "content_filter": "content_filter",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+}
+
+
+def usage_from_openai(u: dict[str, Any] | None) -> Usage | None:
+    if not isinstance(u, dict):
+        return None
+    pd = u.get("prompt_tokens_details") or {}
+    cd = u.get("completion_tokens_details") or {}
+    return Usage(
+        input_tokens=int(u.get("prompt_tokens") or 0),
+        output_tokens=int(u.get("completion_tokens") or 0),
+        cache_read_tokens=int(pd.get("cached_tokens") or 0),
+        reasoning_tokens=int(cd.get("reasoning_tokens") or 0),
+    )
+
+
+class OpenAIAdapter(Adapter):
+    kind: ClassVar[str] = "openai"
+    key_variables = ("OPENAI_API_KEY",)
+    price_provider = "openai"
+    vendor_label = "openai"
+    max_tokens_field = "max_completion_tokens"
+
+    # -- request ---------------------------------------------------------------------
+
+    def body(self, request: Request, model: str, endpoint: Endpoint, *, stream: bool) -> dict[str, Any]:
+        messages: list[dict[str, Any]] = []
+        if request.system:
+            messages.append({"role": "system", "content": request.system})
+        messages.extend({"role": m.role, "content": m.content} for m in request.messages)
+        body: dict[str, Any] = {"model": model, "messages": messages}
+        if request.max_tokens is not None:
+            body[self.max_tokens_field] = request.max_tokens
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if request.user:
+            body["user"] = request.user
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    def auth_headers(self, endpoint: Endpoint) -> dict[str, str]:
+        return {"Authorization": f"Bearer {endpoint.key.reveal()}"} if endpoint.key else {}
+
+    def chat_url(self, model: str, endpoint: Endpoint) -> str:
+        return endpoint.url("chat/completions")
+
+    def build_request(self, request: Request, model: str, endpoint: Endpoint, *, stream: bool) -> httpx.Request:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+            **endpoint.headers,
+            **self.auth_headers(endpoint),
+        }
+        content = json.dumps(self.body(request, model, endpoint, stream=stream)).encode()
+        return httpx.Request("POST", self.chat_url(model, endpoint), headers=headers, content=content)
+
+    # -- response --------------------------------------------------------------------
+
+    def parse_reply(self, response: httpx.Response, endpoint: Endpoint) -> ParsedReply:
+        data = read_json(response, endpoint.name)
+        if not isinstance(data, dict):
+            from ..errors import ProtocolError
+
+            raise ProtocolError("sent a JSON body that is not an object", vendor=endpoint.name)
+        choices = data.get("choices") or []
+        choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+        message = choice.get("message") or {}
+        text = message.get("content") or ""
+        raw = choice.get("finish_reason")
+        extra = self.reply_extra(data, choice)
+        return ParsedReply(
+            text=text,
+            finish_reason=finish_from(raw, FINISH),
+            raw_finish_reason=raw,
+            usage=usage_from_openai(data.get("usage")),
+            model=data.get("model") or None,
+            request_id=request_id_of(response, "x-request-id", "apim-request-id"),
+            extra=extra,
+        )
+
+    def reply_extra(self, data: dict[str, Any], choice: dict[str, Any]) -> dict[str, Any]:
+        return {"id": data["id"]} if data.get("id") else {}
+
+    def stream_parser(self, endpoint: Endpoint) -> StreamParser:
+        return OpenAIStream(endpoint.name)
+
+    # -- errors ----------------------------------------------------------------------
+
+    def map_error(self, response: httpx.Response, endpoint: Endpoint) -> VendorError:
+        status = response.status_code
+        try:
+            data = json.loads(response.content)
+        except ValueError:
+            data = None
+        err = data.get("error") if isinstance(data, dict) else None
+        if not isinstance(err, dict):
+            err = data if isinstance(data, dict) and "message" in data else {}  # vLLM's flat shape
+        message = str(err.get("message") or response.reason_phrase or "error")
+        code = err.get("code")
+        code = str(code) if code is not None else None
+        etype = err.get("type")
+        cls = self.error_class(status, code, etype, message)
+        return cls(
+            message,
+            vendor=endpoint.name,
+            status=status,
+            request_id=request_id_of(response, "x-request-id", "apim-request-id"),
+            retry_after=parse_retry_after(response.headers),
+            body=response.content[:2000],
+            code=code,
+            error_type=str(etype) if etype is not None else None,
+            should_retry=parse_should_retry(response.headers),
+        )
+
+    def error_class(self, status: int, code: str | None, etype: Any, message: str) -> type[VendorError]:
+        if status == 429 and (code == "insufficient_quota" or etype == "insufficient_quota"):
+            return QuotaExhaustedError
+        if status == 400 and (code == "context_length_exceeded" or "context length" in message.lower()):
+            return ContextLengthError
+        return error_class_for_status(status)
+
+    # -- models ----------------------------------------------------------------------
+
+    def list_models_request(self, endpoint: Endpoint) -> httpx.Request:
+        return httpx.Request("GET", endpoint.url("models"), headers=self.auth_headers(endpoint))
+
+    def parse_models(self, response: httpx.Response) -> list[str]:
+        data = read_json(response, self.kind)
+        return [m["id"] for m in data.get("data", []) if isinstance(m, dict) and "id" in m]
+
+
+class OpenAIStream(StreamParser):
+    """Reads `data:` chunks; the usage chunk has `choices: []`; `[DONE]` ends it."""
+
+    def __init__(self, vendor: str) -> None:
+        super().__init__(vendor)
+        self.started = False
+        self.text_len = 0
+        self.partial: list[str] = []
+        self.usage: Usage | None = None
+
+    def feed(self, event: SSEEvent) -> list[StreamEvent]:
+        if event.stray:
+            return []
+        if event.data.startswith("[DONE]"):
+            self.done = True
+            return []
+        chunk = load_event_json(event, self.vendor)
+        if not isinstance(chunk, dict):
+            return []
+        if "error" in chunk:
+            err = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
+            raise MidStreamError(
+                str(err.get("message") or "error in stream"), vendor=self.vendor,
+                partial_text="".join(self.partial), usage=self.usage,
+                code=str(err.get("code")) if err.get("code") is not None else None,
+                error_type=err.get("type"),
+            )
+        out: list[StreamEvent] = []
+        if not self.started and chunk.get("model"):
+            self.started = True
+            out.append(StreamStart(chunk.get("model"), chunk.get("id")))
+        for choice in chunk.get("choices") or []:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            piece = delta.get("content")
+            if piece:
+                self.partial.append(piece)
+                out.append(TextDelta(piece))
+            raw = choice.get("finish_reason")
+            if raw:
+                out.append(FinishEvent(finish_from(raw, FINISH), raw))
+        usage = usage_from_openai(chunk.get("usage"))
+        if usage is not None:
+            self.usage = usage
+            out.append(UsageUpdate(usage))
+        return out
