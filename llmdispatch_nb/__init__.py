@@ -1,3 +1,106 @@
-"""llmdispatch-nb: one routing core for many LLM vendors, made for notebooks."""
+"""llmdispatch-nb: one routing core for OpenAI, Anthropic, Gemini, Azure OpenAI and any
+OpenAI-compatible server, with a ledger of every call, made for notebooks.
+
+    import llmdispatch_nb as ld
+    d = ld.Dispatcher()                      # keys from the environment, else emulators
+    print(d.send("Hello", "openai:gpt-4o-mini").text)
+
+In IPython: `%load_ext llmdispatch_nb`, then `%%llm openai:gpt-4o-mini claude`.
+Heavy modules (pandas, plotly, IPython, ipywidgets) load on first use, not here.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from ._dispatcher import Dispatcher
+from ._stream import AsyncStream, Stream
+from ._types import (
+    Attempt,
+    CallRecord,
+    Cost,
+    Finish,
+    Message,
+    Request,
+    Response,
+    StreamEvent,
+    StreamStart,
+    TextDelta,
+    Usage,
+    UsageUpdate,
+)
+from .pricing import Price, PriceBook
+from .vendors import Endpoint, Secret
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "AsyncStream",
+    "Attempt",
+    "CallRecord",
+    "Cost",
+    "Dispatcher",
+    "Endpoint",
+    "Finish",
+    "Message",
+    "Price",
+    "PriceBook",
+    "Request",
+    "Response",
+    "Secret",
+    "Stream",
+    "StreamEvent",
+    "StreamStart",
+    "TextDelta",
+    "Usage",
+    "UsageUpdate",
+    "__version__",
+    "default",
+    "load_ipython_extension",
+    "set_default",
+    "unload_ipython_extension",
+]
+
+_default: Dispatcher | None = None
+_default_lock = threading.Lock()
+
+
+def default() -> Dispatcher:
+    """The process-wide dispatcher the magic and panel use, built on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Dispatcher()
+        return _default
+
+
+def set_default(dispatcher: Dispatcher | None) -> None:
+    """Use `dispatcher` for the magic and panel (None: build a fresh one on next use)."""
+    global _default
+    with _default_lock:
+        _default = dispatcher
+
+
+def load_ipython_extension(ipython: InteractiveShell) -> None:
+    from .notebook import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: InteractiveShell) -> None:
+    from .notebook import unload_ipython_extension as unload
+
+    unload(ipython)
+
+
+def __getattr__(name: str) -> Any:
+    # Heavy corners of the package, imported when first touched.
+    if name in ("analysis", "notebook", "sim", "ledger"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'llmdispatch_nb' has no attribute {name!r}")

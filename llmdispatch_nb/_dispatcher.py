@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -54,6 +54,27 @@ from .routing import Candidate, TargetResolver
 from .vendors import Endpoint, adapter_for
 
 RecordSink = Callable[[CallRecord], None]
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """How to route one call, apart from what is sent: strategy, fallbacks, spend cap, cache."""
+
+    strategy: Any = None  # None = the dispatcher's; "model", "cheapest", "fastest", ... or a callable
+    fallbacks: tuple[str, ...] | None = None  # None = the configured fallbacks
+    max_cost: float | None = None  # US dollars for this call, refused before sending if exceeded
+    cache: bool | None = None  # None = the cache policy decides; False = never; True = always
+
+
+_OPTION_NAMES = ("strategy", "fallbacks", "max_cost", "cache")
+
+
+def _split_options(params: dict[str, Any]) -> CallOptions:
+    picked = {k: params.pop(k) for k in _OPTION_NAMES if k in params}
+    if picked.get("fallbacks") is not None:
+        fb = picked["fallbacks"]
+        picked["fallbacks"] = (fb,) if isinstance(fb, str) else tuple(fb)
+    return CallOptions(**picked)
 
 
 class Dispatcher:
@@ -153,24 +174,28 @@ class Dispatcher:
 
     def send(self, prompt: Any, target: str | None = None, **params: Any) -> Response:
         """Send and wait for the whole answer (works in a notebook cell, thread or script)."""
+        opts = _split_options(params)
         req = self.request(prompt, target, **params)
-        return self._loop.run(self._call(req, None))
+        return self._loop.run(self._call(req, None, opts))
 
     async def asend(self, prompt: Any, target: str | None = None, **params: Any) -> Response:
+        opts = _split_options(params)
         req = self.request(prompt, target, **params)
-        return await self._loop.arun(self._call(req, None))
+        return await self._loop.arun(self._call(req, None, opts))
 
     def stream(self, prompt: Any, target: str | None = None, **params: Any) -> Stream:
         """Iterate text and usage events as they arrive; `.response` holds the result."""
+        opts = _split_options(params)
         req = self.request(prompt, target, **params)
         s = Stream()
-        s.attach(self._loop.submit(self._call(req, s.sink)))
+        s.attach(self._loop.submit(self._call(req, s.sink, opts)))
         return s
 
     def astream(self, prompt: Any, target: str | None = None, **params: Any) -> AsyncStream:
+        opts = _split_options(params)
         req = self.request(prompt, target, **params)
         s = AsyncStream(asyncio.get_running_loop())
-        s.attach(self._loop.submit(self._call(req, s.sink)))
+        s.attach(self._loop.submit(self._call(req, s.sink, opts)))
         return s
 
     def models(self, vendor: str) -> list[str]:
@@ -224,7 +249,8 @@ class Dispatcher:
     def plan(self, request: Request) -> list[Candidate]:
         return self.resolver.resolve(request.target)
 
-    async def _call(self, request: Request, sink: StreamSink | None) -> Response:
+    async def _call(self, request: Request, sink: StreamSink | None,
+                    opts: CallOptions = CallOptions()) -> Response:
         call_id = new_call_id()
         candidates = self.plan(request)
         deadline = time.monotonic() + self.deadline_s

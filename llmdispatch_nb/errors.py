@@ -184,7 +184,7 @@ class VendorError(LLMDispatchError):
         return (_rebuild, (type(self), self.__dict__, self.args))
 
 
-def _rebuild(cls: type, state: dict[str, Any], args: tuple[Any, ...]) -> Any:
+def _rebuild(cls: Any, state: dict[str, Any], args: tuple[Any, ...]) -> Any:
     obj = cls.__new__(cls)
     obj.__dict__.update(state)
     obj.args = args

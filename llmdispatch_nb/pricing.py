@@ -94,7 +94,7 @@ class PriceBook:
             return Price(0.0, 0.0)
         key = (vendor, model)
         if key in self._memo:
-            return self._memo[key]  # type: ignore[no-any-return]
+            return self._memo[key]
         million = Usage(input_tokens=1_000_000, output_tokens=0)
         c_in = self.cost(vendor, model, million, kind=kind)
         c_out = self.cost(vendor, model, Usage(input_tokens=0, output_tokens=1_000_000), kind=kind)

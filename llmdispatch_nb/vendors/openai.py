@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import httpx
 
 from .._sse import SSEEvent
+from .._types import Finish as FinishEvent
 from .._types import (
     FinishReason,
     ParsedReply,
@@ -22,7 +23,6 @@ from .._types import (
     Usage,
     UsageUpdate,
 )
-from .._types import Finish as FinishEvent
 from ..errors import ContextLengthError, MidStreamError, QuotaExhaustedError, VendorError
 from ._base import (
     Adapter,
