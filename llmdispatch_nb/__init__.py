@@ -14,27 +14,27 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ._dispatcher import Dispatcher
-from ._stream import AsyncStream, Stream
-from ._types import (
-    Attempt,
-    CallRecord,
-    Cost,
-    Finish,
-    Message,
-    Request,
-    Response,
-    StreamEvent,
-    StreamStart,
-    TextDelta,
-    Usage,
-    UsageUpdate,
-)
-from .pricing import Price, PriceBook
-from .vendors import Endpoint, Secret
-
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
+
+    from ._dispatcher import Dispatcher
+    from ._stream import AsyncStream, Stream
+    from ._types import (
+        Attempt,
+        CallRecord,
+        Cost,
+        Finish,
+        Message,
+        Request,
+        Response,
+        StreamEvent,
+        StreamStart,
+        TextDelta,
+        Usage,
+        UsageUpdate,
+    )
+    from .pricing import Price, PriceBook
+    from .vendors import Endpoint, Secret
 
 __version__ = "0.1.0"
 
@@ -72,6 +72,8 @@ _default_lock = threading.Lock()
 def default() -> Dispatcher:
     """The process-wide dispatcher the magic and panel use, built on first use."""
     global _default
+    from ._dispatcher import Dispatcher
+
     with _default_lock:
         if _default is None:
             _default = Dispatcher()
@@ -97,10 +99,33 @@ def unload_ipython_extension(ipython: InteractiveShell) -> None:
     unload(ipython)
 
 
-def __getattr__(name: str) -> Any:
-    # Heavy corners of the package, imported when first touched.
-    if name in ("analysis", "notebook", "sim", "ledger"):
-        import importlib
+# Public names -> the private module that defines them. Nothing is imported until a name is
+# first used, so `import llmdispatch_nb` stays cheaper than `import httpx` alone.
+_LAZY = {
+    "AsyncStream": "._stream", "Stream": "._stream",
+    "Dispatcher": "._dispatcher",
+    "Attempt": "._types", "CallRecord": "._types", "Cost": "._types", "Finish": "._types",
+    "Message": "._types", "Request": "._types", "Response": "._types",
+    "StreamEvent": "._types", "StreamStart": "._types", "TextDelta": "._types",
+    "Usage": "._types", "UsageUpdate": "._types",
+    "Price": ".pricing", "PriceBook": ".pricing",
+    "Endpoint": ".vendors", "Secret": ".vendors",
+}
+_SUBMODULES = ("analysis", "errors", "ledger", "notebook", "pricing", "resilience", "routing", "sim",
+               "vendors")
 
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'llmdispatch_nb' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
