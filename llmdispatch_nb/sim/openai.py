@@ -1,0 +1,660 @@
+"""OpenAI Chat Completions, emulated: `POST /v1/chat/completions`, `GET /v1/models[/{id}]`.
+
+Shapes follow the reference (vendor-protocols.md §1): Bearer auth, `{"error": {message,
+type, param, code}}` bodies, data-only SSE ending `data: [DONE]`, the usage chunk only on
+`stream_options.include_usage`, `x-ratelimit-*` headers with Go-style durations.
+
+`OpenAIEmulator(local=True)` plays an OpenAI-compatible local server instead: Ollama's
+stream shape (the role repeated in every delta, `reasoning` deltas for thinking models,
+bare usage), llama.cpp's typed errors where Ollama has none (503 `unavailable_error`,
+`exceed_context_size_error`), no rate-limit headers, unknown fields ignored, and no key
+needed unless `api_key` is set (as with `vllm serve --api-key`).
+
+The Azure emulator subclasses this one and overrides the methods marked "hook".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import string
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from ._core import PROFILES, Fault, Profile, count_tokens, generate, paced
+from ._server import Emulator, hang, json_response, reset_connection, sse_frame
+
+OPENAI_VERSION = "2020-10-01"
+LIMIT_REQUESTS = 10_000
+LIMIT_TOKENS = 2_000_000
+
+# Every top-level field Chat Completions accepts; anything else is a 400, as on the real API.
+CHAT_PARAMS = frozenset({
+    "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n",
+    "stop", "presence_penalty", "frequency_penalty", "seed", "response_format", "tools",
+    "tool_choice", "parallel_tool_calls", "logprobs", "top_logprobs", "logit_bias", "user",
+    "safety_identifier", "prompt_cache_key", "reasoning_effort", "verbosity", "stream",
+    "stream_options", "metadata", "store", "modalities", "audio", "prediction", "service_tier",
+    "functions", "function_call", "web_search_options",
+})
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+
+SERVER_ERROR = "The server had an error while processing your request. Sorry about that!"
+PARSE_ERROR = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
+    "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
+    "sent was not valid JSON.)"
+)
+NO_KEY = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization "
+    "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). You can obtain an API key "
+    "from https://platform.openai.com/account/api-keys."
+)
+QUOTA = (
+    "You exceeded your current quota, please check your plan and billing details. For more "
+    "information on this error, read the docs: "
+    "https://platform.openai.com/docs/guides/error-codes/api-errors."
+)
+DEFAULT_WAIT = {"429": 1.0, "429-ms": 1.5, "429-long": 3600.0, "429-no-retry": 1.0}
+
+
+def go_duration(seconds: float) -> str:
+    """Go's `time.Duration.String()`, which OpenAI uses for resets: `20ms`, `1.574s`, `6m0s`."""
+    ns = round(seconds * 1e9)
+    if ns <= 0:
+        return "0s"
+    if ns < 1_000_000:
+        return f"{_trim(ns / 1e3)}µs" if ns >= 1_000 else f"{ns}ns"
+    if ns < 1_000_000_000:
+        return f"{_trim(ns / 1e6)}ms"
+    hours, rest = divmod(ns, 3_600_000_000_000)
+    minutes, rest = divmod(rest, 60_000_000_000)
+    out = f"{hours}h" if hours else ""
+    if hours or minutes:
+        out += f"{minutes}m"
+    return out + f"{_trim(rest / 1e9)}s"
+
+
+def _trim(x: float) -> str:
+    return f"{x:.9f}".rstrip("0").rstrip(".")
+
+
+def seconds_header(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def mask_key(key: str) -> str:
+    """How OpenAI echoes a wrong key: never whole, only its last four characters."""
+    if len(key) < 12:
+        return "****"
+    return ("sk-" if key.startswith("sk-") else "") + "..." + key[-4:]
+
+
+def text_of(content: Any) -> str:
+    """A message's text: a string, or the text parts of a content array."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text", "")) for p in content
+                         if isinstance(p, dict) and p.get("type") in ("text", "input_text"))
+    return ""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What serves one chat request."""
+
+    name: str  # as the caller named it: model, dated model or (Azure) deployment
+    key: str  # the profile's key, handed to generate()
+    table: str  # the PROFILES table it lives in
+    profile: Profile
+
+    @property
+    def reasoning(self) -> bool:
+        return self.key.startswith(("o1", "o3", "o4"))
+
+
+@dataclass
+class Chat:
+    """One validated chat request, and the identity of its reply."""
+
+    target: Target
+    prompt: str
+    prompt_tokens: int
+    max_tokens: int | None
+    stop: tuple[str, ...]
+    seed: int | None
+    stream: bool
+    include_usage: bool
+    obfuscate: bool
+    id: str = ""
+    created: int = 0
+
+
+class Invalid(Exception):
+    """The API refuses the request; carries the ready error response."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__("invalid request")
+        self.response = response
+
+
+class OpenAIEmulator(Emulator):
+    vendor = "openai"
+    base_path = "/v1"
+    known_params: frozenset[str] = CHAT_PARAMS
+
+    def __init__(self, *, local: bool = False, **kw: Any) -> None:
+        self.local = local
+        # False plays a server that ignores stream_options (older local servers do).
+        self.include_usage_supported = True
+        self._seen_prompts: set[str] = set()
+        self._window: deque[tuple[float, int]] = deque()
+        super().__init__(**kw)
+
+    def reset(self) -> None:
+        super().reset()
+        self._seen_prompts.clear()
+        self._window.clear()
+        self.include_usage_supported = True
+
+    def routes(self) -> list[Any]:
+        return [
+            Route("/v1/chat/completions", self.chat, methods=["POST"]),
+            Route("/v1/models", self.list_models, methods=["GET"]),
+            Route("/v1/models/{model:path}", self.get_model, methods=["GET"]),
+            Route("/{path:path}", self.invalid_url,
+                  methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        ]
+
+    # -- models ---------------------------------------------------------------------------
+
+    def tables(self) -> tuple[str, ...]:
+        return ("compat",) if self.local else ("openai", "compat")
+
+    def resolve(self, name: str) -> Target | None:  # hook
+        for table in self.tables():
+            for key, prof in PROFILES[table].items():
+                if name in (key, prof.served):
+                    return Target(name, key, table, prof)
+        return None
+
+    def model_cards(self) -> list[dict[str, Any]]:
+        cards: dict[str, dict[str, Any]] = {}
+        for table in self.tables():
+            owner = "library" if self.local or table == "compat" else "system"
+            for key, prof in PROFILES[table].items():
+                for mid in (key, prof.served):
+                    cards.setdefault(mid, {"id": mid, "object": "model", "created": prof.created,
+                                           "owned_by": owner})
+        return list(cards.values())
+
+    async def list_models(self, request: Request) -> Response:
+        self._begin(request)
+        denied = self.check_auth(request)
+        self.log(request, None, False, None)
+        if denied is not None:
+            return denied
+        return json_response({"object": "list", "data": self.model_cards()},
+                             headers=self.common_headers(request))
+
+    async def get_model(self, request: Request) -> Response:
+        self._begin(request)
+        denied = self.check_auth(request)
+        self.log(request, None, False, None)
+        if denied is not None:
+            return denied
+        mid = request.path_params["model"]
+        for card in self.model_cards():
+            if card["id"] == mid:
+                return json_response(card, headers=self.common_headers(request))
+        return self.error(request, 404, f"The model '{mid}' does not exist", param="model",
+                          code="model_not_found")
+
+    async def invalid_url(self, request: Request) -> Response:
+        self._begin(request)
+        self.log(request, None, False, None)
+        return self.error(request, 404, f"Invalid URL ({request.method} {request.url.path})")
+
+    # -- auth, errors, headers (hooks) ------------------------------------------------------
+
+    @staticmethod
+    def bearer(request: Request) -> str | None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+    def check_auth(self, request: Request) -> Response | None:  # hook
+        key = self.bearer(request)
+        if self.local:
+            if self.api_key is None or key == self.api_key:
+                return None
+            # llama.cpp's answer when started with --api-key (vLLM's is a bare 401).
+            return self.error(request, 401, "Invalid API Key", type="authentication_error",
+                              code=401)
+        if key is None:
+            return self.error(request, 401, NO_KEY)
+        if self.api_key is not None and key != self.api_key:
+            return self.wrong_key(request, key)
+        return None
+
+    def wrong_key(self, request: Request, key: str | None) -> Response:
+        shown = mask_key(key) if key else "****"
+        return self.error(request, 401, f"Incorrect API key provided: {shown}. You can find your "
+                          f"API key at https://platform.openai.com/account/api-keys.",
+                          code="invalid_api_key")
+
+    def error_body(self, status: int, message: str, type: str | None, param: str | None,
+                   code: str | int | None, extra: Mapping[str, Any]) -> dict[str, Any]:  # hook
+        return {"error": {"message": message, "type": type, "param": param, "code": code, **extra}}
+
+    def error(self, request: Request, status: int, message: str, *,
+              type: str | None = "invalid_request_error", param: str | None = None,
+              code: str | int | None = None, headers: Mapping[str, str] | None = None,
+              extra: Mapping[str, Any] | None = None) -> Response:
+        body = self.error_body(status, message, type, param, code, extra or {})
+        return json_response(body, status, {**self.common_headers(request), **(headers or {})})
+
+    def _begin(self, request: Request) -> None:
+        request.state.started = time.perf_counter()
+
+    def request_id(self) -> str:
+        return f"req_{self._rng.getrandbits(128):032x}"
+
+    def common_headers(self, request: Request) -> dict[str, str]:  # hook
+        if self.local:
+            return {}
+        started = getattr(request.state, "started", None) or time.perf_counter()
+        return {
+            "x-request-id": self.request_id(),
+            "openai-version": OPENAI_VERSION,
+            "openai-organization": "user-simulated",
+            "openai-processing-ms": str(max(1, round((time.perf_counter() - started) * 1000))),
+        }
+
+    def ratelimit_headers(self, tokens: int, wait: float | None = None) -> dict[str, str]:  # hook
+        """Sliding one-minute window; `wait` describes an exhausted limit (a 429)."""
+        if self.local:
+            return {}
+        now = time.monotonic()
+        self._window.append((now, tokens))
+        while self._window and now - self._window[0][0] > 60:
+            self._window.popleft()
+        used_r = len(self._window)
+        used_t = sum(t for _, t in self._window)
+        return {
+            "x-ratelimit-limit-requests": str(LIMIT_REQUESTS),
+            "x-ratelimit-limit-tokens": str(LIMIT_TOKENS),
+            "x-ratelimit-remaining-requests": str(max(0, LIMIT_REQUESTS - used_r)),
+            "x-ratelimit-remaining-tokens": "0" if wait is not None else str(max(0, LIMIT_TOKENS - used_t)),
+            # OpenAI reports resets to the millisecond.
+            "x-ratelimit-reset-requests": go_duration(round(used_r * 60 / LIMIT_REQUESTS, 3)),
+            "x-ratelimit-reset-tokens": go_duration(round(wait if wait is not None
+                                                          else used_t * 60 / LIMIT_TOKENS, 3)),
+        }
+
+    # -- chat -------------------------------------------------------------------------------
+
+    async def chat(self, request: Request) -> Response:
+        self._begin(request)
+        body = await self.json_body(request)
+        named = body.get("model") if isinstance(body, dict) else None
+        return await self.serve_chat(request, body, named if isinstance(named, str) else None)
+
+    async def serve_chat(self, request: Request, body: Any, name: str | None) -> Response:
+        streamed = isinstance(body, dict) and body.get("stream") is True
+        denied = self.check_auth(request)
+        if denied is not None:
+            self.log(request, name or "", streamed, None)
+            return denied
+        try:
+            chat = self.read_chat(request, body, name)
+        except Invalid as refused:
+            self.log(request, name or "", streamed, None)
+            return refused.response
+        fault = self.faults.next_fault(chat.target.name)
+        self.log(request, chat.target.name, chat.stream, fault.kind if fault else None)
+        chat.id = self.next_id("chatcmpl-")
+        chat.created = int(time.time())
+        if fault is not None:
+            early = await self.fault_before_reply(request, fault, chat)
+            if early is not None:
+                return early
+        return await self.reply(request, chat, fault)
+
+    def resolve_or_refuse(self, request: Request, name: str | None) -> Target:  # hook
+        if not name:
+            raise Invalid(self.error(request, 400, "you must provide a model parameter"))
+        target = self.resolve(name)
+        if target is None:
+            if self.local:
+                raise Invalid(self.error(request, 404, f'model "{name}" not found, try pulling '
+                                         f"it first", type="not_found_error"))
+            raise Invalid(self.error(request, 404, f"The model `{name}` does not exist or you do "
+                                     f"not have access to it.", code="model_not_found"))
+        return target
+
+    def read_chat(self, request: Request, body: Any, name: str | None) -> Chat:
+        def refuse(message: str, param: str | None = None, code: str | None = None) -> Invalid:
+            return Invalid(self.error(request, 400, message, param=param, code=code))
+
+        if not isinstance(body, dict):
+            raise refuse(PARSE_ERROR)
+        if not self.local:  # local servers ignore what they do not know
+            unknown = sorted(set(body) - self.known_params)
+            if unknown:
+                raise refuse(f"Unrecognized request argument supplied: {unknown[0]}")
+        target = self.resolve_or_refuse(request, name)
+        messages = body.get("messages")
+        if messages is None:
+            raise refuse("Missing required parameter: 'messages'.", "messages",
+                         "missing_required_parameter")
+        if not isinstance(messages, list):
+            raise refuse("Invalid type for 'messages': expected an array.", "messages",
+                         "invalid_type")
+        if not messages:
+            raise refuse("Invalid 'messages': empty array. Expected an array with minimum length "
+                         "1, but got an empty array instead.", "messages", "empty_array")
+        texts = []
+        for i, m in enumerate(messages):
+            role = m.get("role") if isinstance(m, dict) else None
+            if role not in ROLES:
+                raise refuse(f"Invalid value: {role!r}. Supported values are: 'system', "
+                             f"'assistant', 'user', 'function', 'tool', and 'developer'.",
+                             f"messages[{i}].role", "invalid_value")
+            texts.append(text_of(m.get("content")))
+        stream = body.get("stream") is True
+        options = body.get("stream_options")
+        if options is not None and not stream:
+            raise refuse("The 'stream_options' parameter is only allowed when 'stream' is "
+                         "enabled.", "stream_options")
+        for field in ("max_completion_tokens", "max_tokens"):
+            v = body.get(field)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise refuse(f"Invalid '{field}': integer below minimum value. Expected a value "
+                             f">= 1, but got {v!r} instead.", field, "integer_below_min_value")
+        if target.reasoning and not self.local:
+            # Reasoning models refuse the deprecated field and any sampling temperature.
+            if body.get("max_tokens") is not None:
+                raise refuse("Unsupported parameter: 'max_tokens' is not supported with this "
+                             "model. Use 'max_completion_tokens' instead.", "max_tokens",
+                             "unsupported_parameter")
+            temp = body.get("temperature")
+            if temp is not None and temp != 1:
+                raise refuse(f"Unsupported value: 'temperature' does not support {temp} with "
+                             f"this model. Only the default (1) value is supported.",
+                             "temperature", "unsupported_value")
+        stop = body.get("stop")
+        stops = (stop,) if isinstance(stop, str) else tuple(s for s in stop if isinstance(s, str)) \
+            if isinstance(stop, list) else ()
+        if len(stops) > 4:
+            raise refuse(f"Invalid 'stop': array too long. Expected an array with maximum length "
+                         f"4, but got an array with length {len(stops)} instead.", "stop",
+                         "array_above_max_length")
+        prompt = "\n".join(texts)
+        tokens = count_tokens(prompt)
+        if tokens > target.profile.context_window:
+            raise Invalid(self.context_error(request, target, tokens))
+        opts = options if isinstance(options, dict) else {}
+        seed = body.get("seed")
+        max_tokens = body.get("max_completion_tokens")
+        return Chat(
+            target=target, prompt=prompt, prompt_tokens=tokens,
+            max_tokens=max_tokens if max_tokens is not None else body.get("max_tokens"),
+            stop=stops, seed=seed if isinstance(seed, int) else None, stream=stream,
+            include_usage=stream and opts.get("include_usage") is True
+            and self.include_usage_supported,
+            obfuscate=stream and not self.local and opts.get("include_obfuscation") is not False,
+        )
+
+    def context_error(self, request: Request, target: Target, tokens: int) -> Response:
+        window = target.profile.context_window
+        if self.local:
+            return self.error(request, 400, "the request exceeds the available context size, "
+                              "try increasing it", type="exceed_context_size_error", code=400,
+                              extra={"n_prompt_tokens": tokens, "n_ctx": window})
+        return self.error(request, 400, f"This model's maximum context length is {window} tokens. "
+                          f"However, your messages resulted in {tokens} tokens. Please reduce "
+                          f"the length of the messages.", param="messages",
+                          code="context_length_exceeded")
+
+    # -- faults -----------------------------------------------------------------------------
+
+    async def fault_before_reply(self, request: Request, fault: Fault, chat: Chat) -> Response | None:
+        if fault.kind == "hang":
+            await hang(request, fault.hang_s)
+            # Only reached if the client outwaited us: a gateway would give up like this.
+            return self.error(request, 504, "Gateway timeout.", type="server_error")
+        if fault.kind == "reset":
+            reset_connection(request)
+            await asyncio.sleep(0)  # let the server see the loss before anything is "sent"
+            return Response(status_code=500)
+        if fault.kind == "midstream-error" and not chat.stream:
+            # A whole-body request that fails while generating comes back as a plain 500.
+            return self.error(request, 500, SERVER_ERROR, type="server_error")
+        return self.status_fault(request, fault, chat)
+
+    def status_fault(self, request: Request, fault: Fault, chat: Chat) -> Response | None:  # hook
+        k = fault.kind
+        if k in DEFAULT_WAIT:
+            wait = fault.retry_after if fault.retry_after is not None else DEFAULT_WAIT[k]
+            headers = self.ratelimit_headers(chat.prompt_tokens, wait)
+            if k == "429-ms":
+                headers["retry-after-ms"] = str(round(wait * 1000))
+                headers["retry-after"] = str(math.ceil(wait))
+            else:
+                headers["retry-after"] = seconds_header(wait)
+            if k == "429-no-retry":
+                headers["x-should-retry"] = "false"
+            used = LIMIT_TOKENS - min(chat.prompt_tokens, LIMIT_TOKENS) // 2
+            msg = (f"Rate limit reached for {chat.target.name} in organization org-simulated on "
+                   f"tokens per min (TPM): Limit {LIMIT_TOKENS}, Used {used}, Requested "
+                   f"{chat.prompt_tokens}. Please try again in {go_duration(wait)}. Visit "
+                   f"https://platform.openai.com/account/rate-limits to learn more.")
+            return self.error(request, 429, msg, type="tokens", code="rate_limit_exceeded",
+                              headers=headers)
+        retry = {"retry-after": seconds_header(fault.retry_after)} if fault.retry_after else {}
+        if k == "quota":
+            return self.error(request, 429, QUOTA, type="insufficient_quota",
+                              code="insufficient_quota")
+        if k == "408":
+            # OpenAI documents no 408 body; this is its usual error shape with a plain message.
+            return self.error(request, 408, "Request timed out.", type="server_error")
+        if k == "409":
+            # Nearest real case: a conflicting request on the same resource, worth retrying.
+            return self.error(request, 409, "The request conflicted with another request in "
+                              "progress. Please try again.", code="conflict")
+        if k == "500":
+            return self.error(request, 500, SERVER_ERROR, type="server_error")
+        if k in ("503", "529"):
+            if self.local:
+                return self.error(request, 503, "Loading model", type="unavailable_error",
+                                  code=503, headers=retry)
+            # OpenAI has no 529: overload is a 503, either "overloaded" or "Slow Down".
+            msg = ("The server is overloaded or not ready yet." if k == "503" else
+                   "Slow Down: a sudden increase in your request rate is impacting service "
+                   "reliability. Please reduce your request rate and try again.")
+            return self.error(request, 503, msg, type="server_error", headers=retry)
+        if k == "401":
+            if self.local:
+                return self.error(request, 401, "Invalid API Key", type="authentication_error",
+                                  code=401)
+            return self.wrong_key(request, self.bearer(request))
+        if k == "400":
+            return self.error(request, 400, "Invalid value for 'temperature': expected a number "
+                              "between 0 and 2.", param="temperature", code="invalid_value")
+        if k == "context-length":
+            window = chat.target.profile.context_window
+            return self.context_error(request, chat.target, window + chat.prompt_tokens)
+        if k in ("content-filter", "blocked"):
+            # OpenAI refuses a flagged prompt with a 400 (no Azure-style annotations).
+            return self.error(request, 400, "Your request was rejected as a result of our safety "
+                              "system. Your prompt may contain text that is not allowed by our "
+                              "safety system.", code="content_policy_violation")
+        return None
+
+    # -- the answer -------------------------------------------------------------------------
+
+    def usage(self, chat: Chat, completion: int, reasoning: int, cached: int) -> dict[str, Any]:
+        u: dict[str, Any] = {"prompt_tokens": chat.prompt_tokens, "completion_tokens": completion,
+                             "total_tokens": chat.prompt_tokens + completion}
+        if not self.local:  # local servers report the bare counts
+            u["prompt_tokens_details"] = {"cached_tokens": cached, "audio_tokens": 0}
+            u["completion_tokens_details"] = {
+                "reasoning_tokens": reasoning, "audio_tokens": 0,
+                "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
+        return u
+
+    def served(self, chat: Chat) -> str:
+        return chat.target.key if self.local else chat.target.profile.served
+
+    def fingerprint(self, chat: Chat) -> str:
+        if self.local:
+            return "fp_ollama"
+        return "fp_" + hashlib.sha256(self.served(chat).encode()).hexdigest()[:10]
+
+    def thinks(self, chat: Chat) -> bool:
+        return self.local and chat.target.key.startswith("qwen3")
+
+    async def reply(self, request: Request, chat: Chat, fault: Fault | None) -> Response:
+        kind = fault.kind if fault else None
+        digest = hashlib.sha256(f"{chat.target.key}|{chat.prompt}".encode()).hexdigest()
+        reasoning, visible = 0, chat.max_tokens
+        if chat.target.reasoning:
+            # Hidden reasoning is billed as output and eats the max_completion_tokens budget.
+            reasoning = 64 * (1 + int(digest[:4], 16) % 7)
+            if chat.max_tokens is not None:
+                reasoning = min(reasoning, chat.max_tokens)
+                visible = chat.max_tokens - reasoning
+        gen = generate(chat.prompt, chat.target.key, vendor=chat.target.table, max_tokens=visible,
+                       stop=chat.stop, seed=chat.seed)
+        tokens, finish = list(gen.tokens), gen.finish
+        if kind == "content-filter-output":
+            tokens, finish = tokens[: max(1, len(tokens) // 3)], "content_filter"
+        cached = 0
+        if chat.prompt_tokens >= 1024 and not self.local:
+            # Prompt caching: a repeated long prompt is served from cache in 128-token steps.
+            if digest in self._seen_prompts:
+                cached = chat.prompt_tokens // 128 * 128
+            self._seen_prompts.add(digest)
+        usage = self.usage(chat, len(tokens) + reasoning, reasoning, cached)
+        headers = {**self.common_headers(request),
+                   **self.ratelimit_headers(chat.prompt_tokens + len(tokens) + reasoning)}
+        if chat.stream:
+            return StreamingResponse(self.events(request, chat, tokens, finish, usage, fault),
+                                     media_type="text/event-stream", headers=headers)
+        async for _ in paced(tokens, chat.target.profile, self.time_scale, self.rng()):
+            pass
+        body = self.completion(chat, "".join(tokens), finish, usage)
+        raw = bytes(json_response(body).body)
+        if kind == "malformed-json":
+            return Response(raw[: len(raw) // 2], media_type="application/json", headers=headers)
+        if kind == "midstream-disconnect":
+            return StreamingResponse(self.cut_body(request, raw),
+                                     media_type="application/json", headers=headers)
+        return json_response(body, 200, headers)
+
+    async def cut_body(self, request: Request, raw: bytes) -> AsyncIterator[bytes]:
+        yield raw[: len(raw) // 2]
+        await asyncio.sleep(0.05)  # let the first half reach the client before the reset
+        reset_connection(request)
+        await asyncio.sleep(0)
+
+    def completion(self, chat: Chat, text: str, finish: str, usage: dict[str, Any]) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if self.local:
+            if self.thinks(chat):
+                message["reasoning"] = "The user wants an answer; this reasoning is simulated."
+        else:
+            message["refusal"] = None
+        body: dict[str, Any] = {
+            "id": chat.id, "object": "chat.completion", "created": chat.created,
+            "model": self.served(chat),
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": finish}],
+            "usage": usage,
+        }
+        if not self.local:
+            body["service_tier"] = "default"
+        body["system_fingerprint"] = self.fingerprint(chat)
+        self.annotate_completion(body, finish)
+        return body
+
+    def annotate_completion(self, body: dict[str, Any], finish: str) -> None:  # hook
+        """Azure adds its content-filter results here."""
+
+    def stream_preamble(self, chat: Chat) -> list[dict[str, Any]]:  # hook
+        """Chunks before the first real one (Azure's prompt-filter chunk)."""
+        return []
+
+    def annotate_chunk(self, chunk: dict[str, Any], delta: Mapping[str, Any],
+                       finish: str | None) -> None:  # hook
+        """Azure adds per-choice content-filter results here."""
+
+    def chunk(self, chat: Chat, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        if self.local and "role" not in delta:
+            delta = {"role": "assistant", "content": "", **delta}  # Ollama repeats the role
+        c: dict[str, Any] = {
+            "id": chat.id, "object": "chat.completion.chunk", "created": chat.created,
+            "model": self.served(chat)}
+        if not self.local:
+            c["service_tier"] = "default"
+        c["system_fingerprint"] = self.fingerprint(chat)
+        c["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        if chat.include_usage:
+            c["usage"] = None
+        if chat.obfuscate and delta:
+            c["obfuscation"] = self.padding(str(delta.get("content", "")))
+        self.annotate_chunk(c, delta, finish)
+        return c
+
+    def padding(self, content: str) -> str:
+        """OpenAI's `obfuscation` field: random padding so chunk sizes hide the text."""
+        rng = self.rng()
+        alphabet = string.ascii_letters + string.digits
+        return "".join(rng.choice(alphabet) for _ in range(max(1, 16 - len(content))))
+
+    async def events(self, request: Request, chat: Chat, tokens: list[str], finish: str,
+                     usage: dict[str, Any], fault: Fault | None) -> AsyncIterator[bytes]:
+        kind = fault.kind if fault else None
+        for pre in self.stream_preamble(chat):
+            yield sse_frame(pre)
+        yield sse_frame(self.chunk(chat, {"role": "assistant", "content": ""}))
+        if kind == "malformed-json":
+            yield f'data: {{"id":"{chat.id}","object":"chat.completion.chunk","choices":[{{'.encode() \
+                + b'"delta":{"content":\n\n'
+            return
+        if self.thinks(chat):
+            for word in ("Thinking", " about", " it."):
+                yield sse_frame(self.chunk(chat, {"content": "", "reasoning": word}))
+        cut = fault.after_tokens if fault and kind in ("midstream-error",
+                                                        "midstream-disconnect") else None
+        sent = 0
+        async for tok in paced(tokens, chat.target.profile, self.time_scale, self.rng()):
+            if cut is not None and sent >= cut:
+                break
+            yield sse_frame(self.chunk(chat, {"content": tok}))
+            sent += 1
+        if kind == "midstream-error":
+            yield sse_frame(self.error_body(500, SERVER_ERROR, "server_error", None, None, {}))
+            return
+        if kind == "midstream-disconnect":
+            await asyncio.sleep(0.05)  # let the text reach the client before the reset
+            reset_connection(request)
+            await asyncio.sleep(0)
+            return
+        yield sse_frame(self.chunk(chat, {}, finish))
+        if chat.include_usage:
+            last = self.chunk(chat, {})
+            last["choices"] = []
+            last["usage"] = usage
+            last.pop("obfuscation", None)
+            yield sse_frame(last)
+        yield b"data: [DONE]\n\n"
