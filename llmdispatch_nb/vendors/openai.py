@@ -23,7 +23,13 @@ from .._types import (
     Usage,
     UsageUpdate,
 )
-from ..errors import ContextLengthError, MidStreamError, QuotaExhaustedError, VendorError
+from ..errors import (
+    ContentFilterError,
+    ContextLengthError,
+    MidStreamError,
+    QuotaExhaustedError,
+    VendorError,
+)
 from ._base import (
     Adapter,
     Endpoint,
@@ -44,6 +50,8 @@ FINISH: dict[str, FinishReason] = {
     "tool_calls": "tool_calls",
     "function_call": "tool_calls",
 }
+# 400 codes that mean "a safety system refused the prompt" (OpenAI, Azure, o-series).
+CONTENT_FILTER_CODES = frozenset({"content_filter", "content_policy_violation", "invalid_prompt"})
 
 
 def usage_from_openai(u: dict[str, Any] | None) -> Usage | None:
@@ -170,6 +178,8 @@ class OpenAIAdapter(Adapter):
             return QuotaExhaustedError
         if status == 400 and (code == "context_length_exceeded" or "context length" in message.lower()):
             return ContextLengthError
+        if status == 400 and code in CONTENT_FILTER_CODES:
+            return ContentFilterError
         return error_class_for_status(status)
 
     # -- models ----------------------------------------------------------------------
