@@ -1,0 +1,340 @@
+"""Anthropic Messages: `POST {base}/v1/messages`, `x-api-key` + `anthropic-version`, SSE with
+named events that ends at `message_stop` (no `[DONE]`).
+
+What differs from the OpenAI shape, and why this module exists:
+- `system` is a top-level field, never a message; `max_tokens` is required (we send 4096
+  when the caller gave none); temperature stops at 1; stop words are `stop_sequences`.
+- Usage counts cached input *outside* `input_tokens`; we add the cache fields back in so
+  `Usage.input_tokens` means "the whole prompt" for every vendor.
+- A stream may fail after HTTP 200 with `event: error`; that becomes a `MidStreamError`
+  carrying the vendor's error type (e.g. `overloaded_error`).
+- Overload is its own status, 529; a spend limit is a 429 that waiting will not cure.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar, Literal
+
+import httpx
+
+from .._sse import SSEEvent
+from .._types import Finish as FinishEvent
+from .._types import (
+    FinishReason,
+    ParsedReply,
+    Request,
+    StreamEvent,
+    StreamStart,
+    TextDelta,
+    Usage,
+    UsageUpdate,
+)
+from ..errors import (
+    ContextLengthError,
+    MidStreamError,
+    OverloadedError,
+    ProtocolError,
+    QuotaExhaustedError,
+    RequestValidationError,
+    VendorError,
+)
+from ._base import (
+    Adapter,
+    Endpoint,
+    StreamParser,
+    error_class_for_status,
+    finish_from,
+    load_event_json,
+    parse_retry_after,
+    parse_should_retry,
+    read_json,
+    request_id_of,
+)
+
+API_VERSION = "2023-06-01"
+# Anthropic refuses a request without max_tokens; 4096 fits every current model's cap.
+DEFAULT_MAX_TOKENS = 4096
+
+FINISH: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+    # pause_turn and anything new read as "other"
+}
+
+# 429 error codes that mean "out of money", not "too fast": retrying soon cannot help.
+_SPEND_CODES = frozenset({"enforced_spend_limit_reached", "contract_spend_limit_reached",
+                          "linked_organization_spend_limit_reached"})
+
+PromptCache = Literal["off", "system", "auto"]
+
+
+def usage_from_anthropic(u: Any) -> Usage | None:
+    """Our Usage from Anthropic's, with cache reads and writes counted into the input."""
+    if not isinstance(u, dict):
+        return None
+    fresh = int(u.get("input_tokens") or 0)
+    write = int(u.get("cache_creation_input_tokens") or 0)
+    read = int(u.get("cache_read_input_tokens") or 0)
+    return Usage(
+        input_tokens=fresh + write + read,
+        output_tokens=int(u.get("output_tokens") or 0),
+        cache_read_tokens=read,
+        cache_write_tokens=write,
+    )
+
+
+class AnthropicAdapter(Adapter):
+    """`prompt_cache` asks Anthropic to cache prompt prefixes (billed 1.25x once, 0.1x on
+    reuse within 5 minutes): "system" marks the system prompt, "auto" lets the API put the
+    breakpoint on the last block. Off by default, since it changes what a single call costs.
+    Use it by registering an instance: `register("anthropic", AnthropicAdapter(prompt_cache="system"))`.
+    """
+
+    kind: ClassVar[str] = "anthropic"
+    key_variables = ("ANTHROPIC_API_KEY",)
+    price_provider = "anthropic"
+
+    def __init__(self, prompt_cache: PromptCache = "off") -> None:
+        if prompt_cache not in ("off", "system", "auto"):
+            raise ValueError(f"prompt_cache must be 'off', 'system' or 'auto', not {prompt_cache!r}")
+        self.prompt_cache = prompt_cache
+
+    # -- request ---------------------------------------------------------------------
+
+    def body(self, request: Request, model: str, *, stream: bool) -> dict[str, Any]:
+        if request.temperature is not None and request.temperature > 1:
+            raise RequestValidationError(
+                f"temperature {request.temperature:g} is out of range for Anthropic, which "
+                f"accepts 0 to 1; pass a value <= 1")
+        body: dict[str, Any] = {
+            "model": model,
+            "max_tokens": request.max_tokens if request.max_tokens is not None else DEFAULT_MAX_TOKENS,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        }
+        if request.system:
+            if self.prompt_cache == "system":
+                body["system"] = [{"type": "text", "text": request.system,
+                                   "cache_control": {"type": "ephemeral"}}]
+            else:
+                body["system"] = request.system
+        if self.prompt_cache == "auto":
+            body["cache_control"] = {"type": "ephemeral"}
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.stop:
+            body["stop_sequences"] = list(request.stop)
+        if request.user:
+            body["metadata"] = {"user_id": request.user}
+        # Anthropic has no seed: sampling cannot be pinned, so `seed` is not sent.
+        if stream:
+            body["stream"] = True
+        return body
+
+    def auth_headers(self, endpoint: Endpoint) -> dict[str, str]:
+        headers = {"anthropic-version": endpoint.api_version or API_VERSION}
+        if endpoint.key is not None:
+            if endpoint.auth == "bearer":
+                headers["Authorization"] = f"Bearer {endpoint.key.reveal()}"
+            else:
+                headers["x-api-key"] = endpoint.key.reveal()
+        return headers
+
+    @staticmethod
+    def api_url(endpoint: Endpoint, path: str) -> str:
+        # The base is the host (https://api.anthropic.com); tolerate one given with /v1.
+        base = endpoint.base_url.rstrip("/").removesuffix("/v1")
+        return f"{base}/v1/{path.lstrip('/')}"
+
+    def build_request(self, request: Request, model: str, endpoint: Endpoint, *, stream: bool) -> httpx.Request:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+            **endpoint.headers,
+            **self.auth_headers(endpoint),
+        }
+        content = json.dumps(self.body(request, model, stream=stream)).encode()
+        return httpx.Request("POST", self.api_url(endpoint, "messages"), headers=headers,
+                             content=content)
+
+    # -- response --------------------------------------------------------------------
+
+    def parse_reply(self, response: httpx.Response, endpoint: Endpoint) -> ParsedReply:
+        data = read_json(response, endpoint.name)
+        if not isinstance(data, dict):
+            raise ProtocolError("sent a JSON body that is not an object", vendor=endpoint.name)
+        blocks = data.get("content") or []
+        text = "".join(b.get("text") or "" for b in blocks
+                       if isinstance(b, dict) and b.get("type") == "text")
+        raw = data.get("stop_reason")
+        extra: dict[str, Any] = {}
+        if data.get("id"):
+            extra["id"] = data["id"]
+        if data.get("stop_sequence"):
+            extra["stop_sequence"] = data["stop_sequence"]
+        return ParsedReply(
+            text=text,
+            finish_reason=finish_from(raw, FINISH),
+            raw_finish_reason=raw,
+            usage=usage_from_anthropic(data.get("usage")),
+            model=data.get("model") or None,
+            request_id=request_id_of(response, "request-id") or data.get("request_id"),
+            extra=extra,
+        )
+
+    def stream_parser(self, endpoint: Endpoint) -> StreamParser:
+        return AnthropicStream(endpoint.name)
+
+    # -- errors ----------------------------------------------------------------------
+
+    def map_error(self, response: httpx.Response, endpoint: Endpoint) -> VendorError:
+        status = response.status_code
+        try:
+            data = json.loads(response.content)
+        except ValueError:
+            data = None
+        err = data.get("error") if isinstance(data, dict) else None
+        if not isinstance(err, dict):
+            err = {}
+        message = str(err.get("message") or response.reason_phrase or "error")
+        etype = err.get("type")
+        etype = str(etype) if etype is not None else None
+        details = err.get("details")
+        code = details.get("error_code") if isinstance(details, dict) else None
+        code = str(code) if code is not None else None
+        body_rid = data.get("request_id") if isinstance(data, dict) else None
+        return error_class(status, etype, code, message)(
+            message,
+            vendor=endpoint.name,
+            status=status,
+            request_id=request_id_of(response, "request-id") or (str(body_rid) if body_rid else None),
+            retry_after=parse_retry_after(response.headers),
+            body=response.content[:2000],
+            code=code,
+            error_type=etype,
+            should_retry=parse_should_retry(response.headers),
+        )
+
+    # -- models ----------------------------------------------------------------------
+
+    def list_models_request(self, endpoint: Endpoint, *, after_id: str | None = None,
+                            limit: int = 1000) -> httpx.Request:
+        """One page of `GET /v1/models` (newest first); 1000 is the most a page holds."""
+        params: dict[str, str | int] = {"limit": limit}
+        if after_id:
+            params["after_id"] = after_id
+        return httpx.Request("GET", self.api_url(endpoint, "models"), params=params,
+                             headers={**endpoint.headers, **self.auth_headers(endpoint)})
+
+    def parse_models(self, response: httpx.Response) -> list[str]:
+        data = read_json(response, self.kind)
+        items = data.get("data") if isinstance(data, dict) else None
+        return [m["id"] for m in items or [] if isinstance(m, dict) and "id" in m]
+
+    def next_models_request(self, endpoint: Endpoint, response: httpx.Response) -> httpx.Request | None:
+        """The request for the page after `response`, or None when it was the last."""
+        data = read_json(response, self.kind)
+        if not isinstance(data, dict) or not data.get("has_more") or not data.get("last_id"):
+            return None
+        return self.list_models_request(endpoint, after_id=str(data["last_id"]))
+
+
+def error_class(status: int, etype: str | None, code: str | None, message: str) -> type[VendorError]:
+    """Our exception for one Anthropic error, from its status, `error.type` and code."""
+    lowered = message.lower()
+    if code in _SPEND_CODES or (status == 429 and "spend limit" in lowered):
+        return QuotaExhaustedError
+    if etype == "billing_error" or status == 402 or "credit balance is too low" in lowered:
+        return QuotaExhaustedError
+    if status == 529 or etype == "overloaded_error":
+        return OverloadedError
+    if status in (400, 413) and ("prompt is too long" in lowered or "context window" in lowered):
+        return ContextLengthError
+    return error_class_for_status(status)
+
+
+class AnthropicStream(StreamParser):
+    """Reads the named events; usage arrives in `message_start` (input) and
+    `message_delta` (cumulative output); `message_stop` ends it."""
+
+    def __init__(self, vendor: str) -> None:
+        super().__init__(vendor)
+        self.partial: list[str] = []
+        self.raw_usage: dict[str, Any] = {}
+        self.usage: Usage | None = None
+
+    def _merge_usage(self, u: Any) -> UsageUpdate | None:
+        if not isinstance(u, dict):
+            return None
+        # Counts are running totals: a later value replaces an earlier one; absent or null
+        # fields keep what message_start said.
+        self.raw_usage.update({k: v for k, v in u.items() if v is not None})
+        self.usage = usage_from_anthropic(self.raw_usage)
+        return UsageUpdate(self.usage) if self.usage is not None else None
+
+    def feed(self, event: SSEEvent) -> list[StreamEvent]:
+        if event.stray:
+            return []
+        name = event.event
+        if name == "ping" or (name and name not in _KNOWN_EVENTS):
+            return []  # keep-alives, and event names newer than this adapter
+        data = load_event_json(event, self.vendor)
+        if not isinstance(data, dict):
+            return []
+        name = name or str(data.get("type") or "")
+        out: list[StreamEvent] = []
+        if name == "message_start":
+            message = data.get("message") or {}
+            out.append(StreamStart(message.get("model") or None, message.get("id") or None))
+            update = self._merge_usage(message.get("usage"))
+            if update is not None:
+                out.append(update)
+        elif name in ("content_block_start", "content_block_delta"):
+            piece = _text_of(name, data)
+            if piece:
+                self.partial.append(piece)
+                out.append(TextDelta(piece))
+        elif name == "message_delta":
+            delta = data.get("delta") or {}
+            raw = delta.get("stop_reason")
+            if raw:
+                out.append(FinishEvent(finish_from(raw, FINISH), raw))
+            update = self._merge_usage(data.get("usage"))
+            if update is not None:
+                out.append(update)
+        elif name == "message_stop":
+            self.done = True
+        elif name == "error":
+            self._raise(data)
+        return out
+
+    def _raise(self, data: dict[str, Any]) -> None:
+        err = data.get("error")
+        if not isinstance(err, dict):
+            err = {}
+        etype = str(err.get("type") or "error")
+        message = str(err.get("message") or "the stream reported an error")
+        rid = data.get("request_id")
+        raise MidStreamError(
+            f"{etype} in the stream: {message}", vendor=self.vendor,
+            partial_text="".join(self.partial), usage=self.usage, error_type=etype,
+            request_id=str(rid) if rid else None)
+
+
+_KNOWN_EVENTS = frozenset({"message_start", "content_block_start", "content_block_delta",
+                           "content_block_stop", "message_delta", "message_stop", "error"})
+
+
+def _text_of(name: str, data: dict[str, Any]) -> str:
+    """Text carried by a content event; tool input, thinking and signatures are not text."""
+    if name == "content_block_start":
+        block = data.get("content_block") or {}
+        return str(block.get("text") or "") if block.get("type") == "text" else ""
+    delta = data.get("delta") or {}
+    return str(delta.get("text") or "") if delta.get("type") == "text_delta" else ""
