@@ -1,5 +1,22 @@
 """Targets -> ordered candidates: which vendor and model serve a request, and in what order."""
 
-from ._targets import Candidate, TargetResolver
+from ._groups import DEFAULT_MAX_TOKENS, ContextWindows, Rule, estimated_input_tokens, pricing_model
+from ._strategies import STRATEGIES, LatencyTracker, Plan, Router, StrategyFn
+from ._targets import BUILTIN_ALIASES, FAMILIES, Candidate, TargetResolver
 
-__all__ = ["Candidate", "TargetResolver"]
+__all__ = [
+    "BUILTIN_ALIASES",
+    "DEFAULT_MAX_TOKENS",
+    "FAMILIES",
+    "STRATEGIES",
+    "Candidate",
+    "ContextWindows",
+    "LatencyTracker",
+    "Plan",
+    "Router",
+    "Rule",
+    "StrategyFn",
+    "TargetResolver",
+    "estimated_input_tokens",
+    "pricing_model",
+]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .._config import VENDOR_ALIASES
-from ..errors import UnknownTargetError
+from ..errors import ConfigurationError, MissingKeyError, UnknownTargetError
 from ..vendors._base import Endpoint
 
 
@@ -43,14 +43,58 @@ BUILTIN_ALIASES: dict[str, str] = {
 
 
 class TargetResolver:
+    """Reads targets. A group is one logical name for several deployments
+    (`{"gpt4o": ["openai:gpt-4o", "azure:gpt-4o"]}`); its members may be any target,
+    including aliases and other groups. A user alias beats a group of the same name, and a
+    group beats a built-in alias."""
+
     def __init__(self, endpoints: Mapping[str, Endpoint], aliases: Mapping[str, str] | None = None,
-                 default_target: str | None = None) -> None:
+                 default_target: str | None = None,
+                 groups: Mapping[str, Sequence[str]] | None = None) -> None:
         self.endpoints = endpoints
         self.aliases: dict[str, str] = {**BUILTIN_ALIASES, **(aliases or {})}
         self.default_target = default_target
+        self.groups: dict[str, tuple[str, ...]] = {}
+        for name, members in (groups or {}).items():
+            self.add_group(name, members)
+
+    def add_group(self, name: str, members: Sequence[str]) -> None:
+        if isinstance(members, str):
+            members = (members,)
+        if not name or ":" in name:
+            raise ConfigurationError(f"a group name must be non-empty and have no colon, got {name!r}")
+        if not members:
+            raise ConfigurationError(f"group {name!r} has no members; list targets such as openai:gpt-4o")
+        if self.aliases.get(name) == BUILTIN_ALIASES.get(name, object()):
+            del self.aliases[name]  # the user's group wins over a built-in alias
+        self.groups[name] = tuple(members)
 
     def _unknown(self, target: str, hint: str = "") -> UnknownTargetError:
+        if self.groups:
+            groups = f"groups: {', '.join(sorted(self.groups))}"
+            hint = f"{hint} ({groups})" if hint else groups
         return UnknownTargetError(target, sorted(self.endpoints), sorted(self.aliases), hint)
+
+    def _resolve_group(self, name: str, seen: tuple[str, ...]) -> list[Candidate]:
+        out: list[Candidate] = []
+        keys: set[str] = set()
+        missing: list[MissingKeyError] = []
+        for member in self.groups[name]:
+            try:
+                found = self.resolve(member, (*seen, name))
+            except MissingKeyError as exc:
+                # A deployment on a vendor with no key is left out; a typo is still an error.
+                missing.append(exc)
+                continue
+            for c in found:
+                if c.key not in keys:
+                    keys.add(c.key)
+                    out.append(Candidate(c.endpoint, c.model, f"group {name}"))
+        if not out:
+            if missing:
+                raise missing[0]
+            raise self._unknown(name, "the group resolved to no candidate")
+        return out
 
     def default(self) -> str:
         if self.default_target:
@@ -69,13 +113,16 @@ class TargetResolver:
                 raise self._unknown(target, f"aliases loop: {' -> '.join((*_seen, target))}")
             out = self.resolve(self.aliases[target], (*_seen, target))
             return [Candidate(c.endpoint, c.model, f"alias {target}") for c in out]
+        if target in self.groups:
+            if target in _seen:
+                raise self._unknown(target, f"groups loop: {' -> '.join((*_seen, target))}")
+            return self._resolve_group(target, _seen)
         vendor, sep, model = target.partition(":")
         if sep and (vendor in self.endpoints or VENDOR_ALIASES.get(vendor) in self.endpoints
                     or vendor in _KNOWN_VENDOR_NAMES):
             name = vendor if vendor in self.endpoints else VENDOR_ALIASES.get(vendor, vendor)
             if name not in self.endpoints:
                 from .._config import VENDORS
-                from ..errors import MissingKeyError
 
                 spec = VENDORS.get(name)
                 if spec is not None:
@@ -99,7 +146,6 @@ class TargetResolver:
                 if found:
                     return found
                 from .._config import VENDORS
-                from ..errors import MissingKeyError
 
                 spec = VENDORS[vendors[0]]
                 raise MissingKeyError(spec.name, spec.key_variables)

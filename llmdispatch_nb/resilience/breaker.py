@@ -1,0 +1,293 @@
+"""A circuit breaker per candidate: stop sending to a vendor:model that keeps failing.
+
+    closed ──(failure rate >= threshold over the last `window` outcomes, once there are
+    │         at least `min_calls` of them; or at once on a 429 whose Retry-After is
+    │         longer than `long_retry_after_s`)──> open
+    open ──(the open period passes)──> half_open
+    half_open ──(one probe is let through; others are refused until its outcome)──>
+              success: closed (the window starts again) · failure: open again
+
+The open period is `cooldown_s` or the server's Retry-After, whichever is longer, and a
+new trip never shortens a period already running.
+
+What counts as a failure (the vendor, not the request, is in trouble): server errors
+(5xx, 408, 409, 529 overloaded), rate limits and exhausted quotas (429), timeouts,
+connection errors, malformed replies and streams that broke. What does not: client
+errors such as 400, 401, 403, 404, 422, a prompt too long or a content filter. There the
+vendor answered properly and the request (or key) is at fault; they count as a healthy
+answer, and they close a half-open circuit like a success would.
+
+State changes are lazy (read off the clock when asked), so the breaker needs no timer
+task; a lock makes it safe to read from a notebook thread while the loop writes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..errors import (
+    ConfigurationError,
+    LLMDispatchError,
+    MidStreamError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+    VendorError,
+)
+
+BreakerState = Literal["closed", "open", "half_open"]
+
+
+def counts_as_failure(error: LLMDispatchError | None) -> bool:
+    """Does this error say the vendor is unwell (rather than the request being wrong)?
+
+    `None` (a failure with no error object) counts as a failure.
+    """
+    if error is None:
+        return True
+    if isinstance(error, ServerError | RateLimitError | TransportError | MidStreamError):
+        return True
+    if isinstance(error, VendorError) and error.status is not None:
+        # An error class we do not know, judged by its status.
+        return error.status in (408, 409, 429) or error.status >= 500
+    return False
+
+
+@dataclass
+class _Circuit:
+    outcomes: deque[bool]  # True = failure
+    state: BreakerState = "closed"
+    open_until: float = 0.0
+    probe_since: float | None = None  # a half-open probe is out since then
+    trips: int = 0
+    last_failure: str | None = None
+
+
+class CircuitBreaker:
+    """Breakers for many candidates, keyed by "vendor:model" (any string works).
+
+    `probe_timeout_s`: a half-open probe whose outcome never comes back (its call was
+    cancelled before `record`, and nobody called `release`) is presumed lost after this
+    long, and another probe is allowed, so a circuit can never stay stuck half-open.
+    """
+
+    def __init__(self, *, threshold: float = 0.5, min_calls: int = 5, window: int = 20,
+                 cooldown_s: float = 30.0, long_retry_after_s: float = 30.0,
+                 probe_timeout_s: float = 120.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not 0 < threshold <= 1:
+            raise ConfigurationError(f"breaker threshold must be in (0, 1], got {threshold!r}")
+        if min_calls < 1 or window < 1 or min_calls > window:
+            raise ConfigurationError(
+                f"breaker needs 1 <= min_calls <= window, got min_calls={min_calls}, window={window}")
+        if cooldown_s < 0 or long_retry_after_s < 0 or probe_timeout_s <= 0:
+            raise ConfigurationError("breaker times must be positive")
+        self.threshold = threshold
+        self.min_calls = min_calls
+        self.window = window
+        self.cooldown_s = cooldown_s
+        self.long_retry_after_s = long_retry_after_s
+        self.probe_timeout_s = probe_timeout_s
+        self.clock = clock
+        self._circuits: dict[str, _Circuit] = {}
+        self._lock = threading.Lock()
+
+    # -- internals (call with the lock held) ------------------------------------------
+
+    def _get(self, key: str) -> _Circuit:
+        c = self._circuits.get(key)
+        if c is None:
+            c = self._circuits[key] = _Circuit(deque(maxlen=self.window))
+        return c
+
+    def _refresh(self, c: _Circuit, now: float) -> None:
+        if c.state == "open" and now >= c.open_until:
+            c.state = "half_open"
+            c.probe_since = None
+        elif (c.state == "half_open" and c.probe_since is not None
+              and now - c.probe_since >= self.probe_timeout_s):
+            c.probe_since = None  # the probe was lost; let another through
+
+    def _trip(self, c: _Circuit, now: float, error: LLMDispatchError | None) -> None:
+        retry_after = getattr(error, "retry_after", None) if error is not None else None
+        period = max(self.cooldown_s, float(retry_after or 0.0))
+        until = now + period
+        if c.state != "open":
+            c.trips += 1
+        c.state = "open"
+        # A shorter new period never cuts short one already running.
+        c.open_until = max(c.open_until, until)
+        c.probe_since = None
+        c.outcomes.clear()
+
+    def _long_rate_limit(self, error: LLMDispatchError | None) -> bool:
+        if not isinstance(error, RateLimitError):
+            return False
+        ra = error.retry_after
+        return ra is not None and ra > self.long_retry_after_s
+
+    # -- the API the dispatcher calls --------------------------------------------------
+
+    def allow(self, key: str) -> bool:
+        """May a call go to `key` now? In half-open, True exactly once (the probe)."""
+        now = self.clock()
+        with self._lock:
+            c = self._circuits.get(key)
+            if c is None:
+                return True
+            self._refresh(c, now)
+            if c.state == "closed":
+                return True
+            if c.state == "open":
+                return False
+            if c.probe_since is not None:
+                return False
+            c.probe_since = now
+            return True
+
+    def release(self, key: str) -> None:
+        """Give back a half-open probe that was allowed but never sent (no outcome)."""
+        with self._lock:
+            c = self._circuits.get(key)
+            if c is not None and c.state == "half_open":
+                c.probe_since = None
+
+    def record(self, key: str, ok: bool, error: LLMDispatchError | None = None) -> None:
+        """Remember how a call to `key` ended. `ok=False` with a client error (400, 401, …)
+        counts as a healthy answer: see the module docstring."""
+        now = self.clock()
+        failed = not ok and counts_as_failure(error)
+        with self._lock:
+            c = self._get(key)
+            self._refresh(c, now)
+            if failed:
+                c.last_failure = type(error).__name__ if error is not None else "failure"
+            if c.state == "half_open":
+                # Whatever comes back first decides: the probe, or a call that started
+                # before the trip and finished after the open period (just as fresh news).
+                if failed:
+                    self._trip(c, now, error)
+                else:
+                    c.state = "closed"
+                    c.probe_since = None
+                    c.outcomes.clear()
+                return
+            if c.state == "open":
+                # Late results of calls sent before the trip. A success does not close
+                # early; a failure with a longer Retry-After extends the period.
+                ra = getattr(error, "retry_after", None) if failed and error is not None else None
+                if ra is not None:
+                    c.open_until = max(c.open_until, now + float(ra))
+                return
+            c.outcomes.append(failed)
+            if not failed:
+                return
+            if self._long_rate_limit(error):
+                self._trip(c, now, error)
+                return
+            n = len(c.outcomes)
+            if n >= self.min_calls and sum(c.outcomes) / n >= self.threshold:
+                self._trip(c, now, error)
+
+    def trip(self, key: str, seconds: float | None = None) -> None:
+        """Open `key` by hand for `seconds` (default the cool-down)."""
+        now = self.clock()
+        with self._lock:
+            c = self._get(key)
+            self._refresh(c, now)
+            if c.state != "open":
+                c.trips += 1
+            c.state = "open"
+            c.open_until = max(c.open_until, now + (self.cooldown_s if seconds is None else seconds))
+            c.probe_since = None
+            c.outcomes.clear()
+
+    def reset(self, key: str | None = None) -> None:
+        """Forget `key` (closed, empty window), or every key."""
+        with self._lock:
+            if key is None:
+                self._circuits.clear()
+            else:
+                self._circuits.pop(key, None)
+
+    # -- reading ----------------------------------------------------------------------
+
+    def state(self, key: str) -> BreakerState:
+        now = self.clock()
+        with self._lock:
+            c = self._circuits.get(key)
+            if c is None:
+                return "closed"
+            self._refresh(c, now)
+            return c.state
+
+    def opens_in(self, key: str) -> float:
+        """Seconds until `key` turns half-open; 0 when it is not open."""
+        now = self.clock()
+        with self._lock:
+            c = self._circuits.get(key)
+            if c is None:
+                return 0.0
+            self._refresh(c, now)
+            return max(0.0, c.open_until - now) if c.state == "open" else 0.0
+
+    def wait_s(self, key: str) -> float:
+        """Seconds until `allow(key)` could say yes: 0 when closed or a probe is free; the
+        open time left; or, while a probe is out, the time until it would be presumed lost."""
+        now = self.clock()
+        with self._lock:
+            c = self._circuits.get(key)
+            if c is None:
+                return 0.0
+            self._refresh(c, now)
+            if c.state == "open":
+                return max(0.0, c.open_until - now)
+            if c.state == "half_open" and c.probe_since is not None:
+                return max(0.0, c.probe_since + self.probe_timeout_s - now)
+            return 0.0
+
+    def soonest(self, keys: Iterable[str]) -> tuple[str, float]:
+        """The key that can be tried first, and in how many seconds (`wait_s`).
+
+        Ties go to the earlier key, so the routing order is kept."""
+        best: tuple[str, float] | None = None
+        for key in keys:
+            w = self.wait_s(key)
+            if best is None or w < best[1]:
+                best = (key, w)
+        if best is None:
+            raise ValueError("soonest() needs at least one key")
+        return best
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Every known circuit, for display: state, window counts, time to half-open."""
+        now = self.clock()
+        out: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            for key, c in sorted(self._circuits.items()):
+                self._refresh(c, now)
+                n = len(c.outcomes)
+                fails = sum(c.outcomes)
+                out[key] = {
+                    "state": c.state,
+                    "calls": n,
+                    "failures": fails,
+                    "failure_rate": fails / n if n else 0.0,
+                    "opens_in": max(0.0, c.open_until - now) if c.state == "open" else 0.0,
+                    "probe_out": c.state == "half_open" and c.probe_since is not None,
+                    "trips": c.trips,
+                    "last_failure": c.last_failure,
+                }
+        return out
+
+    def __repr__(self) -> str:
+        snap = self.snapshot()
+        opened = [k for k, v in snap.items() if v["state"] != "closed"]
+        return (f"CircuitBreaker(threshold={self.threshold:g}, min_calls={self.min_calls}, "
+                f"window={self.window}, cooldown_s={self.cooldown_s:g}, "
+                f"not_closed={opened})")

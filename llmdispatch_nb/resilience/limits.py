@@ -1,0 +1,334 @@
+"""Client-side limits: requests per minute, tokens per minute and calls at once, per key.
+
+A key is whatever the dispatcher names: a vendor ("openai") or a candidate
+("openai:gpt-4o"). A call asks for a slot on all its keys at once and gets one only when
+every key has room, so a vendor-wide and a model-level limit hold together.
+
+Fairness: waiters queue first come, first served, per key. A call is only served when it
+is first in line on every key it needs, so a large request at the head is not overtaken
+by a stream of small ones (no starvation); it also means a call waits behind earlier
+calls on a shared key even when its own other keys are free. Because every call joins
+all its queues at one instant, the order is the same in every queue and two calls can
+never wait for each other.
+
+Rates are token buckets that refill continuously (a limit of 60 a minute gives one
+request back every second, up to 60 saved). A request larger than a whole minute's token
+allowance waits for a full bucket and then overdraws it, so later calls pay the debt.
+`Lease.settle(actual)` corrects the tokens taken to what the vendor reported.
+
+Runs on one asyncio loop without locks (the dispatcher runs every call on its loop); do
+not share one limiter across loops or threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigurationError, VendorTimeoutError
+
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class Limit:
+    """Limits for one key; None means no limit of that kind."""
+
+    rpm: float | None = None  # requests per minute
+    tpm: float | None = None  # tokens (in + out) per minute
+    concurrent: int | None = None  # calls in flight at once
+
+    def __post_init__(self) -> None:
+        for name in ("rpm", "tpm"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise ConfigurationError(f"Limit {name} must be above 0 (or None for no limit), got {v!r}")
+        if self.concurrent is not None and (not isinstance(self.concurrent, int) or self.concurrent < 1):
+            raise ConfigurationError(
+                f"Limit concurrent must be a whole number >= 1 (or None), got {self.concurrent!r}")
+
+
+class _Bucket:
+    __slots__ = ("capacity", "last", "level", "rate")
+
+    def __init__(self, per_minute: float, now: float) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.level = self.capacity
+        self.last = now
+
+    def refill(self, now: float) -> None:
+        if now > self.last:
+            self.level = min(self.capacity, self.level + (now - self.last) * self.rate)
+            self.last = now
+
+    def wait_for(self, need: float, now: float) -> float:
+        if need <= 0:
+            return 0.0
+        self.refill(now)
+        need = min(need, self.capacity)
+        if self.level >= need - _EPS:
+            return 0.0
+        return (need - self.level) / self.rate
+
+
+def _rebucket(old: _Bucket | None, per_minute: float | None, now: float) -> _Bucket | None:
+    if per_minute is None:
+        return None
+    new = _Bucket(per_minute, now)
+    if old is not None:
+        old.refill(now)
+        new.level = min(new.capacity, old.level)
+    return new
+
+
+class _Waiter:
+    __slots__ = ("event", "tokens")
+
+    def __init__(self, tokens: int) -> None:
+        self.tokens = tokens
+        self.event = asyncio.Event()
+
+
+class _KeyState:
+    __slots__ = ("in_flight", "key", "limit", "queue", "rpm", "tpm")
+
+    def __init__(self, key: str, limit: Limit, now: float) -> None:
+        self.key = key
+        self.limit = limit
+        self.rpm = _Bucket(limit.rpm, now) if limit.rpm is not None else None
+        self.tpm = _Bucket(limit.tpm, now) if limit.tpm is not None else None
+        self.in_flight = 0
+        self.queue: deque[_Waiter] = deque()
+
+    def wake_head(self) -> None:
+        if self.queue:
+            self.queue[0].event.set()
+
+    def why_full(self, tokens: int, now: float, ahead: int) -> str:
+        if ahead:
+            return f"{ahead} earlier call(s) waiting"
+        c = self.limit.concurrent
+        if c is not None and self.in_flight >= c:
+            return f"all {c} concurrent slot(s) in use"
+        if self.rpm is not None and self.rpm.wait_for(1, now) > 0:
+            return f"{self.limit.rpm:g} requests per minute used"
+        if self.tpm is not None:
+            self.tpm.refill(now)
+            return (f"needs {tokens} tokens, {max(0, int(self.tpm.level))} of "
+                    f"{self.limit.tpm:g} per minute left")
+        return "no room"
+
+
+class Lease:
+    """A granted slot. Leaving `RateLimiter.slot` frees the concurrency; `settle` fixes
+    the tokens counted against tokens-per-minute to what was really used."""
+
+    __slots__ = ("_limiter", "_released", "_states", "tokens")
+
+    def __init__(self, limiter: RateLimiter, states: tuple[_KeyState, ...], tokens: int) -> None:
+        self._limiter = limiter
+        self._states = states
+        self.tokens = tokens
+        self._released = False
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(s.key for s in self._states)
+
+    def settle(self, actual_tokens: int) -> None:
+        """Count `actual_tokens` instead of the estimate (a refund or an extra charge)."""
+        delta = self.tokens - actual_tokens
+        self.tokens = actual_tokens
+        if not delta:
+            return
+        now = self._limiter.clock()
+        for s in self._states:
+            if s.tpm is not None:
+                s.tpm.refill(now)
+                s.tpm.level = min(s.tpm.capacity, s.tpm.level + delta)
+                s.wake_head()
+
+    def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        for s in self._states:
+            if s.limit.concurrent is not None:
+                s.in_flight -= 1
+                s.wake_head()
+
+
+class RateLimiter:
+    """Per-key limits; `async with limiter.slot(keys, tokens, deadline) as lease: ...`.
+
+    `clock` and `sleep` are injectable for tests (`deadline` is on `clock`, which is
+    `time.monotonic` by default, the same clock as the dispatcher's deadlines).
+    """
+
+    def __init__(self, limits: Mapping[str, Limit] | None = None, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+        self.clock = clock
+        self._sleep = sleep
+        self._states: dict[str, _KeyState] = {}
+        for key, limit in (limits or {}).items():
+            self.set_limit(key, limit)
+
+    def set_limit(self, key: str, limit: Limit | None) -> None:
+        """Limit `key` (None removes its limit). Calls in flight and waiting still count."""
+        now = self.clock()
+        s = self._states.get(key)
+        if s is None:
+            if limit is not None:
+                self._states[key] = _KeyState(key, limit, now)
+            return
+        if limit is None:
+            # Calls already waiting hold this state; unlimited, it lets them through in order.
+            del self._states[key]
+            limit = Limit()
+        s.limit = limit
+        s.rpm = _rebucket(s.rpm, limit.rpm, now)
+        s.tpm = _rebucket(s.tpm, limit.tpm, now)
+        s.wake_head()
+
+    @property
+    def limits(self) -> dict[str, Limit]:
+        return {k: s.limit for k, s in self._states.items()}
+
+    @asynccontextmanager
+    async def slot(self, keys: Sequence[str], tokens: int = 0,
+                   deadline: float | None = None) -> AsyncIterator[Lease]:
+        lease = await self.acquire(keys, tokens, deadline)
+        try:
+            yield lease
+        finally:
+            lease.release()
+
+    async def acquire(self, keys: Sequence[str], tokens: int = 0,
+                      deadline: float | None = None) -> Lease:
+        """Wait for room on every limited key in `keys`; call `lease.release()` after.
+
+        Raises `VendorTimeoutError` when `deadline` (on `self.clock`) passes first: the
+        error tree has no separate class for a client-side wait, and to the caller it is
+        the same thing, no answer in time. Its `retryable` is False, since the call's own
+        deadline is what ran out.
+        """
+        states = tuple(self._states[k] for k in dict.fromkeys(keys) if k in self._states)
+        if not states:
+            return Lease(self, (), tokens)
+        now = self.clock()
+        if not any(s.queue for s in states) and self._room(states, tokens, now) == 0.0:
+            self._take(states, tokens)
+            return Lease(self, states, tokens)
+        w = _Waiter(tokens)
+        for s in states:
+            s.queue.append(w)
+        try:
+            while True:
+                now = self.clock()
+                wait: float | None = None
+                if all(s.queue[0] is w for s in states):
+                    wait = self._room(states, tokens, now)
+                    if wait == 0.0:
+                        self._take(states, tokens)
+                        return Lease(self, states, tokens)
+                if deadline is not None:
+                    left = deadline - now
+                    if left <= 0:
+                        raise self._gave_up(states, w, tokens, now)
+                    wait = left if wait is None else min(wait, left)
+                w.event.clear()
+                await self._wait(w.event, wait)
+        finally:
+            for s in states:
+                if s.queue and s.queue[0] is w:
+                    s.queue.popleft()
+                else:
+                    try:
+                        s.queue.remove(w)
+                    except ValueError:  # the key's limit was removed meanwhile
+                        pass
+                s.wake_head()
+
+    # -- internals --------------------------------------------------------------------
+
+    @staticmethod
+    def _room(states: tuple[_KeyState, ...], tokens: int, now: float) -> float | None:
+        """0 when every key has room now; else seconds until the buckets refill, or None
+        when a concurrency slot must be freed first (only a release can tell when)."""
+        wait = 0.0
+        for s in states:
+            c = s.limit.concurrent
+            if c is not None and s.in_flight >= c:
+                return None
+            if s.rpm is not None:
+                wait = max(wait, s.rpm.wait_for(1, now))
+            if s.tpm is not None:
+                wait = max(wait, s.tpm.wait_for(tokens, now))
+        return wait
+
+    @staticmethod
+    def _take(states: tuple[_KeyState, ...], tokens: int) -> None:
+        for s in states:
+            if s.limit.concurrent is not None:
+                s.in_flight += 1
+            if s.rpm is not None:
+                s.rpm.level -= 1
+            if s.tpm is not None:
+                s.tpm.level -= tokens
+
+    async def _wait(self, event: asyncio.Event, timeout: float | None) -> None:
+        if timeout is None:
+            await event.wait()
+            return
+        if event.is_set():
+            return
+        woken = asyncio.ensure_future(event.wait())
+        slept = asyncio.ensure_future(self._sleep(timeout))
+        try:
+            await asyncio.wait((woken, slept), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            slept.cancel()
+
+    def _gave_up(self, states: tuple[_KeyState, ...], w: _Waiter, tokens: int,
+                 now: float) -> VendorTimeoutError:
+        reasons = []
+        for s in states:
+            ahead = s.queue.index(w) if w in s.queue else 0
+            if ahead or self._room((s,), tokens, now) != 0.0:
+                reasons.append(f"{s.key}: {s.why_full(tokens, now, ahead)}")
+        vendor = states[0].key.partition(":")[0]
+        err = VendorTimeoutError(
+            "the call's deadline passed while waiting for a client-side limit slot ("
+            + "; ".join(reasons or ["no room"])
+            + "); nothing was sent. Raise the limit or the deadline", vendor=vendor)
+        err.retryable = False
+        return err
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Per key: calls in flight, what is left of each rate, how many wait."""
+        now = self.clock()
+        out: dict[str, dict[str, Any]] = {}
+        for key, s in sorted(self._states.items()):
+            if s.rpm is not None:
+                s.rpm.refill(now)
+            if s.tpm is not None:
+                s.tpm.refill(now)
+            out[key] = {
+                "in_flight": s.in_flight,
+                "concurrent": s.limit.concurrent,
+                "requests_left": None if s.rpm is None else s.rpm.level,
+                "tokens_left": None if s.tpm is None else s.tpm.level,
+                "waiting": len(s.queue),
+            }
+        return out
+
+    def __repr__(self) -> str:
+        return f"RateLimiter({', '.join(f'{k}={v}' for k, v in sorted(self.limits.items())) or 'no limits'})"
