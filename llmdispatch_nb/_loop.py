@@ -87,5 +87,8 @@ class LoopThread:
             loop.call_soon_threadsafe(loop.stop)
         if thread is not threading.current_thread():
             thread.join(5)
+            # A stopped loop still holds its self-pipe sockets until closed.
+            if not thread.is_alive() and not loop.is_closed():
+                loop.close()
         self._loop = None
         self._thread = None
