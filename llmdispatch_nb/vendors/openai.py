@@ -69,8 +69,8 @@ def usage_from_openai(u: dict[str, Any] | None) -> Usage | None:
 
 class OpenAIAdapter(Adapter):
     kind: ClassVar[str] = "openai"
-    key_variables = ("OPENAI_API_KEY",)
-    price_provider = "openai"
+    key_variables: ClassVar[tuple[str, ...]] = ("OPENAI_API_KEY",)
+    price_provider: ClassVar[str | None] = "openai"
     vendor_label = "openai"
     max_tokens_field = "max_completion_tokens"
 
