@@ -504,6 +504,8 @@ class AnthropicEmulator(Emulator):
                              "request_id": request.state.request_id}, "error")
             return
         if kind == "midstream-disconnect":
+            # A reset discards what the client has not read yet: give the text time to land.
+            await asyncio.sleep(0.1)
             reset_connection(request)
             await asyncio.sleep(0)  # let the server notice before the response ends
             return
@@ -581,7 +583,7 @@ class AnthropicEmulator(Emulator):
     async def _cut_body(self, request: Request) -> AsyncIterator[bytes]:
         # The body starts, then the connection drops: a non-streamed call's mid-answer cut.
         yield b'{"id":"msg_01","type":"message","role":"assistant","content":[{"type":"text","text":"'
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.1)
         reset_connection(request)
         await asyncio.sleep(0)
 
