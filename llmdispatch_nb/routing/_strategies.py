@@ -251,6 +251,8 @@ class Router:
         candidate's, then the fallbacks' own, then the defaults. Each name is read once,
         so `a -> b -> a` ends instead of looping."""
         out: list[Candidate] = []
+        if not self.fallbacks and not self.default_fallbacks:
+            return out
         looked_up: set[str] = set()
         resolved: set[str] = set()
         pending: deque[tuple[str, str]] = deque()
