@@ -475,6 +475,9 @@ def test_error_event_of_another_type() -> None:
     (429, {"type": "rate_limit_error", "message": "You have exceeded your spend limit."},
      QuotaExhaustedError),
     (402, {"type": "billing_error", "message": "Billing problem"}, QuotaExhaustedError),
+    (400, {"type": "invalid_request_error", "message": "input length and `max_tokens` exceed "
+           "context limit: 198000 + 4096 > 200000, decrease input length or `max_tokens` and try "
+           "again"}, ContextLengthError),
     (404, {"type": "not_found_error", "message": "model: claude-x"}, BadRequestError),
     (413, {"type": "request_too_large", "message": "Request exceeds the maximum size"},
      BadRequestError),
@@ -541,6 +544,10 @@ def test_plain_body_shape(anthropic_sim: SimServer) -> None:
     ({"body": ask(temperature=1.5)}, 400, "invalid_request_error", "temperature"),
     ({"body": ask(temperature=0.5, top_p=0.9)}, 400, "invalid_request_error", "top_p"),
     ({"body": ask(model="claude-nonexistent")}, 404, "not_found_error", "claude-nonexistent"),
+    ({"body": ask(messages=[{"role": "user", "content": "x" * 800_020}])}, 400,
+     "invalid_request_error", "prompt is too long: 200010 tokens > 200000 maximum"),
+    ({"body": ask(max_tokens=64_000, messages=[{"role": "user", "content": "x" * 600_000}])},
+     400, "invalid_request_error", "exceed context limit: 150005 + 64000 > 200000"),
     ({"path": "/v1/complete"}, 404, "not_found_error", "/v1/complete"),
 ])
 def test_refusals(anthropic_sim: SimServer, emu: AnthropicEmulator, change: dict[str, Any],

@@ -70,6 +70,15 @@ class Ask:
     def prompt_text(self) -> str:
         return "\n".join(b.text for b in self.blocks)
 
+    @property
+    def pieces(self) -> list[str]:
+        """The blocks as the emulator counts them."""
+        return [f"{b.role}:{b.text}\n" for b in self.blocks]
+
+    @property
+    def input_tokens(self) -> int:
+        return count_tokens("".join(self.pieces)) + TURN_OVERHEAD_TOKENS
+
 
 class Invalid(Exception):
     """A request the API refuses; carries the status and error type it answers with."""
@@ -287,16 +296,24 @@ class AnthropicEmulator(Emulator):
         if isinstance(max_tokens, int) and max_tokens > cap:
             raise Invalid(f"max_tokens: {max_tokens} > {cap}, which is the maximum allowed number "
                           f"of output tokens for {profile.served}")
-        return Ask(model, key, profile, tuple(blocks),
-                   max_tokens if isinstance(max_tokens, int) and need_max_tokens else None,
-                   tuple(stop), stream, auto_ttl)
+        parsed = Ask(model, key, profile, tuple(blocks),
+                     max_tokens if isinstance(max_tokens, int) and need_max_tokens else None,
+                     tuple(stop), stream, auto_ttl)
+        window, n = profile.context_window, parsed.input_tokens
+        if n > window:
+            raise Invalid(f"prompt is too long: {n} tokens > {window} maximum")
+        if parsed.max_tokens is not None and n + parsed.max_tokens > window:
+            raise Invalid(f"input length and `max_tokens` exceed context limit: {n} + "
+                          f"{parsed.max_tokens} > {window}, decrease input length or "
+                          f"`max_tokens` and try again")
+        return parsed
 
     # -- prompt caching ----------------------------------------------------------------
 
     def input_usage(self, ask: Ask) -> dict[str, Any]:
         """The input half of `usage`, reading and writing the emulated prompt cache."""
-        pieces = [f"{b.role}:{b.text}\n" for b in ask.blocks]
-        total = count_tokens("".join(pieces)) + TURN_OVERHEAD_TOKENS
+        pieces = ask.pieces
+        total = ask.input_tokens
         marks = [(i, b.cache_ttl) for i, b in enumerate(ask.blocks) if b.cache_ttl]
         if ask.auto_cache_ttl and ask.blocks:
             marks = [m for m in marks if m[0] != len(ask.blocks) - 1]
@@ -351,8 +368,7 @@ class AnthropicEmulator(Emulator):
             ask = self.read_ask(await self.json_body(request), need_max_tokens=False)
         except Invalid as exc:
             return self.error(request, exc.status, exc.etype, str(exc))
-        text = "".join(f"{b.role}:{b.text}\n" for b in ask.blocks)
-        return json_response({"input_tokens": count_tokens(text) + TURN_OVERHEAD_TOKENS})
+        return json_response({"input_tokens": ask.input_tokens})
 
     async def list_models(self, request: Request) -> Response:
         self.log(request, None, False, None)
@@ -560,7 +576,7 @@ class AnthropicEmulator(Emulator):
                               "messages.0.content.0.type: Input tag 'txt' found using 'type' does "
                               "not match any of the expected tags")
         if kind == "context-length":
-            tokens = max(count_tokens(ask.prompt_text), ask.profile.context_window + 1_234)
+            tokens = max(ask.input_tokens, ask.profile.context_window + 1_234)
             return self.error(request, 400, "invalid_request_error",
                               f"prompt is too long: {tokens} tokens > {ask.profile.context_window} maximum")
         if kind == "hang":

@@ -254,7 +254,10 @@ def error_class(status: int, etype: str | None, code: str | None, message: str) 
         return QuotaExhaustedError
     if status == 529 or etype == "overloaded_error":
         return OverloadedError
-    if status in (400, 413) and ("prompt is too long" in lowered or "context window" in lowered):
+    # "prompt is too long: N tokens > M maximum", or the prompt plus max_tokens overflowing:
+    # "input length and `max_tokens` exceed context limit: ..."
+    if status in (400, 413) and any(s in lowered for s in ("prompt is too long", "context window",
+                                                           "exceed context limit")):
         return ContextLengthError
     return error_class_for_status(status)
 
