@@ -1,0 +1,318 @@
+"""What a `%%llm` cell leaves behind: `LLMResult` (one answer) or `CompareResult`
+(several targets, or K runs), kept in `_llm` and under `-o NAME`.
+
+Both render through `_repr_mimebundle_` with text/plain and text/markdown (plus the
+format's own type) and metadata naming vendor, model and call ids, so a saved notebook
+keeps the provenance of every answer. `.to_dataframe()` gives one row per run; pandas
+is imported only then.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .._types import Response
+from ._display import (
+    Bundle,
+    footer_text,
+    grid_html,
+    grid_markdown,
+    grid_text,
+    warning_html,
+)
+from ._run import Column, Run
+
+if TYPE_CHECKING:
+    import pandas
+
+META_KEY = "llmdispatch_nb"
+
+# A fenced block: ``` or ~~~ at the start of a line, an optional language, up to the
+# closing fence of the same kind.
+_FENCE = re.compile(r"^(?P<f>```|~~~)[ \t]*(?P<lang>[\w+.#-]*)[^\n]*\n(?P<code>.*?)^(?P=f)[ \t]*$",
+                    re.MULTILINE | re.DOTALL)
+
+
+def fenced_code(text: str) -> str | None:
+    """The code of every fenced block, joined; None when the answer has none."""
+    blocks = [m.group("code").rstrip("\n") for m in _FENCE.finditer(text)]
+    return "\n\n".join(blocks) if blocks else None
+
+
+@dataclass(frozen=True)
+class JsonCheck:
+    value: Any = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def check_json(text: str) -> JsonCheck:
+    """Parse an answer as JSON, accepting one ```json fence around it."""
+    body = text.strip()
+    m = _FENCE.fullmatch(body)
+    if m is not None:
+        body = m.group("code")
+    try:
+        return JsonCheck(json.loads(body))
+    except json.JSONDecodeError as exc:
+        return JsonCheck(None, f"the answer is not valid JSON: {exc.msg} at line {exc.lineno}, "
+                               f"column {exc.colno}")
+
+
+def _row(target: str, run: Run, *, prompt: str, chat: str | None) -> dict[str, Any]:
+    from ._errors import describe
+
+    r = run.response
+    row: dict[str, Any] = {
+        "target": target, "run": run.index + 1, "status": "ok" if r else "error",
+        "vendor": r.vendor if r else getattr(run.error, "vendor", None),
+        "model": r.model if r else None, "latency_s": r.latency_s if r else None,
+        "ttft_s": r.ttft_s if r else None,
+        "input_tokens": r.usage.input_tokens if r else None,
+        "output_tokens": r.usage.output_tokens if r else None,
+        "cost_usd": r.cost.usd if r else None, "cost_source": r.cost.source if r else None,
+        "cached": r.cached if r else False, "attempts": len(r.attempts) if r else None,
+        "finish_reason": r.finish_reason if r else None, "simulated": r.simulated if r else None,
+        "call_id": r.call_id if r else None,
+        "error": describe(run.error) if run.error is not None else None,
+        "text": run.text, "prompt": prompt, "chat": chat,
+    }
+    return row
+
+
+def _provenance(resp: Response) -> dict[str, Any]:
+    return {"vendor": resp.vendor, "model": resp.model, "model_requested": resp.model_requested,
+            "call_id": resp.call_id, "request_id": resp.request_id, "simulated": resp.simulated,
+            "cost_usd": resp.cost.usd, "latency_s": round(resp.latency_s, 4),
+            "ttft_s": None if resp.ttft_s is None else round(resp.ttft_s, 4),
+            "input_tokens": resp.usage.input_tokens, "output_tokens": resp.usage.output_tokens}
+
+
+def _filter(data: Bundle, include: Any, exclude: Any) -> Bundle:
+    if include:
+        data = {k: v for k, v in data.items() if k in include}
+    if exclude:
+        data = {k: v for k, v in data.items() if k not in exclude}
+    return data
+
+
+class LLMResult:
+    """One answer from one target. `str(result)` is the answer's text."""
+
+    def __init__(self, target: str, run: Run, *, format: str = "markdown", prompt: str = "",
+                 chat: str | None = None, notes: tuple[str, ...] = ()) -> None:
+        if run.response is None:
+            raise ValueError("an LLMResult needs an answered run")
+        self.target = target
+        self.run = run
+        self.format = format
+        self.prompt = prompt
+        self.chat = chat
+        self.notes = notes  # warning lines shown with the answer
+        self._json: JsonCheck | None = None
+
+    # -- the answer ----------------------------------------------------------------------
+
+    @property
+    def response(self) -> Response:
+        assert self.run.response is not None
+        return self.run.response
+
+    @property
+    def responses(self) -> list[Response]:
+        return [self.response]
+
+    @property
+    def text(self) -> str:
+        return self.response.text
+
+    @property
+    def code(self) -> str:
+        """The fenced code in the answer, or the whole answer when it has no fence."""
+        found = fenced_code(self.text)
+        return found if found is not None else self.text.strip()
+
+    @property
+    def json(self) -> Any:
+        """The answer parsed as JSON (None when it is not JSON; see `json_error`)."""
+        return self._check().value
+
+    @property
+    def json_error(self) -> str | None:
+        return self._check().error if self.format == "json" else None
+
+    def _check(self) -> JsonCheck:
+        if self._json is None:
+            self._json = check_json(self.text)
+        return self._json
+
+    @property
+    def call_ids(self) -> list[str]:
+        return [self.response.call_id]
+
+    def to_dataframe(self) -> pandas.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame([_row(self.target, self.run, prompt=self.prompt, chat=self.chat)])
+
+    # -- display -------------------------------------------------------------------------
+
+    def metadata(self) -> dict[str, Any]:
+        return {META_KEY: {"kind": "answer", "target": self.target, "format": self.format,
+                           "chat": self.chat, "call_ids": self.call_ids,
+                           **_provenance(self.response)}}
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> tuple[Bundle, dict[str, Any]]:
+        foot = footer_text(self.response)
+        text = self.text
+        notes = list(self.notes)
+        data: Bundle = {}
+        if self.format == "json":
+            check = self._check()
+            if check.ok:
+                data["application/json"] = check.value if isinstance(check.value, dict | list) \
+                    else {"value": check.value}
+                shown = json.dumps(check.value, indent=2, ensure_ascii=False)
+            else:
+                shown = text
+                notes.append(f"llm: {check.error}")
+            md = f"```json\n{shown}\n```"
+            plain = shown
+        elif self.format == "code":
+            code = self.code
+            md = f"```\n{code}\n```" if fenced_code(text) is None else text
+            plain = text
+            notes.append("llm: the code is in a new cell below")
+        else:
+            md = text
+            plain = text
+        note_md = "".join(f"\n\n> {n}" for n in notes)
+        data["text/plain"] = plain + "".join(f"\n{n}" for n in notes) + f"\n— {foot}"
+        if self.format != "text":
+            data["text/markdown"] = f"{md}{note_md}\n\n<sub>{html.escape(foot)}</sub>"
+        if self.format == "html":
+            data["text/html"] = (text + "".join(warning_html(n) for n in notes) +
+                                 f'<div style="color:#57606a;font-size:85%">{html.escape(foot)}</div>')
+        return _filter(data, include, exclude), self.metadata()
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"LLMResult({self.target!r}, {self.response!r})"
+
+
+class CompareResult:
+    """Several targets side by side (or one target run K times).
+
+    `result["openai:gpt-4o"]` is that target's `Column` (its runs, responses, errors,
+    stats); `.responses` is every answer; `.to_dataframe()` one row per run.
+    """
+
+    def __init__(self, columns: list[Column], *, format: str = "markdown", prompt: str = "",
+                 notes: tuple[str, ...] = ()) -> None:
+        self.columns = columns
+        self.format = format
+        self.prompt = prompt
+        self.notes = notes
+
+    @property
+    def targets(self) -> list[str]:
+        return [c.target for c in self.columns]
+
+    def __getitem__(self, target: str | int) -> Column:
+        if isinstance(target, int):
+            return self.columns[target]
+        for c in self.columns:
+            if c.target == target:
+                return c
+        raise KeyError(f"{target!r} is not one of {self.targets}")
+
+    def __iter__(self) -> Iterator[Column]:
+        return iter(self.columns)
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+    @property
+    def responses(self) -> list[Response]:
+        return [r for c in self.columns for r in c.responses]
+
+    @property
+    def errors(self) -> list[tuple[str, BaseException]]:
+        return [(c.target, e) for c in self.columns for e in c.errors]
+
+    @property
+    def texts(self) -> dict[str, str]:
+        """Each target's shown answer (its first, when it ran K times)."""
+        out = {}
+        for c in self.columns:
+            run = c.shown
+            out[c.target] = run.text if run is not None and run.ok else ""
+        return out
+
+    @property
+    def text(self) -> str:
+        return grid_text(self.columns)
+
+    @property
+    def call_ids(self) -> list[str]:
+        return [r.call_id for r in self.responses]
+
+    def to_dataframe(self) -> pandas.DataFrame:
+        import pandas as pd
+
+        rows = [_row(c.target, run, prompt=self.prompt, chat=None)
+                for c in self.columns for run in c.runs]
+        return pd.DataFrame(rows)
+
+    def summary(self) -> pandas.DataFrame:
+        """Per target: runs, answers, failures, mean and spread of latency, ttft, tokens."""
+        import pandas as pd
+
+        return pd.DataFrame([{"target": c.target, **c.stats()} for c in self.columns])
+
+    def metadata(self) -> dict[str, Any]:
+        cols = []
+        for c in self.columns:
+            cols.append({"target": c.target, "runs": len(c.runs),
+                         "answers": [_provenance(r) for r in c.responses],
+                         "errors": [str(e) for e in c.errors]})
+        return {META_KEY: {"kind": "compare", "format": self.format, "call_ids": self.call_ids,
+                           "columns": cols}}
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> tuple[Bundle, dict[str, Any]]:
+        notes = "".join(f"\n{n}" for n in self.notes)
+        data: Bundle = {
+            "text/plain": grid_text(self.columns) + notes,
+            "text/markdown": grid_markdown(self.columns) + "".join(f"\n\n> {n}" for n in self.notes),
+            "text/html": "".join(warning_html(n) for n in self.notes) +
+                         grid_html(self.columns, self.format, live=False,
+                                   notes=self._json_notes()),
+        }
+        return _filter(data, include, exclude), self.metadata()
+
+    def _json_notes(self) -> dict[str, list[str]]:
+        if self.format != "json":
+            return {}
+        out: dict[str, list[str]] = {}
+        for c in self.columns:
+            run = c.shown
+            if run is not None and run.ok:
+                check = check_json(run.text)
+                out[c.target] = ["valid JSON"] if check.ok else [str(check.error)]
+        return out
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"CompareResult({', '.join(f'{c.target}: {c.status}' for c in self.columns)})"

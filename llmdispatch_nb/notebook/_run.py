@@ -1,0 +1,241 @@
+"""Running one prompt against one or more targets, K times each, as live state.
+
+Each target gets a worker thread that runs its K calls one after another (so the runs of
+one target do not slow each other down and their latencies stay comparable); targets run
+at the same time. Workers only *post* what happened to one queue; the caller's thread
+applies it to the `Column`s and calls `on_update`, at most once per `throttle_s`, then
+once more at the end. Display code (the magic, the widget panel) lives in that callback,
+so it always runs on the caller's thread.
+"""
+
+from __future__ import annotations
+
+import queue
+import statistics
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._types import Response, TextDelta
+
+
+@dataclass
+class Run:
+    """One call to one target: its streamed text so far, then a response or an error."""
+
+    target: str
+    index: int  # 0-based run number within the target
+    text: str = ""
+    response: Response | None = None
+    error: BaseException | None = None
+    started: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.response is not None or self.error is not None
+
+    @property
+    def ok(self) -> bool:
+        return self.response is not None
+
+
+@dataclass
+class Column:
+    """Everything one target produced: its runs, in order."""
+
+    target: str
+    repeat: int = 1
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def current(self) -> Run | None:
+        return self.runs[-1] if self.runs else None
+
+    @property
+    def done(self) -> bool:
+        return len(self.runs) == self.repeat and all(r.done for r in self.runs)
+
+    @property
+    def responses(self) -> list[Response]:
+        return [r.response for r in self.runs if r.response is not None]
+
+    @property
+    def errors(self) -> list[BaseException]:
+        return [r.error for r in self.runs if r.error is not None]
+
+    @property
+    def status(self) -> str:
+        if not self.runs or not any(r.started for r in self.runs):
+            return "waiting"
+        if not self.done:
+            return "streaming" if self.repeat == 1 else f"run {len(self.runs)}/{self.repeat}"
+        if not self.responses:
+            return "failed"
+        return "done" if not self.errors else f"{len(self.errors)}/{self.repeat} failed"
+
+    @property
+    def shown(self) -> Run | None:
+        """The run whose text the column shows: the one streaming, else the first answer."""
+        if not self.done:
+            return self.current
+        for r in self.runs:
+            if r.ok:
+                return r
+        return self.current
+
+    def stats(self) -> dict[str, Any]:
+        """Mean and spread (sample standard deviation) over the answered runs."""
+        rs = self.responses
+        out: dict[str, Any] = {"runs": len(self.runs), "ok": len(rs), "failed": len(self.errors)}
+
+        def spread(values: Sequence[float]) -> tuple[float | None, float | None]:
+            if not values:
+                return None, None
+            sd = statistics.stdev(values) if len(values) > 1 else None
+            return statistics.fmean(values), sd
+
+        out["latency_s"], out["latency_sd"] = spread([r.latency_s for r in rs])
+        out["ttft_s"], out["ttft_sd"] = spread([r.ttft_s for r in rs if r.ttft_s is not None])
+        out["output_tokens"], out["output_tokens_sd"] = spread(
+            [float(r.usage.output_tokens) for r in rs])
+        out["input_tokens"], _ = spread([float(r.usage.input_tokens) for r in rs])
+        costs = [r.cost.usd for r in rs]
+        known = [c for c in costs if c is not None]
+        # An unknown price makes the total unknown: never a silent $0.
+        out["cost_usd"] = sum(known) if costs and len(known) == len(costs) else None
+        out["cached"] = sum(1 for r in rs if r.cached)
+        return out
+
+
+Update = Callable[[list[Column], bool], None]  # (columns, final)
+
+_END = "end"
+
+
+class Runner:
+    """Send `messages` to every target, `repeat` times each, streaming or not."""
+
+    def __init__(self, dispatcher: Any, messages: Any, targets: Sequence[str | None],
+                 params: dict[str, Any], *, labels: Sequence[str], repeat: int = 1,
+                 stream: bool = True, throttle_s: float = 0.1) -> None:
+        self.dispatcher = dispatcher
+        self.messages = messages
+        self.targets = list(targets)
+        self.params = params
+        self.repeat = repeat
+        self.stream = stream
+        self.throttle_s = max(0.0, throttle_s)
+        self.columns = [Column(label, repeat) for label in labels]
+        self._q: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._cancel = threading.Event()
+        self._active: dict[int, Any] = {}  # column -> the Stream it is reading
+        self._lock = threading.Lock()
+
+    # -- worker side (never touches the columns) ------------------------------------------
+
+    def _work(self, col: int) -> None:
+        target = self.targets[col]
+        try:
+            for i in range(self.repeat):
+                if self._cancel.is_set():
+                    break
+                self._q.put(("start", col, i))
+                self._one(col, i, target)
+        finally:
+            self._q.put((_END, col))
+
+    def _one(self, col: int, i: int, target: str | None) -> None:
+        d = self.dispatcher
+        if not self.stream:
+            try:
+                resp = d.send(self.messages, target, **self.params)
+            except BaseException as exc:
+                self._q.put(("error", col, i, exc, ""))
+            else:
+                self._q.put(("done", col, i, resp))
+            return
+        s = None
+        try:
+            s = d.stream(self.messages, target, **self.params)
+            with self._lock:
+                self._active[col] = s
+            for ev in s:
+                if isinstance(ev, TextDelta) and ev.text:
+                    self._q.put(("text", col, i, ev.text))
+            self._q.put(("done", col, i, s.response))
+        except BaseException as exc:
+            self._q.put(("error", col, i, exc, s.text if s is not None else ""))
+        finally:
+            with self._lock:
+                self._active.pop(col, None)
+
+    # -- caller side --------------------------------------------------------------------
+
+    def _apply(self, msg: tuple[Any, ...]) -> bool:
+        kind, col = msg[0], msg[1]
+        column = self.columns[col]
+        if kind == "start":
+            column.runs.append(Run(column.target, msg[2], started=True))
+        elif kind == "text":
+            column.runs[msg[2]].text += msg[3]
+        elif kind == "done":
+            run = column.runs[msg[2]]
+            run.response = msg[3]
+            run.text = msg[3].text
+        elif kind == "error":
+            run = column.runs[msg[2]]
+            run.error = msg[3]
+            partial = getattr(msg[3], "partial_text", "") or msg[4]
+            run.text = partial or run.text
+        return kind == _END
+
+    def run(self, on_update: Update) -> list[Column]:
+        threads = [threading.Thread(target=self._work, args=(c,), daemon=True,
+                                    name=f"llm-magic-{c}") for c in range(len(self.columns))]
+        for t in threads:
+            t.start()
+        pending = len(threads)
+        last = time.monotonic()  # the caller showed its placeholder just now
+        dirty = False
+        try:
+            while pending:
+                # Sleep until the next message, or until a held-back update is due.
+                wait = 0.25 if not dirty else max(0.001, self.throttle_s - (time.monotonic() - last))
+                try:
+                    pending -= self._apply(self._q.get(timeout=wait))
+                    dirty = True
+                except queue.Empty:
+                    pass
+                now = time.monotonic()
+                if dirty and pending and now - last >= self.throttle_s:
+                    on_update(self.columns, False)
+                    last, dirty = now, False
+        except BaseException:
+            self.cancel()
+            self._drain_after_cancel(threads)
+            on_update(self.columns, True)
+            raise
+        on_update(self.columns, True)
+        return self.columns
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        with self._lock:
+            active = list(self._active.values())
+        for s in active:
+            s.close()
+
+    def _drain_after_cancel(self, threads: list[threading.Thread]) -> None:
+        for t in threads:
+            t.join(2.0)
+        while True:
+            try:
+                self._apply(self._q.get_nowait())
+            except queue.Empty:
+                break
+        for column in self.columns:
+            for run in column.runs:
+                if not run.done:
+                    run.error = KeyboardInterrupt("interrupted")

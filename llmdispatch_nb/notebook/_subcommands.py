@@ -1,0 +1,316 @@
+"""`%llm SUBCOMMAND`: one `handle_<name>` per subcommand, each a thin read of the core.
+
+The ledger analysis, budget and cache come from other floors; when this build lacks
+one, the subcommand says so in one line instead of failing with a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .._config import VENDOR_ALIASES, VENDORS
+from ..errors import LLMDispatchError
+from ._display import Table, fmt_cost
+from ._errors import CellError, UsageError, describe
+from ._parser import PLOTS, USAGE, Subcommand, expect
+
+if TYPE_CHECKING:
+    from ._magics import LLMMagics
+
+
+def _show(obj: Any) -> None:
+    from IPython.display import display
+
+    display(obj)
+
+
+def _dispatcher() -> Any:
+    from ._magics import dispatcher
+
+    return dispatcher()
+
+
+def _analysis() -> Any:
+    try:
+        return importlib.import_module("llmdispatch_nb.analysis")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("llmdispatch_nb"):
+            raise CellError("the ledger analysis (llmdispatch_nb.analysis) is not in this "
+                            "build; the calls are still recorded in the dispatcher's ledger"
+                            ) from None
+        raise CellError(f"the ledger analysis needs {exc.name}: pip install {exc.name}") from None
+
+
+def _need(obj: Any, name: str, what: str) -> Any:
+    value = getattr(obj, name, None)
+    if value is None:
+        raise CellError(f"{what} is not available: this dispatcher has no .{name}")
+    return value
+
+
+# -- vendors and models --------------------------------------------------------------------
+
+
+def handle_vendors(m: LLMMagics, sub: Subcommand) -> None:
+    expect(sub, 0, "")
+    d = _dispatcher()
+    rows = []
+    for name, ep in sorted(d.endpoints.items()):
+        key = "not set" if ep.key is None else "demo key" if ep.simulated else "set"
+        rows.append([name, ep.kind, key, "simulated" if ep.simulated else "real",
+                     ep.default_model or "", ep.base_url])
+    for name, spec in VENDORS.items():
+        if name not in d.endpoints:
+            needs = " or ".join(spec.key_variables if spec.kind != "compat"
+                                else spec.base_url_variables)
+            rows.append([name, spec.kind, "not set", "not configured", "", f"set {needs}"])
+    title = ("demo mode: every vendor is emulated on this machine and answers are synthetic; "
+             "set a vendor's API key to use the real one" if d.demo else
+             "vendors in use (keys are never shown)")
+    _show(Table(["vendor", "kind", "key", "mode", "default model", "where"], rows, title))
+
+
+def handle_models(m: LLMMagics, sub: Subcommand) -> None:
+    (vendor,) = expect(sub, 1, "[VENDOR]") or (None,)
+    d = _dispatcher()
+    if vendor is not None:
+        name = vendor if vendor in d.endpoints else VENDOR_ALIASES.get(vendor, vendor)
+        if name not in d.endpoints:
+            raise UsageError(f"no vendor {vendor!r} is configured; vendors: "
+                             f"{', '.join(sorted(d.endpoints)) or 'none'} (see %llm vendors)")
+        names = [name]
+    else:
+        names = sorted(d.endpoints)
+    rows: list[list[str]] = []
+    for name in names:
+        try:
+            models = d.models(name)
+        except LLMDispatchError as exc:
+            rows.append([name, "", f"error: {describe(exc)}"])
+            continue
+        default = d.endpoints[name].default_model
+        for model in models:
+            rows.append([name, model, "default" if model == default else ""])
+        if not models:
+            rows.append([name, "", "lists no models"])
+    _show(Table(["vendor", "model", "note"], rows))
+
+
+# -- aliases -------------------------------------------------------------------------------
+
+
+def handle_alias(m: LLMMagics, sub: Subcommand) -> None:
+    args = expect(sub, 2, "[NAME TARGET]")
+    d = _dispatcher()
+    if not args:
+        _show(Table(["alias", "target"], sorted(d.aliases.items())))
+        return
+    if len(args) != 2:
+        raise UsageError("usage: %llm alias NAME TARGET, e.g. %llm alias fast openai:gpt-4o-mini")
+    name, target = args
+    if ":" in name or not name.strip():
+        raise UsageError(f"an alias name cannot contain ':' ({name!r}); e.g. %llm alias fast "
+                         "openai:gpt-4o-mini")
+    if name in d.endpoints:
+        raise UsageError(f"{name!r} is a vendor's name; pick another alias name")
+    previous = d.aliases.get(name)
+    d.aliases[name] = target
+    try:
+        d.resolver.resolve(name)  # the target exists, and the alias makes no loop
+    except LLMDispatchError:
+        if previous is None:
+            del d.aliases[name]
+        else:
+            d.aliases[name] = previous
+        raise
+    print(f"alias {name} -> {target}")
+
+
+def handle_unalias(m: LLMMagics, sub: Subcommand) -> None:
+    (name,) = expect(sub, 1, "NAME", at_least=1)
+    d = _dispatcher()
+    if name not in d.aliases:
+        raise UsageError(f"no alias {name!r}; aliases: {', '.join(sorted(d.aliases)) or 'none'}")
+    del d.aliases[name]
+    print(f"alias {name} removed")
+
+
+# -- the ledger ----------------------------------------------------------------------------
+
+
+def _calls(d: Any) -> Any:
+    df = _analysis().calls(d)
+    if len(df) == 0:
+        raise CellError("no calls recorded yet: send a prompt with %%llm first")
+    return df
+
+
+def handle_stats(m: LLMMagics, sub: Subcommand) -> None:
+    expect(sub, 0, "")
+    d = _dispatcher()
+    stats = getattr(d, "stats", None)
+    table = stats() if callable(stats) else _analysis().summary(_calls(d))
+    if table is None or len(table) == 0:
+        raise CellError("no calls recorded yet: send a prompt with %%llm first")
+    _show(table)
+
+
+def handle_calls(m: LLMMagics, sub: Subcommand) -> None:
+    args = expect(sub, 1, "[N]")
+    n = 10
+    if args:
+        try:
+            n = int(args[0])
+        except ValueError:
+            raise UsageError(f"%llm calls N: N must be a whole number, got {args[0]!r}") from None
+        if n < 1:
+            raise UsageError("%llm calls N: N must be 1 or more")
+    _show(_calls(_dispatcher()).tail(n))
+
+
+_FIGURES = {"latency": "latency_figure", "ttft": "ttft_figure", "cost": "spend_figure",
+            "tradeoff": "tradeoff_figure"}
+
+
+def handle_plot(m: LLMMagics, sub: Subcommand) -> None:
+    (kind,) = expect(sub, 1, "latency|ttft|cost|tradeoff", at_least=1)
+    if kind not in PLOTS:
+        raise UsageError(f"%llm plot {kind}: choose one of {', '.join(PLOTS)}")
+    analysis = _analysis()
+    figure = getattr(analysis, _FIGURES[kind], None)
+    if figure is None:
+        raise CellError(f"this build's analysis has no {_FIGURES[kind]}()")
+    _show(figure(_calls(_dispatcher())))
+
+
+# -- budget and cache ----------------------------------------------------------------------
+
+
+def handle_budget(m: LLMMagics, sub: Subcommand) -> None:
+    args = expect(sub, 1, "[AMOUNT]")
+    d = _dispatcher()
+    budget = _need(d, "budget", "a spending budget")
+    if args:
+        text = args[0].lstrip("$")
+        if text.lower() in ("none", "off"):
+            amount: float | None = None
+        else:
+            try:
+                amount = float(text)
+            except ValueError:
+                raise UsageError(f"%llm budget AMOUNT: give US dollars, e.g. 5 or 0.50 "
+                                 f"(or none), not {args[0]!r}") from None
+            if amount < 0:
+                raise UsageError("%llm budget AMOUNT: the amount must be 0 or more")
+        budget.set_limit(amount)
+    snapshot = budget.snapshot() if hasattr(budget, "snapshot") else {"*": {
+        "limit": budget.limit_usd, "spent": budget.spent, "reserved": budget.reserved,
+        "remaining": budget.remaining}}
+    rows = []
+    for scope, row in snapshot.items():
+        limit = row.get("limit")
+        rows.append(["all calls" if scope == "*" else f"tag {scope}",
+                     "none" if limit is None else fmt_cost(limit), fmt_cost(row.get("spent")),
+                     fmt_cost(row.get("reserved")),
+                     "–" if row.get("remaining") is None else fmt_cost(row.get("remaining"))])
+    _show(Table(["budget", "limit", "spent", "in flight", "remaining"], rows))
+
+
+def handle_cache(m: LLMMagics, sub: Subcommand) -> None:
+    (action,) = expect(sub, 1, "info|clear") or ("info",)
+    if action not in ("info", "clear"):
+        raise UsageError(f"%llm cache {action}: use %llm cache info or %llm cache clear")
+    cache = _need(_dispatcher(), "cache", "the response cache")
+    if action == "clear":
+        removed = cache.clear()
+        print("response cache cleared" + (f" ({removed} entries)" if isinstance(removed, int)
+                                          else ""))
+        return
+    info = cache.info()
+    items = info.items() if isinstance(info, dict) else vars(info).items()
+    _show(Table(["cache", "value"], [[k, v] for k, v in items]))
+
+
+# -- the magic itself ----------------------------------------------------------------------
+
+
+def handle_config(m: LLMMagics, sub: Subcommand) -> None:
+    expect(sub, 0, "")
+    rows = []
+    for name, trait in sorted(m.traits(config=True).items()):
+        if name in ("config", "parent", "log"):
+            continue
+        rows.append([f"LLMMagics.{name}", repr(getattr(m, name)), trait.help.split(". ")[0]])
+    d = _dispatcher()
+    try:
+        default = d.resolver.default()
+    except LLMDispatchError as exc:
+        default = f"none ({describe(exc)})"
+    rows.append(["dispatcher default target", default, "used when a cell and the magic name none"])
+    rows.append(["dispatcher mode", "demo (emulated vendors)" if d.demo else "real vendors", ""])
+    rows.append(["vendors", ", ".join(sorted(d.endpoints)), "see %llm vendors"])
+    rows.append(["aliases", str(len(d.aliases)), "see %llm alias"])
+    _show(Table(["setting", "value", "what it does"], rows,
+                "change with %config LLMMagics.<name> = value, or in ipython_config.py"))
+
+
+def handle_chats(m: LLMMagics, sub: Subcommand) -> None:
+    expect(sub, 0, "")
+    if not len(m.chats):
+        print("no chats yet: start one with %%llm --chat NAME")
+        return
+    rows = []
+    for chat in m.chats.chats.values():
+        sent = len(chat.history(m.chat_max_turns, m.chat_max_tokens)) // 2
+        system = (chat.system or "")[:40]
+        rows.append([chat.name, len(chat.turns), sent, f"~{chat.tokens}", chat.target or "",
+                     system])
+    _show(Table(["chat", "turns", "turns sent next", "tokens", "target", "system"], rows))
+
+
+def handle_reset(m: LLMMagics, sub: Subcommand) -> None:
+    args = expect(sub, 1, "[NAME]")
+    if args:
+        name = args[0]
+        if name not in m.chats:
+            known = ", ".join(sorted(m.chats.chats)) or "none"
+            raise UsageError(f"no chat {name!r}; chats: {known}")
+        m.chats.reset(name)
+        print(f"chat {name} cleared")
+        return
+    gone = m.chats.reset()
+    print(f"{len(gone)} chat(s) cleared" if gone else "no chats to clear")
+
+
+def handle_panel(m: LLMMagics, sub: Subcommand) -> Any:
+    expect(sub, 0, "")
+    from .. import notebook
+
+    panel = getattr(notebook, "panel", None)
+    if panel is None:
+        try:
+            panel = importlib.import_module("llmdispatch_nb.notebook._panel").panel
+        except (ModuleNotFoundError, AttributeError):
+            panel = None
+    if panel is None:
+        raise CellError("the widget panel is not in this build yet; use %%llm cells, "
+                        "%llm stats and %llm plot meanwhile")
+    shown = panel()
+    if shown is not None:
+        _show(shown)
+
+
+def handle_help(m: LLMMagics, sub: Subcommand) -> None:
+    print(USAGE)
+
+
+HANDLERS: dict[str, Callable[[LLMMagics, Subcommand], Any]] = {
+    name[len("handle_"):]: fn for name, fn in globals().items()
+    if name.startswith("handle_") and callable(fn)
+}
+
+
+def run_subcommand(m: LLMMagics, sub: Subcommand) -> None:
+    HANDLERS[sub.name](m, sub)
