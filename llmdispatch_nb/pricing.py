@@ -69,6 +69,9 @@ class PriceBook:
         provider = PROVIDERS.get(kind or vendor) or PROVIDERS.get(vendor)
         if provider is None:
             return Cost(None, "unknown")
+        fast = self._fast_cost(provider, model, usage)
+        if fast is not None:
+            return Cost(fast, "genai-prices")
         try:
             from genai_prices import Usage as GPUsage
             from genai_prices import calc_price
@@ -83,6 +86,65 @@ class PriceBook:
         except Exception:  # a price table problem must never fail the call it prices
             return Cost(None, "unknown")
         return Cost(float(result.total_price), "genai-prices")
+
+    def _fast_cost(self, provider: str, model: str, u: Usage) -> float | None:
+        """The same figure genai-prices gives, from its rates cached per model.
+
+        Its full `calc_price` costs ~0.2 ms a call (unit registry work), as much as a
+        loopback round trip. For flat per-token rates the arithmetic is all there is; tiered
+        rates below their first tier use the base rate; anything else (a tier reached, a
+        cache rate the model lacks, an unknown model) returns None and takes the full path.
+        """
+        rates = self._rates(provider, model)
+        if rates is None:
+            return None
+        inp, out, cr, cw, first_tier = rates
+        if inp is None or out is None or (first_tier is not None and u.input_tokens >= first_tier):
+            return None
+        if (u.cache_read_tokens and cr is None) or (u.cache_write_tokens and cw is None):
+            return None
+        fresh = u.input_tokens - u.cache_read_tokens - u.cache_write_tokens
+        if fresh < 0:
+            return None
+        return (fresh * inp + u.cache_read_tokens * (cr or 0.0) + u.cache_write_tokens * (cw or 0.0)
+                + u.output_tokens * out) / 1e6
+
+    _RATES_TTL_S = 3600.0  # prices can change by date; re-read the snapshot hourly
+
+    def _rates(self, provider: str, model: str) -> tuple[Any, ...] | None:
+        import time as _time
+
+        key = ("rates", provider + ":" + model)
+        hit = self._memo.get(key)
+        if hit is not None and _time.monotonic() - hit[0] < self._RATES_TTL_S:
+            return hit[1]  # type: ignore[no-any-return]
+        rates: tuple[Any, ...] | None = None
+        try:
+            from datetime import datetime, timezone
+
+            from genai_prices import data_snapshot
+
+            _, info = data_snapshot.get_snapshot().find_provider_model(model, None, provider, None)
+            mp = info.get_prices(datetime.now(timezone.utc))
+            tiers: list[int] = []
+
+            def rate(name: str) -> float | None:
+                v = getattr(mp, name, None)
+                if v is None:
+                    return None
+                base = getattr(v, "base", None)
+                if base is not None:  # TieredPrices
+                    tiers.extend(t.start for t in v.tiers)
+                    return float(base)
+                return float(v)
+
+            rates = (rate("input_mtok"), rate("output_mtok"), rate("cache_read_mtok"),
+                     rate("cache_write_mtok"), min(tiers) if tiers else None)
+        except Exception:  # unknown model, or a snapshot shape we do not know: full path
+            rates = None
+        with self._lock:
+            self._memo[key] = (_time.monotonic(), rates)
+        return rates
 
     def price_of(self, vendor: str, model: str, *, kind: str | None = None,
                  free: bool = False) -> Price | None:
