@@ -531,3 +531,29 @@ def test_errors_can_be_shown_without_failing_the_cell(d: Dispatcher, nb: Noteboo
     assert run.last_data["text/plain"].startswith("llm error: openai 401")
     run = nb.cell("nosuch:model", "hi")
     assert run.success and "unknown target" in run.last_data["text/html"]
+
+
+# -- interrupting ---------------------------------------------------------------------------
+
+
+def test_an_interrupt_cancels_every_running_call(slow: Dispatcher) -> None:
+    """Ctrl-C arrives in the kernel thread, which is where `on_update` runs."""
+    from llmdispatch_nb.notebook import Column, Runner
+
+    seen: list[tuple[list[str], bool]] = []
+
+    def on_update(columns: list[Column], final: bool) -> None:
+        seen.append(([c.status for c in columns], final))
+        if not final and any(c.current and c.current.text for c in columns):
+            raise KeyboardInterrupt
+
+    targets = ["openai:gpt-4.1", "openai:gpt-4o"]
+    runner = Runner(slow, "Tell me something long", targets, {}, labels=targets, repeat=3,
+                    throttle_s=0.0)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(on_update)
+    assert seen[-1][1] is True  # the display got its last word
+    for column in runner.columns:
+        assert len(column.runs) < 3 and column.runs  # the later repeats never started
+        assert all(run.done for run in column.runs)
+        assert any(isinstance(run.error, BaseException) and not run.ok for run in column.runs)

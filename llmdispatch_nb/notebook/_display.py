@@ -141,9 +141,9 @@ def warning_html(line: str) -> str:
 # -- one answer, live ----------------------------------------------------------------------
 
 
-def live_bundle(target: str, text: str, *, waiting: bool, fmt: str) -> Bundle:
+def live_bundle(target: str, text: str, *, fmt: str) -> Bundle:
     """What one streaming answer looks like before it is finished."""
-    status = f"{target} · {'waiting…' if waiting and not text else 'streaming…'}"
+    status = f"{target} · {'streaming…' if text else 'waiting…'}"
     if fmt == "text":
         return {"text/plain": f"{text}{CURSOR}\n— {status}"}
     return {"text/plain": f"{text}\n— {status}",

@@ -1,8 +1,8 @@
 """Filling `{name}`, `{In[3]}`, `{Out[4]}` into a prompt, and leaving code alone.
 
 A prompt often holds code: dict literals, f-strings, JSON, C blocks. So only a brace pair
-whose inside is a *reference* is replaced: a name, then any of `.attr`, `[int]`,
-`['key']`. Nothing is evaluated: the reference is walked step by step with getattr and
+whose inside is exactly a *reference* is replaced: a name, then any of `.attr`,
+`[int]`, `['key']`, with no spaces (so `{ x }` in a C or JS block is left alone). Nothing is evaluated: the reference is walked step by step with getattr and
 getitem, and attributes that start with `_` are refused. Everything else in braces is
 sent exactly as written. `{{name}}` sends `{name}` (the escape); other doubled braces,
 such as the end of a nested dict literal, are code and stay as written.

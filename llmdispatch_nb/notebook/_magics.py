@@ -187,7 +187,7 @@ class LLMMagics(Magics):
         in_place = live.updates_in_place
         printed = 0
         if in_place:
-            live.show(live_bundle(label, "", waiting=True, fmt=fmt))
+            live.show(live_bundle(label, "", fmt=fmt))
 
         def on_update(columns: list[Column], final: bool) -> None:
             nonlocal printed
@@ -195,7 +195,7 @@ class LLMMagics(Magics):
             text = run.text if run else ""
             if in_place:
                 if not final:
-                    live.show(live_bundle(label, text, waiting=True, fmt=fmt))
+                    live.show(live_bundle(label, text, fmt=fmt))
             elif len(text) > printed:  # a terminal: print the new text as it comes
                 print(text[printed:], end="", flush=True)
                 printed = len(text)
