@@ -132,8 +132,17 @@ def test_one_line_prompt(d: Dispatcher, nb: Notebook, records: list[CallRecord])
     assert rec.vendor == "anthropic" and rec.prompt is not None and rec.prompt.endswith("What is 42?")
 
 
-def test_strategy_is_accepted(d: Dispatcher, nb: Notebook) -> None:
-    assert nb.cell("gpt --strategy cheapest -m 5", "hi").success
+def test_a_group_target_and_a_strategy(d: Dispatcher, nb: Notebook) -> None:
+    d.resolver.add_group("pair", ["claude", "gpt"])
+    try:
+        assert nb.cell("pair -m 5", "hi").success
+        assert nb.ns["_llm"].response.vendor == "anthropic"  # "model": the group's order
+        run = nb.cell("pair --strategy cheapest -m 5", "hi")
+        assert run.success
+        assert nb.ns["_llm"].response.vendor == "openai"  # gpt-4o-mini is the cheaper one
+        assert nb.ns["_llm"].target == "pair"
+    finally:
+        d.resolver.groups.pop("pair", None)
 
 
 def test_fallback_answers_when_the_first_target_fails(d: Dispatcher, nb: Notebook) -> None:
@@ -557,3 +566,10 @@ def test_an_interrupt_cancels_every_running_call(slow: Dispatcher) -> None:
         assert len(column.runs) < 3 and column.runs  # the later repeats never started
         assert all(run.done for run in column.runs)
         assert any(isinstance(run.error, BaseException) and not run.ok for run in column.runs)
+
+
+def test_a_chat_whose_first_turn_fails_is_not_kept(d: Dispatcher, nb: Notebook) -> None:
+    one_error_line(nb.cell("nosuch:model --chat lost", "one"))
+    d.sim.emulators["openai"].faults.script("401")
+    one_error_line(nb.cell("gpt --chat lost -s 'sys'", "one"))
+    assert "lost" not in nb.magics.chats

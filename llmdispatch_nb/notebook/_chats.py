@@ -52,10 +52,15 @@ class ChatBook:
         self.chats: dict[str, Chat] = {}
 
     def get(self, name: str) -> Chat:
-        chat = self.chats.get(name)
-        if chat is None:
-            chat = self.chats[name] = Chat(name)
-        return chat
+        """The chat called `name`, made and kept if new."""
+        return self.chats.setdefault(name, Chat(name))
+
+    def find(self, name: str) -> Chat:
+        """The chat called `name`, or a new one that is not kept until `keep`."""
+        return self.chats.get(name) or Chat(name)
+
+    def keep(self, chat: Chat) -> None:
+        self.chats[chat.name] = chat
 
     def reset(self, name: str | None = None) -> list[str]:
         """Forget one chat (or all); returns the names forgotten."""

@@ -152,10 +152,9 @@ class LLMMagics(Magics):
         prompt = self._fill(template, args).strip()
         system = self._fill(args.system, args) if args.system is not None else None
 
-        chat: Chat | None = self.chats.get(args.chat) if args.chat else None
-        if chat is not None:
-            if system is not None:
-                chat.system = system
+        # A new chat is only kept once its first turn is answered.
+        chat: Chat | None = self.chats.find(args.chat) if args.chat else None
+        if chat is not None and system is None:
             system = chat.system
         targets: list[str | None] = list(args.targets)
         if not targets:
@@ -205,8 +204,6 @@ class LLMMagics(Magics):
             print()
         run = runner.columns[0].runs[0]
         if run.error is not None:
-            if isinstance(run.error, KeyboardInterrupt):
-                raise KeyboardInterrupt
             show_in: LiveOutput | None = None
             if in_place and run.text:  # keep what arrived; the error line says why it stopped
                 live.show({"text/plain": run.text,
@@ -219,7 +216,9 @@ class LLMMagics(Magics):
             return None
         result = LLMResult(label, run, format=fmt, prompt=prompt, chat=args.chat)
         if chat is not None:
+            chat.system = runner.params.get("system")
             chat.record(prompt, run.text, label)
+            self.chats.keep(chat)
         if fmt == "code" and self.shell is not None:
             self.shell.set_next_input(result.code, replace=False)
         if printed and not in_place:
@@ -242,8 +241,6 @@ class LLMMagics(Magics):
         runner.run(on_update)
         result = CompareResult(runner.columns, format=fmt, prompt=prompt)
         live.show_object(result)
-        if any(isinstance(e, KeyboardInterrupt) for _, e in result.errors):
-            raise KeyboardInterrupt
         self._keep(result, args.output)
         if not result.responses:
             self.fail(CellError(f"every target failed ({len(result.errors)} errors, shown in "
