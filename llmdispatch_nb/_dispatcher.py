@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 
 from . import _config
+from ._attempt import Exchange, send_plain, send_stream
 from ._loop import LoopThread
-from ._sse import SSEDecoder
 from ._stream import AsyncStream, Stream, StreamSink
 from ._transport import map_httpx_error
 from ._types import (
@@ -29,10 +29,8 @@ from ._types import (
     Cost,
     Finish,
     Message,
-    ParsedReply,
     Request,
     Response,
-    StreamStart,
     TextDelta,
     Usage,
     UsageUpdate,
@@ -42,15 +40,26 @@ from ._types import (
 )
 from .errors import (
     AllCandidatesFailedError,
+    BudgetExceededError,
+    CircuitOpenError,
     ConfigurationError,
+    ContextLengthError,
     LLMDispatchError,
     MidStreamError,
-    ProtocolError,
-    TransportError,
     VendorTimeoutError,
 )
 from .pricing import PriceBook
-from .routing import Candidate, TargetResolver
+from .resilience import Budget, CircuitBreaker, Limit, RateLimiter, RetryPolicy
+from .routing import (
+    Candidate,
+    LatencyTracker,
+    Plan,
+    Router,
+    Rule,
+    StrategyFn,
+    TargetResolver,
+    estimated_input_tokens,
+)
 from .vendors import Endpoint, adapter_for
 
 RecordSink = Callable[[CallRecord], None]
@@ -102,6 +111,18 @@ class Dispatcher:
         ledger: Any = None,
         session: str | None = None,
         sim_time_scale: float = 1.0,
+        retry: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        limits: RateLimiter | Mapping[str, Limit] | None = None,
+        budget: Budget | float | None = None,
+        strategy: str | StrategyFn = "model",
+        fallbacks: Mapping[str, Sequence[str]] | None = None,
+        default_fallbacks: Sequence[str] = (),
+        groups: Mapping[str, Sequence[str]] | None = None,
+        rules: Sequence[Rule] = (),
+        cache: Any = None,
+        replay: str | Sequence[str] | None = None,
+        wait_for_breaker: bool = True,
     ) -> None:
         environ = _config.environment(dotenv, env)
         self.sim: Any = None
@@ -133,6 +154,22 @@ class Dispatcher:
 
             ledger = default_ledger()
         self.ledger = ledger
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.breaker = breaker if breaker is not None else CircuitBreaker()
+        self.limiter = limits if isinstance(limits, RateLimiter) else RateLimiter(limits)
+        self.budget = budget if isinstance(budget, Budget) else Budget(limit_usd=budget)
+        self.router = Router(self.resolver, strategy, fallbacks, default_fallbacks, groups, rules,
+                             self.prices, LatencyTracker())
+        self.wait_for_breaker = wait_for_breaker
+        if cache is None or cache is True:
+            # On by default where there is a database to keep it in (the SQLite ledger).
+            from .ledger import Ledger, ResponseCache
+
+            cache = ResponseCache(ledger) if isinstance(ledger, Ledger) else None
+        self.cache = cache or None
+        self.replay_packs: list[Any] = []
+        for path in [replay] if isinstance(replay, str) else list(replay or ()):
+            self.load_replay(path)
         self._sinks: list[RecordSink] = []
         self._closed = False
 
@@ -246,84 +283,160 @@ class Dispatcher:
 
     # -- the call ---------------------------------------------------------------------
 
-    def plan(self, request: Request) -> list[Candidate]:
-        return self.resolver.resolve(request.target)
+    def plan(self, request: Request, *, stream: bool = False, strategy: Any = None,
+             fallbacks: Sequence[str] | None = None) -> Plan:
+        """The candidates this request would try, in order, and those skipped (with why)."""
+        plan = self.router.plan(request, stream=stream, strategy=strategy)
+        if fallbacks:
+            seen = {c.key for c in plan.candidates}
+            for target in fallbacks:
+                for c in self.resolver.resolve(target):
+                    if c.key not in seen:
+                        seen.add(c.key)
+                        plan.candidates.append(replace(c, reason=f"fallback {target}"))
+        plan.raise_if_empty()
+        return plan
 
     async def _call(self, request: Request, sink: StreamSink | None,
                     opts: CallOptions = CallOptions()) -> Response:
-        call_id = new_call_id()
-        candidates = self.plan(request)
-        deadline = time.monotonic() + self.deadline_s
-        errors: list[LLMDispatchError] = []
-        trail: list[Attempt] = []
-        number = 0
-        for index, cand in enumerate(candidates):
-            number += 1
-            try:
-                resp = await self._attempt(call_id, number, cand, request, sink, deadline,
-                                           fell_back=index > 0, retried=False)
-            except LLMDispatchError as exc:
-                errors.append(exc)
-                trail.append(Attempt(cand.vendor, cand.model, "error", type(exc).__name__))
-                if isinstance(exc, MidStreamError) or (sink is not None and sink.started):
-                    raise
-                continue
-            trail.append(Attempt(cand.vendor, cand.model, "ok", None, resp.latency_s))
-            return replace(resp, attempts=tuple(trail))
-        if len(errors) == 1:
-            raise errors[0]
-        raise AllCandidatesFailedError(errors)
+        call = _Call(new_call_id(), request, sink, opts, time.monotonic() + self.deadline_s)
+        plan = self.plan(request, stream=sink is not None, strategy=opts.strategy,
+                         fallbacks=opts.fallbacks)
+        call.trail.extend(Attempt(c.vendor, c.model, "skipped", why) for c, why in plan.skipped)
+        hit = await self._serve_recorded(call, plan.candidates[0])
+        if hit is not None:
+            return hit
+        pending = list(plan.candidates)
+        first_key = pending[0].key
+        waited_for_breaker = False
+        while True:
+            breaker_skipped: list[Candidate] = []
+            i = 0
+            while i < len(pending):
+                cand = pending[i]
+                i += 1
+                outcome = await self._try_candidate(call, cand, fell_back=cand.key != first_key)
+                if isinstance(outcome, Response):
+                    return outcome
+                if outcome == "breaker":
+                    breaker_skipped.append(cand)
+                elif outcome == "context":
+                    pending = pending[:i] + self.router.context_fallback(plan, cand)
+            # Every candidate failed or was open. Wait for the soonest breaker to half-open
+            # (once, within the deadline) rather than fail without trying.
+            if breaker_skipped and self.wait_for_breaker and not waited_for_breaker:
+                _, wait = self.breaker.soonest([c.key for c in breaker_skipped])
+                if time.monotonic() + wait < call.deadline:
+                    waited_for_breaker = True
+                    await asyncio.sleep(wait)
+                    pending = breaker_skipped
+                    continue
+            break
+        if not call.errors:
+            soonest = self.breaker.soonest([c.key for c in plan.candidates])
+            raise CircuitOpenError(
+                f"every candidate's circuit is open ({', '.join(c.key for c in plan.candidates)}); "
+                f"the soonest ({soonest[0]}) half-opens in {soonest[1]:.1f} s. Wait, or add a "
+                f"fallback on another vendor", reopens_in=soonest[1])
+        tried = {(a.vendor, a.model) for a in call.trail if a.status in ("error", "refused")}
+        if len(tried) <= 1:
+            raise call.errors[-1]  # one candidate (maybe retried): its own typed error says most
+        raise AllCandidatesFailedError(call.errors)
 
-    async def _attempt(self, call_id: str, number: int, cand: Candidate, request: Request,
-                       sink: StreamSink | None, deadline: float, *, fell_back: bool,
+    async def _try_candidate(self, call: _Call, cand: Candidate, *,
+                             fell_back: bool) -> Response | str:
+        """Attempts on one candidate, with retries. Returns the response, or why it gave up:
+        "breaker" (open), "refused" (budget), "context" (prompt too long), "failed"."""
+        retries = 0
+        request, opts = call.request, call.opts
+        while True:
+            if not self.breaker.allow(cand.key):
+                call.trail.append(Attempt(cand.vendor, cand.model, "skipped",
+                                          f"circuit open ({self.breaker.opens_in(cand.key):.1f} s left)"))
+                return "breaker"
+            estimate = self.router.estimate_cost(request, cand)
+            try:
+                reservation = self.budget.reserve(estimate, request.tags, opts.max_cost,
+                                                  what=cand.key)
+            except BudgetExceededError as exc:
+                self.breaker.release(cand.key)
+                call.number += 1
+                self._record_failure(call, cand, exc, None, fell_back, retries > 0, "refused")
+                call.errors.append(exc)
+                call.trail.append(Attempt(cand.vendor, cand.model, "refused", str(exc)))
+                return "refused"
+            call.number += 1
+            tokens = estimated_input_tokens(request) + self.router.max_output_tokens(request)
+            try:
+                try:
+                    async with self.limiter.slot((cand.vendor, cand.key), tokens, call.deadline) as lease:
+                        resp = await self._attempt(call, cand, fell_back=fell_back,
+                                                   retried=retries > 0)
+                        lease.settle(resp.usage.total_tokens)
+                except VendorTimeoutError as exc:
+                    if call.number_recorded < call.number:  # timed out waiting for the limiter
+                        self._record_failure(call, cand, exc, None, fell_back, retries > 0, "error")
+                    raise
+            except asyncio.CancelledError:
+                reservation.release()
+                self.breaker.release(cand.key)
+                raise
+            except LLMDispatchError as exc:
+                if isinstance(exc, MidStreamError) and exc.usage is not None:
+                    reservation.settle(self._price(cand.endpoint, cand.model, exc.usage).usd)
+                else:
+                    reservation.release()  # vendors do not bill a request that failed
+                self.breaker.record(cand.key, False, exc)
+                call.errors.append(exc)
+                call.trail.append(Attempt(cand.vendor, cand.model, "error", type(exc).__name__))
+                if call.sink is not None and call.sink.started:
+                    raise  # text reached the caller: no retry, no fallback
+                if isinstance(exc, ContextLengthError):
+                    return "context"
+                delay = self.retry.delay(retries, exc, remaining_s=call.deadline - time.monotonic())
+                if delay is None:
+                    return "failed"
+                retries += 1
+                await asyncio.sleep(delay)
+                continue
+            reservation.settle(resp.cost.usd)
+            self.breaker.record(cand.key, True)
+            self.router.tracker.observe(cand.key, resp.latency_s, resp.ttft_s)
+            call.trail.append(Attempt(cand.vendor, cand.model, "ok", None, resp.latency_s))
+            if call.cache_key_for(cand) and self.cache is not None and self._cache_allows(call):
+                await asyncio.to_thread(self.cache.put, call.cache_key_for(cand), resp,
+                                        call.last_chunks or None)
+            return replace(resp, attempts=tuple(call.trail))
+
+    async def _attempt(self, call: _Call, cand: Candidate, *, fell_back: bool,
                        retried: bool) -> Response:
         ep = cand.endpoint
         adapter = adapter_for(ep.kind)
-        stream = sink is not None
-        http_req = adapter.build_request(request, cand.model, ep, stream=stream)
+        request, sink = call.request, call.sink
+        http_req = adapter.build_request(request, cand.model, ep, stream=sink is not None)
         client = self._client_for_loop()
         started_wall = now()
-        t0 = time.perf_counter()
-        ttft: float | None = None
-        status: int | None = None
-        parsed: ParsedReply | None = None
-        error: LLMDispatchError | None = None
-        remaining = max(0.001, deadline - time.monotonic())
+        ex = Exchange(time.perf_counter())
         try:
-            async with asyncio.timeout(remaining):
-                if not stream:
-                    try:
-                        r = await client.send(http_req)
-                        await r.aread()
-                    except httpx.HTTPError as exc:
-                        raise map_httpx_error(exc, ep.name, self._read_timeout()) from None
-                    status = r.status_code
-                    if status >= 400:
-                        raise adapter.map_error(r, ep)
-                    parsed = adapter.parse_reply(r, ep)
-                    ttft = None
+            async with asyncio.timeout(max(0.001, call.deadline - time.monotonic())):
+                if sink is None:
+                    await send_plain(client, adapter, ep, http_req, ex, self.timeout.read)
                 else:
-                    assert sink is not None
-                    parsed, ttft, status = await self._stream_attempt(adapter, ep, http_req,
-                                                                      client, sink, t0)
+                    await send_stream(client, adapter, ep, http_req, ex, sink, self.timeout.read)
         except TimeoutError:
-            error = VendorTimeoutError(f"no complete answer within the call deadline "
-                                       f"({self.deadline_s:g} s)", vendor=ep.name)
+            late = VendorTimeoutError(f"no complete answer within the call deadline "
+                                      f"({self.deadline_s:g} s)", vendor=ep.name)
+            self._record_failure(call, cand, late, ex, fell_back, retried, "error", started_wall)
+            raise late from None
         except LLMDispatchError as exc:
-            error = exc
-        latency = time.perf_counter() - t0
-        if error is not None:
-            self._record(CallRecord(
-                call_id=call_id, attempt=number, timestamp=started_wall, vendor=ep.name,
-                model_requested=cand.model, model_served=None, status="error",
-                error_class=type(error).__name__, error_message=str(error)[:500],
-                http_status=getattr(error, "status", None) or status,
-                request_id=getattr(error, "request_id", None), session=self.session,
-                route_reason=cand.reason, retried=retried, fell_back=fell_back, streamed=stream,
-                latency_s=latency, ttft_s=ttft, simulated=ep.simulated, tags=request.tags,
-                params=_params(request),
-                usage_source=None))
-            raise error
+            self._record_failure(call, cand, exc, ex, fell_back, retried, "error", started_wall)
+            raise
+        except asyncio.CancelledError:
+            gone = LLMDispatchError("cancelled by the caller")
+            self._record_failure(call, cand, gone, ex, fell_back, retried, "cancelled", started_wall)
+            raise
+        latency = time.perf_counter() - ex.t0
+        parsed = ex.reply
         assert parsed is not None
         usage = parsed.usage or Usage(
             input_tokens=estimate_tokens(request.prompt_text),
@@ -333,103 +446,125 @@ class Dispatcher:
             text=parsed.text, finish_reason=parsed.finish_reason,
             raw_finish_reason=parsed.raw_finish_reason, usage=usage, vendor=ep.name,
             model=parsed.model or cand.model, model_requested=cand.model, latency_s=latency,
-            ttft_s=ttft, request_id=parsed.request_id, cost=cost, call_id=call_id,
+            ttft_s=ex.ttft, request_id=parsed.request_id, cost=cost, call_id=call.call_id,
             simulated=ep.simulated, extra=parsed.extra)
+        call.last_chunks = ex.chunks
+        call.number_recorded = call.number
         self._record(CallRecord(
-            call_id=call_id, attempt=number, timestamp=started_wall, vendor=ep.name,
+            call_id=call.call_id, attempt=call.number, timestamp=started_wall, vendor=ep.name,
             model_requested=cand.model, model_served=resp.model, status="ok",
-            http_status=status, request_id=resp.request_id, session=self.session,
-            route_reason=cand.reason, retried=retried, fell_back=fell_back, streamed=stream,
-            latency_s=latency, ttft_s=ttft, input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens, cache_read_tokens=usage.cache_read_tokens,
-            cache_write_tokens=usage.cache_write_tokens, reasoning_tokens=usage.reasoning_tokens,
-            usage_source=usage.source, cost_usd=cost.usd, price_source=cost.source,
-            simulated=ep.simulated, finish_reason=resp.finish_reason, tags=request.tags,
-            params=_params(request), prompt=request.prompt_text, response=resp.text))
+            http_status=ex.status, request_id=resp.request_id, session=self.session,
+            route_reason=cand.reason, retried=retried, fell_back=fell_back,
+            streamed=sink is not None, latency_s=latency, ttft_s=ex.ttft,
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
+            reasoning_tokens=usage.reasoning_tokens, usage_source=usage.source,
+            cost_usd=cost.usd, price_source=cost.source, simulated=ep.simulated,
+            finish_reason=resp.finish_reason, tags=request.tags, params=_params(request),
+            prompt=request.prompt_text, response=resp.text, cache_key=call.cache_key_for(cand),
+            chunks=tuple(ex.chunks)))
         return resp
 
-    async def _stream_attempt(self, adapter: Any, ep: Endpoint, http_req: httpx.Request,
-                              client: httpx.AsyncClient, sink: StreamSink,
-                              t0: float) -> tuple[ParsedReply, float | None, int]:
-        parser = adapter.stream_parser(ep)
-        decoder = SSEDecoder()
-        text: list[str] = []
-        usage: Usage | None = None
-        finish: Finish | None = None
-        model: str | None = None
-        request_id: str | None = None
-        ttft: float | None = None
-        try:
-            r = await client.send(http_req, stream=True)
-        except httpx.HTTPError as exc:
-            raise map_httpx_error(exc, ep.name, self._read_timeout()) from None
-        try:
-            if r.status_code >= 400:
-                try:
-                    await r.aread()
-                except httpx.HTTPError as exc:
-                    raise map_httpx_error(exc, ep.name, self._read_timeout()) from None
-                raise adapter.map_error(r, ep)
-            request_id = r.headers.get("x-request-id") or r.headers.get("request-id")
+    def _record_failure(self, call: _Call, cand: Candidate, err: LLMDispatchError,
+                        ex: Exchange | None, fell_back: bool, retried: bool, status: str,
+                        started_wall: float | None = None) -> None:
+        ep = cand.endpoint
+        call.number_recorded = call.number
+        latency = time.perf_counter() - ex.t0 if ex is not None else None
+        partial = getattr(err, "partial_text", None)
+        self._record(CallRecord(
+            call_id=call.call_id, attempt=call.number,
+            timestamp=started_wall if started_wall is not None else now(), vendor=ep.name,
+            model_requested=cand.model, model_served=None, status=status,
+            error_class=type(err).__name__, error_message=str(err)[:500],
+            http_status=getattr(err, "status", None) or (ex.status if ex else None),
+            request_id=getattr(err, "request_id", None), session=self.session,
+            route_reason=cand.reason, retried=retried, fell_back=fell_back,
+            streamed=call.sink is not None, latency_s=latency, ttft_s=ex.ttft if ex else None,
+            simulated=ep.simulated, tags=call.request.tags, params=_params(call.request),
+            prompt=call.request.prompt_text, response=partial or None))
 
-            def take(events: list[Any]) -> None:
-                nonlocal usage, finish, model, request_id, ttft
-                for ev in events:
-                    if isinstance(ev, TextDelta):
-                        if ttft is None:
-                            ttft = time.perf_counter() - t0
-                        text.append(ev.text)
-                        sink.send(ev)
-                    elif isinstance(ev, UsageUpdate):
-                        usage = ev.usage
-                        sink.send(ev)
-                    elif isinstance(ev, Finish):
-                        finish = ev
-                    elif isinstance(ev, StreamStart):
-                        model = ev.model or model
-                        request_id = request_id or ev.request_id
+    # -- answers served again: the response cache and replay packs --------------------
 
-            try:
-                async for chunk in r.aiter_raw():
-                    for sse in decoder.feed(chunk):
-                        take(parser.feed(sse))
-                for sse in decoder.close():
-                    take(parser.feed(sse))
-                take(parser.close())
-            except httpx.HTTPError as exc:
-                err = map_httpx_error(exc, ep.name, self._read_timeout())
-                if text:
-                    raise MidStreamError(f"the stream broke after {len(text)} pieces of text: {err}",
-                                         vendor=ep.name, partial_text="".join(text),
-                                         usage=usage) from None
-                raise err from None
-            except ProtocolError as err:
-                if text:
-                    raise MidStreamError(str(err), vendor=ep.name, partial_text="".join(text),
-                                         usage=usage) from None
-                raise
-            except MidStreamError as err:
-                err.partial_text = "".join(text)
-                if not text:
-                    # Nothing reached the caller: as retryable as a failed request.
-                    err.retryable = True
-                raise
-            except TransportError:
-                raise
-        finally:
-            await r.aclose()
-        if finish is not None:
-            sink.send(finish)
-        reply = ParsedReply(
-            text="".join(text), finish_reason=finish.reason if finish else "stop",
-            raw_finish_reason=finish.raw if finish else None, usage=usage, model=model,
-            request_id=request_id)
-        return reply, ttft, r.status_code
+    def _cache_allows(self, call: _Call) -> bool:
+        if call.opts.cache is False or self.cache is None:
+            return False
+        return call.opts.cache is True or self.cache.cacheable(call.request)
+
+    async def _serve_recorded(self, call: _Call, cand: Candidate) -> Response | None:
+        key = call.cache_key_for(cand)
+        answer = None
+        source = "replay"
+        for pack in self.replay_packs:
+            answer = pack.get(key)
+            if answer is not None:
+                break
+        if answer is None and self._cache_allows(call):
+            assert self.cache is not None
+            answer = await asyncio.to_thread(self.cache.get, key)
+            source = "cache"
+        if answer is None:
+            return None
+        sink = call.sink
+        if sink is not None:
+            start = time.perf_counter()
+            for offset, piece in answer.chunks or ((0.0, answer.text),):
+                if source == "replay":  # a replay keeps the recorded pace; a cache hit is instant
+                    delay = offset - (time.perf_counter() - start)
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                sink.send(TextDelta(piece))
+            sink.send(UsageUpdate(answer.usage))
+            sink.send(Finish(answer.finish_reason, answer.raw_finish_reason))
+        call.number += 1
+        call.trail.append(Attempt(cand.vendor, cand.model, "cached", source, answer.latency_s))
+        resp = Response(
+            text=answer.text, finish_reason=answer.finish_reason,
+            raw_finish_reason=answer.raw_finish_reason, usage=answer.usage, vendor=cand.vendor,
+            model=answer.model_served or cand.model, model_requested=cand.model,
+            latency_s=answer.latency_s or 0.0, ttft_s=answer.ttft_s,
+            cost=Cost(0.0, source), call_id=call.call_id, cached=True,
+            simulated=cand.endpoint.simulated, attempts=tuple(call.trail))
+        u = answer.usage
+        self._record(CallRecord(
+            call_id=call.call_id, attempt=call.number, timestamp=now(), vendor=cand.vendor,
+            model_requested=cand.model, model_served=resp.model, status="cached",
+            session=self.session, route_reason=f"{source} hit", streamed=sink is not None,
+            latency_s=answer.latency_s, ttft_s=answer.ttft_s, input_tokens=u.input_tokens,
+            output_tokens=u.output_tokens, cache_read_tokens=u.cache_read_tokens,
+            cache_write_tokens=u.cache_write_tokens, reasoning_tokens=u.reasoning_tokens,
+            usage_source=u.source, cost_usd=0.0, price_source=source, cache_hit=True,
+            simulated=cand.endpoint.simulated, finish_reason=answer.finish_reason,
+            tags=call.request.tags, params=_params(call.request),
+            prompt=call.request.prompt_text, response=answer.text, cache_key=key))
+        return resp
+
+    def load_replay(self, path: str) -> int:
+        """Serve the answers recorded in a replay pack (see `ledger.export_pack`) before
+        asking any vendor; returns how many answers it holds."""
+        from .ledger import load_pack
+
+        pack = load_pack(path)
+        self.replay_packs.append(pack)
+        return len(pack)
+
+    def stats(self, *, session: str | None = None) -> dict[str, Any]:
+        """Totals, successes, failures, retries, fallbacks, latency and time-to-first-token
+        percentiles, tokens and cost, overall and per vendor and model, from the ledger's
+        per-attempt records of this dispatcher's session (or `session`)."""
+        from .ledger import summarize_stats
+
+        return summarize_stats(self.session_records(session))
+
+    def session_records(self, session: str | None = None) -> list[CallRecord]:
+        if hasattr(self.ledger, "flush"):
+            self.ledger.flush()
+        sess = session or self.session
+        if callable(getattr(self.ledger, "records", None)):
+            return list(self.ledger.records(session=sess))
+        return [r for r in getattr(self.ledger, "records", []) if r.session == sess]
 
     # -- helpers ----------------------------------------------------------------------
-
-    def _read_timeout(self) -> float | None:
-        return self.timeout.read
 
     def _price(self, ep: Endpoint, model: str, usage: Usage) -> Cost:
         adapter = adapter_for(ep.kind)
@@ -441,6 +576,35 @@ class Dispatcher:
         self.ledger.write(record)
         for sink in self._sinks:
             sink(record)
+
+
+class _Call:
+    """The state of one call across its attempts."""
+
+    __slots__ = ("_keys", "call_id", "deadline", "errors", "last_chunks", "number",
+                 "number_recorded", "opts", "request", "sink", "trail")
+
+    def __init__(self, call_id: str, request: Request, sink: StreamSink | None,
+                 opts: CallOptions, deadline: float) -> None:
+        self.call_id = call_id
+        self.request = request
+        self.sink = sink
+        self.opts = opts
+        self.deadline = deadline
+        self.errors: list[LLMDispatchError] = []
+        self.trail: list[Attempt] = []
+        self.number = 0  # attempts started
+        self.number_recorded = 0  # attempts written to the ledger
+        self.last_chunks: list[tuple[float, str]] = []
+        self._keys: dict[str, str] = {}
+
+    def cache_key_for(self, cand: Candidate) -> str:
+        key = self._keys.get(cand.key)
+        if key is None:
+            from .ledger._cache import key_for
+
+            key = self._keys[cand.key] = key_for(cand.vendor, cand.model, self.request)
+        return key
 
 
 def _params(request: Request) -> dict[str, Any]:

@@ -7,6 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
+# The ledger's writer thread may import numpy to compact column blocks; pytest.approx
+# peeks at sys.modules['numpy'] and trips on a half-imported module. Import it up front.
+import numpy  # noqa: F401
+
 from llmdispatch_nb.sim import SimServer, serve
 
 # A key that must never show up anywhere: outputs, reprs, errors, logs, files.

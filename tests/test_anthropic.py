@@ -31,6 +31,7 @@ from llmdispatch_nb.errors import (
     VendorError,
     VendorTimeoutError,
 )
+from llmdispatch_nb.resilience import RetryPolicy
 from llmdispatch_nb.sim import FAULT_KINDS, Fault, SimServer, generate, serve
 from llmdispatch_nb.sim._core import count_tokens
 from llmdispatch_nb.sim.anthropic import AnthropicEmulator
@@ -52,6 +53,8 @@ def endpoint(sim: SimServer, key: str = CANARY_KEY, **kw: Any) -> Endpoint:
 
 def dispatcher(sim: SimServer, key: str = CANARY_KEY, **kw: Any) -> Dispatcher:
     ep_kw = {k: kw.pop(k) for k in ("auth", "api_version", "kind") if k in kw}
+    # One exchange per call: these tests map each fault; retries are tested on their own.
+    kw.setdefault("retry", RetryPolicy.none())
     return Dispatcher([endpoint(sim, key, **ep_kw)], dotenv=False, **kw)
 
 

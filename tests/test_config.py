@@ -94,10 +94,10 @@ def test_alias_loops_are_reported() -> None:
 
 def test_aliases_and_families_resolve() -> None:
     with Dispatcher(env={"OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k"}, dotenv=False) as d:
-        assert [c.key for c in d.plan(Request("hi", "claude"))] == ["anthropic:claude-haiku-4-5"]
-        assert [c.key for c in d.plan(Request("hi", "gpt-4o"))] == ["openai:gpt-4o"]
-        assert [c.key for c in d.plan(Request("hi", "o4-mini"))] == ["openai:o4-mini"]
-        assert [c.key for c in d.plan(Request("hi", None))][0].startswith("openai:")
+        assert [c.key for c in d.plan(Request("hi", "claude")).candidates] == ["anthropic:claude-haiku-4-5"]
+        assert [c.key for c in d.plan(Request("hi", "gpt-4o")).candidates] == ["openai:gpt-4o"]
+        assert [c.key for c in d.plan(Request("hi", "o4-mini")).candidates] == ["openai:o4-mini"]
+        assert [c.key for c in d.plan(Request("hi", None)).candidates][0].startswith("openai:")
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from llmdispatch_nb.errors import (
     VendorTimeoutError,
 )
 from llmdispatch_nb.ledger import MemoryLedger
+from llmdispatch_nb.resilience import RetryPolicy
 from llmdispatch_nb.sim import SimServer, serve
 from tests.conftest import CANARY_KEY, assert_no_canary
 
@@ -31,7 +32,8 @@ def d(openai_sim: SimServer) -> Dispatcher:
     openai_sim.emulators["openai"].reset()
     ep = Endpoint("openai", "openai", openai_sim.base_url("openai"), key=Secret(CANARY_KEY),
                   simulated=True)
-    disp = Dispatcher([ep], dotenv=False, ledger=MemoryLedger(),
+    # No retries here: these tests are about one exchange; retries have their own tests.
+    disp = Dispatcher([ep], dotenv=False, ledger=MemoryLedger(), retry=RetryPolicy.none(),
                       timeout=httpx.Timeout(2.0, connect=2.0))
     yield disp
     disp.close()
@@ -120,6 +122,22 @@ def test_every_attempt_lands_in_the_ledger(d: Dispatcher, openai_sim: SimServer)
     assert [r.status for r in recs] == ["error", "ok"]
     assert recs[0].http_status == 500 and recs[0].error_class == "ServerError"
     assert len(recs) == emu.count
+
+
+def test_a_retried_call_records_each_attempt(openai_sim: SimServer) -> None:
+    emu = openai_sim.emulators["openai"]
+    emu.reset()
+    emu.faults.script("500", "503")
+    ep = Endpoint("openai", "openai", openai_sim.base_url("openai"), key=Secret("k"))
+    with Dispatcher([ep], dotenv=False, ledger=MemoryLedger(),
+                    retry=RetryPolicy(base_s=0.01, max_backoff_s=0.02)) as disp:
+        r = disp.send("retry me", TARGET)
+        recs = disp.ledger.records
+    assert [(x.status, x.retried, x.attempt) for x in recs] == [
+        ("error", False, 1), ("error", True, 2), ("ok", True, 3)]
+    assert {x.call_id for x in recs} == {r.call_id}
+    assert [a.status for a in r.attempts] == ["error", "error", "ok"]
+    assert emu.count == 3
     assert_no_canary(*[repr(r) for r in recs])
 
 

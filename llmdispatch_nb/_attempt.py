@@ -1,0 +1,131 @@
+"""One HTTP exchange with one vendor: send, read the body or the SSE stream, map errors.
+
+No retries and no records here; the dispatcher decides what an outcome means. Stream
+chunks are also kept with their offsets (seconds since sending) so a cache or replay pack
+can serve the answer again with its original timing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ._sse import SSEDecoder
+from ._stream import StreamSink
+from ._transport import map_httpx_error
+from ._types import Finish, ParsedReply, StreamStart, TextDelta, Usage, UsageUpdate
+from .errors import MidStreamError, ProtocolError
+from .vendors import Adapter, Endpoint
+
+
+@dataclass
+class Exchange:
+    """What one attempt produced (filled in as it goes, so a failure still reports timing)."""
+
+    t0: float
+    status: int | None = None
+    ttft: float | None = None
+    reply: ParsedReply | None = None
+    chunks: list[tuple[float, str]] = field(default_factory=list)
+
+
+async def send_plain(client: httpx.AsyncClient, adapter: Adapter, ep: Endpoint,
+                     req: httpx.Request, ex: Exchange, read_timeout: float | None) -> None:
+    try:
+        r = await client.send(req)
+        await r.aread()
+    except httpx.HTTPError as exc:
+        raise map_httpx_error(exc, ep.name, read_timeout) from None
+    ex.status = r.status_code
+    if r.status_code >= 400:
+        raise adapter.map_error(r, ep)
+    ex.reply = adapter.parse_reply(r, ep)
+
+
+async def send_stream(client: httpx.AsyncClient, adapter: Adapter, ep: Endpoint,
+                      req: httpx.Request, ex: Exchange, sink: StreamSink,
+                      read_timeout: float | None) -> None:
+    parser = adapter.stream_parser(ep)
+    decoder = SSEDecoder()
+    text: list[str] = []
+    usage: Usage | None = None
+    finish: Finish | None = None
+    model: str | None = None
+    try:
+        r = await client.send(req, stream=True)
+    except httpx.HTTPError as exc:
+        raise map_httpx_error(exc, ep.name, read_timeout) from None
+    ex.status = r.status_code
+    request_id = r.headers.get("x-request-id") or r.headers.get("request-id")
+
+    def take(events: list[Any]) -> None:
+        nonlocal usage, finish, model, request_id
+        for ev in events:
+            if isinstance(ev, TextDelta):
+                if not ev.text:
+                    continue
+                offset = time.perf_counter() - ex.t0
+                if ex.ttft is None:
+                    ex.ttft = offset
+                    if usage is not None:
+                        # Held back until text flows: a retry before the first token must
+                        # not leave the caller with a failed attempt's usage.
+                        sink.send(UsageUpdate(usage))
+                text.append(ev.text)
+                ex.chunks.append((offset, ev.text))
+                sink.send(ev)
+            elif isinstance(ev, UsageUpdate):
+                usage = ev.usage
+                if ex.ttft is not None:
+                    sink.send(ev)
+            elif isinstance(ev, Finish):
+                finish = ev
+            elif isinstance(ev, StreamStart):
+                model = ev.model or model
+                request_id = request_id or ev.request_id
+
+    try:
+        if r.status_code >= 400:
+            try:
+                await r.aread()
+            except httpx.HTTPError as exc:
+                raise map_httpx_error(exc, ep.name, read_timeout) from None
+            raise adapter.map_error(r, ep)
+        try:
+            async for chunk in r.aiter_raw():
+                for sse in decoder.feed(chunk):
+                    take(parser.feed(sse))
+            for sse in decoder.close():
+                take(parser.feed(sse))
+            take(parser.close())
+        except httpx.HTTPError as exc:
+            err = map_httpx_error(exc, ep.name, read_timeout)
+            if text:
+                raise MidStreamError(f"the stream broke after {len(text)} pieces of text: {err}",
+                                     vendor=ep.name, partial_text="".join(text),
+                                     usage=usage) from None
+            raise err from None
+        except ProtocolError as err:
+            if text:
+                raise MidStreamError(str(err), vendor=ep.name, partial_text="".join(text),
+                                     usage=usage) from None
+            raise
+        except MidStreamError as err:
+            err.partial_text = "".join(text)
+            err.usage = err.usage or usage
+            # Nothing reached the caller yet: as retryable as a failed request.
+            err.retryable = not text
+            raise
+    finally:
+        await r.aclose()
+    if usage is not None and ex.ttft is None:
+        sink.send(UsageUpdate(usage))  # an answer with no text at all still reports usage
+    if finish is not None:
+        sink.send(finish)
+    ex.reply = ParsedReply(
+        text="".join(text), finish_reason=finish.reason if finish else "stop",
+        raw_finish_reason=finish.raw if finish else None, usage=usage, model=model,
+        request_id=request_id)
