@@ -35,7 +35,8 @@ from llmdispatch_nb.errors import (
 )
 from llmdispatch_nb.resilience import RetryPolicy
 from llmdispatch_nb.sim import FAULT_KINDS, Fault, SimServer, generate, serve
-from llmdispatch_nb.sim.openai import OpenAIEmulator, go_duration, mask_key
+from llmdispatch_nb.sim._openai_wire import go_duration, mask_key
+from llmdispatch_nb.sim.openai import OpenAIEmulator
 from llmdispatch_nb.vendors import Endpoint, Secret
 
 from .conftest import CANARY_KEY, assert_no_canary

@@ -25,8 +25,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ._core import PROFILES, Fault
+from ._openai_wire import CHAT_PARAMS, DEFAULT_WAIT, QUOTA, Chat, Invalid, Target
 from ._server import json_response
-from .openai import CHAT_PARAMS, DEFAULT_WAIT, QUOTA, Chat, Invalid, OpenAIEmulator, Target
+from .openai import OpenAIEmulator
 
 REGION = "East US"
 API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
