@@ -320,6 +320,10 @@ class CallRecord:
     params: Mapping[str, Any] = field(default_factory=dict)
     prompt: str | None = None
     response: str | None = None
+    # `ledger.key_for(vendor, model, request)`: lets a replay pack serve this answer again.
+    cache_key: str | None = None
+    # A streamed answer's pieces as (seconds since send, text), so a replay keeps its pace.
+    chunks: tuple[tuple[float, str], ...] = ()
 
     @property
     def output_tokens_per_s(self) -> float | None:

@@ -1,6 +1,12 @@
-"""The call ledger: every attempt as a `CallRecord`.
+"""The call ledger: every attempt as a `CallRecord` in SQLite, a response cache, replay packs.
 
-(Placeholder until the ledger issue lands: an in-memory list the dispatcher writes to.)
+    from llmdispatch_nb.ledger import Ledger, ResponseCache, export_pack, load_pack
+    ledger = Ledger()                        # $LLMDISPATCH_HOME/ledger.db, WAL, mode 0600
+    ledger.records(session="abc", tags="demo", limit=20)
+    summarize_stats(ledger.records())        # totals, percentiles, per vendor and model
+    ledger.dataframe()                       # typed pandas frame (llmdispatch_nb.analysis)
+
+Nothing here imports pandas or numpy until a frame is asked for.
 """
 
 from __future__ import annotations
@@ -8,9 +14,40 @@ from __future__ import annotations
 import threading
 
 from .._types import CallRecord
+from ._cache import CachedAnswer, ResponseCache, cacheable, key_for
+from ._errors import LedgerError
+from ._packs import ReplayPack, export_pack, load_pack
+from ._rows import TEXT_MODES, TextMode
+from ._stats import percentile, summarize_stats
+from ._store import Ledger, default_ledger, default_path, ledger_home
+
+__all__ = [
+    "TEXT_MODES",
+    "CachedAnswer",
+    "Ledger",
+    "LedgerError",
+    "MemoryLedger",
+    "ReplayPack",
+    "ResponseCache",
+    "TextMode",
+    "cacheable",
+    "default_ledger",
+    "default_path",
+    "export_pack",
+    "key_for",
+    "ledger_home",
+    "load_pack",
+    "percentile",
+    "summarize_stats",
+]
 
 
 class MemoryLedger:
+    """A plain list of records, nothing more: for tests that inspect `records` directly.
+
+    `Ledger.memory()` is the in-memory ledger with the full query API.
+    """
+
     def __init__(self) -> None:
         self.records: list[CallRecord] = []
         self._lock = threading.Lock()
@@ -19,9 +56,5 @@ class MemoryLedger:
         with self._lock:
             self.records.append(record)
 
-    def flush(self) -> None:
+    def flush(self, timeout: float | None = None) -> None:
         pass
-
-
-def default_ledger() -> MemoryLedger:
-    return MemoryLedger()

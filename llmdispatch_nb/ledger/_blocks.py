@@ -1,0 +1,280 @@
+"""Column blocks: the analysis columns of a run of `calls` rows, packed for fast reading.
+
+Format (one blob): b"LDB1", a little-endian u32 header length, a JSON header
+{"v": 1, "n": rows, "order": "little"|"big", "cols": [[name, kind, nbytes, extra], ...]},
+then each column's bytes in header order. Each column has a type, and each block stores it
+in the smallest kind that holds that block's values:
+
+    type   kinds                                    for
+    id     range (extra: first id; no bytes), i8    the row id
+    int    i4 (-2**31 is null), f8 (NaN is null)     attempt, http status, token counts
+    float  f8 (NaN is null)                          timestamp, latency, ttft, cost
+    flag   u1                                        retried, fell back, streamed, ...
+    str    c1, c2, c4: int8/16/32 codes into extra   call id, session, vendor, model, ...
+           (the block's distinct strings), -1 null
+
+Encoding and merging use only the standard library: they run on the ledger's writer
+thread, which must not pull numpy into a script that never analyses anything (nor import
+it on a second thread while the main one checks for it). Decoding into arrays uses numpy,
+on the thread that asked for a DataFrame.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import struct
+import sys
+from array import array
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ._rows import ROW_FIELDS
+
+MAGIC = b"LDB1"
+VERSION = 1
+NULL_I4 = -(2**31)
+
+# (name, type) in block order; names are ROW_FIELDS names, plus "id".
+BLOCK_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("id", "id"), ("call_id", "str"), ("attempt", "int"), ("timestamp", "float"),
+    ("session", "str"), ("vendor", "str"), ("model_requested", "str"), ("model_served", "str"),
+    ("status", "str"), ("error_class", "str"), ("http_status", "int"), ("route_reason", "str"),
+    ("retried", "flag"), ("fell_back", "flag"), ("streamed", "flag"), ("latency_s", "float"),
+    ("ttft_s", "float"), ("input_tokens", "int"), ("output_tokens", "int"),
+    ("cache_read_tokens", "int"), ("cache_write_tokens", "int"), ("reasoning_tokens", "int"),
+    ("usage_source", "str"), ("cost_usd", "float"), ("price_source", "str"),
+    ("cache_hit", "flag"), ("simulated", "flag"), ("finish_reason", "str"), ("tags", "str"),
+)
+_ROW_INDEX = {name: i for i, name in enumerate(ROW_FIELDS)}
+_NAN = math.nan
+
+# Blocks below this many rows are merged with their neighbours (see `plan_merge`).
+FINAL_ROWS = 65_536
+MERGE_FANOUT = 16
+
+Column = tuple[str, str, bytes, Any]  # name, kind, bytes, extra
+Prepared = list[Column]
+
+
+def _pack(n: int, cols: Sequence[Column], order: str = sys.byteorder) -> bytes:
+    header = json.dumps({"v": VERSION, "n": n, "order": order,
+                         "cols": [[name, kind, len(data), extra]
+                                  for name, kind, data, extra in cols]},
+                        ensure_ascii=False, separators=(",", ":")).encode()
+    return b"".join([MAGIC, struct.pack("<I", len(header)), header, *(c[2] for c in cols)])
+
+
+def _code_kind(distinct: int) -> tuple[str, str]:
+    """The narrowest code width for this many distinct strings (-1 must fit too)."""
+    if distinct <= 127:
+        return "c1", "b"
+    if distinct <= 32767:
+        return "c2", "h"
+    return "c4", "i"
+
+
+def prepare(rows: Sequence[Sequence[Any]]) -> Prepared:
+    """Pack every column of `rows` (ROW_FIELDS order, no id) but the row id.
+
+    Split from `finish` so the writer does this before it takes the database's write lock.
+    """
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in ROW_FIELDS]
+    cols: Prepared = []
+    for name, type_ in BLOCK_COLUMNS:
+        if type_ == "id":
+            continue
+        col = columns[_ROW_INDEX[name]]
+        # `None in col` runs in C, and most columns of most batches have no nulls.
+        if type_ == "float":
+            values = array("d", [_NAN if v is None else v for v in col] if None in col else col)
+            cols.append((name, "f8", values.tobytes(), None))
+        elif type_ == "int":
+            try:
+                ints = array("i", [NULL_I4 if v is None else v for v in col]
+                             if None in col else col)
+                cols.append((name, "i4", ints.tobytes(), None))
+            except (OverflowError, TypeError):  # a count past 2**31, or not a whole number
+                floats = array("d", [_NAN if v is None else v for v in col])
+                cols.append((name, "f8", floats.tobytes(), None))
+        elif type_ == "flag":
+            cols.append((name, "u1", bytes(map(bool, col)), None))
+        else:
+            # dict.fromkeys and map run in C: two passes, no Python loop per value.
+            distinct = [v for v in dict.fromkeys(col) if v is not None]
+            index: dict[Any, int] = {v: i for i, v in enumerate(distinct)}
+            index[None] = -1
+            kind, code = _code_kind(len(distinct))
+            cols.append((name, kind, array(code, map(index.__getitem__, col)).tobytes(),
+                         distinct))
+    return cols
+
+
+def finish(ids: Sequence[int], prepared: Prepared) -> bytes:
+    """The block: `prepared` columns plus the row ids they were stored under."""
+    n = len(ids)
+    if _contiguous(ids):
+        id_col: Column = ("id", "range", b"", int(ids[0]))
+    else:
+        id_col = ("id", "i8", array("q", ids).tobytes(), None)
+    return _pack(n, [id_col, *prepared])
+
+
+def _contiguous(ids: Sequence[int]) -> bool:
+    """Ids n, n+1, n+2, ...: stored as their first alone."""
+    if not len(ids):
+        return False
+    if isinstance(ids, range):
+        return ids.step == 1
+    return ids[-1] - ids[0] == len(ids) - 1 and all(
+        b - a == 1 for a, b in itertools.pairwise(ids))
+
+
+def encode_rows(ids: Sequence[int], rows: Sequence[Sequence[Any]]) -> bytes:
+    if len(ids) != len(rows):
+        raise ValueError("one row id per row")
+    return finish(ids, prepare(rows))
+
+
+def read_header(blob: bytes) -> tuple[dict[str, Any], int]:
+    if blob[:4] != MAGIC:
+        raise ValueError("not a ledger column block")
+    (size,) = struct.unpack_from("<I", blob, 4)
+    header = json.loads(blob[8:8 + size])
+    if header.get("v") != VERSION:
+        raise ValueError(f"column block version {header.get('v')} is not {VERSION}")
+    return header, 8 + size
+
+
+_DTYPES = {"i8": "i8", "i4": "i4", "f8": "f8", "u1": "u1", "c1": "i1", "c2": "i2", "c4": "i4"}
+
+
+def decode(blob: bytes) -> tuple[int, dict[str, tuple[str, Any, Any]]]:
+    """(rows, {name: (kind, array, extra)}); arrays are views into `blob`. Needs numpy."""
+    import numpy as np
+
+    header, offset = read_header(blob)
+    n = int(header["n"])
+    end = "<" if header["order"] == "little" else ">"
+    out: dict[str, tuple[str, Any, Any]] = {}
+    for name, kind, nbytes, extra in header["cols"]:
+        if kind == "range":
+            values = np.arange(extra, extra + n, dtype=np.int64)
+        elif kind in _DTYPES:
+            values = np.frombuffer(blob, end + _DTYPES[kind], n, offset)
+        else:
+            raise ValueError(f"unknown column kind {kind!r} in a ledger block")
+        out[name] = (kind, values, extra)
+        offset += nbytes
+    return n, out
+
+
+def _columns(blob: bytes) -> tuple[int, str, dict[str, tuple[str, memoryview, Any]]]:
+    """(rows, byte order, {name: (kind, bytes, extra)}) without numpy."""
+    header, offset = read_header(blob)
+    view = memoryview(blob)
+    out: dict[str, tuple[str, memoryview, Any]] = {}
+    for name, kind, nbytes, extra in header["cols"]:
+        out[name] = (kind, view[offset:offset + nbytes], extra)
+        offset += nbytes
+    return int(header["n"]), str(header["order"]), out
+
+
+def _array(typecode: str, data: memoryview, order: str) -> array[Any]:
+    values = array(typecode)
+    values.frombytes(data)
+    if order != sys.byteorder:
+        values.byteswap()
+    return values
+
+
+_TYPECODES = {"i8": "q", "i4": "i", "f8": "d", "c1": "b", "c2": "h", "c4": "i"}
+
+
+def merge(blobs: Iterable[bytes]) -> bytes:
+    """One block holding the rows of `blobs`, in order.
+
+    Standard library only: this runs on the writer thread, and importing numpy there
+    races with code on the main thread that checks whether numpy is loaded.
+    """
+    parts = [_columns(b) for b in blobs]
+    n = sum(p[0] for p in parts)
+    cols: list[Column] = []
+    for name, type_ in BLOCK_COLUMNS:
+        pieces = [(order, *columns[name]) for _, order, columns in parts]
+        if type_ == "id":
+            ids = array("q")
+            for (order, kind, data, extra), (rows, _, _) in zip(pieces, parts, strict=True):
+                ids.extend(range(extra, extra + rows) if kind == "range"
+                           else _array("q", data, order))
+            cols.append(("id", "range", b"", ids[0]) if _contiguous(ids)
+                        else ("id", "i8", ids.tobytes(), None))
+        elif type_ == "flag":
+            cols.append((name, "u1", b"".join(bytes(data) for _, _, data, _ in pieces), None))
+        elif type_ == "str":
+            index: dict[str, int] = {}
+            codes = array("i")
+            for order, kind, data, extra in pieces:
+                # Slot -1 of the remap list maps null (-1) to null.
+                remap = [index.setdefault(s, len(index)) for s in extra] + [-1]
+                codes.extend(map(remap.__getitem__, _array(_TYPECODES[kind], data, order)))
+            kind, typecode = _code_kind(len(index))
+            cols.append((name, kind, array(typecode, codes).tobytes(), list(index)))
+        else:  # float, or int (i4 unless some piece needed f8)
+            wide = type_ == "float" or any(kind == "f8" for _, kind, _, _ in pieces)
+            joined = array("d" if wide else "i")
+            for order, kind, data, _ in pieces:
+                values = _array(_TYPECODES[kind], data, order)
+                if wide and kind == "i4":
+                    values = array("d", [_NAN if v == NULL_I4 else v for v in values])
+                joined.extend(values)
+            cols.append((name, "f8" if wide else "i4", joined.tobytes(), None))
+    return _pack(n, cols)
+
+
+def plan_merge(tail: Sequence[tuple[int, int]]) -> list[int]:
+    """Which trailing blocks to merge, given (block id, rows) of the newest blocks, oldest first.
+
+    Blocks are tiered by size (tier = log16 of rows; blocks of FINAL_ROWS rows or more are
+    final). Two rules keep the count of blocks small and the rewriting of each row bounded
+    (a merged row lands in a higher tier than the small blocks it came from, and there are
+    four tiers): a new block merges with the smaller-tier blocks just before it, and sixteen
+    trailing blocks of one tier merge into one. Only trailing runs merge, so blocks stay in
+    row order.
+    """
+    # Only the run after the last final block counts.
+    run: list[tuple[int, int]] = []
+    for bid, n in reversed(tail):
+        if n >= FINAL_ROWS:
+            break
+        run.append((bid, n))
+    run.reverse()
+    if len(run) < 2:
+        return []
+    last_tier = _tier(run[-1][1])
+    smaller = 0
+    for _, n in reversed(run[:-1]):
+        if _tier(n) < last_tier:
+            smaller += 1
+        else:
+            break
+    if smaller:
+        return [bid for bid, _ in run[-(smaller + 1):]]
+    same = 0
+    for _, n in reversed(run):
+        if _tier(n) == last_tier:
+            same += 1
+        else:
+            break
+    if same >= MERGE_FANOUT:
+        return [bid for bid, _ in run[-same:]]
+    return []
+
+
+def _tier(n: int) -> int:
+    tier = 0
+    while n >= MERGE_FANOUT:
+        n //= MERGE_FANOUT
+        tier += 1
+    return tier

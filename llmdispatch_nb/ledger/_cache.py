@@ -1,0 +1,244 @@
+"""The response cache: re-running a cell answers from the ledger's database, not the bill.
+
+    cache = ResponseCache(ledger, ttl_s=None, max_entries=10_000)
+    key = key_for("openai", "gpt-4o-mini", request)
+    if cache.cacheable(request) and (hit := cache.get(key)):
+        ...  # serve hit.text; record it with cost 0, status "cached", hit.latency_s kept
+    else:
+        cache.put(key, response, chunks=[(0.41, "Hello"), (0.43, " world")])
+
+The key is a sha256 over a canonical JSON of the vendor, the model, the system prompt,
+the turns and the sampling parameters (max_tokens, temperature, top_p, stop, seed); tags,
+metadata and the end-user id do not change an answer and are left out. By default only
+requests that ask for a repeatable answer are cached: temperature 0, or a seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .._types import Request, Response, Usage
+
+if TYPE_CHECKING:
+    from ._store import Ledger
+
+KEY_VERSION = 1
+Policy = Callable[[Request], bool]
+Chunks = tuple[tuple[float, str], ...]
+
+
+def key_for(vendor: str, model: str, request: Request) -> str:
+    """The cache (and replay) key of sending `request` to `vendor`'s `model`."""
+    payload = {
+        "v": KEY_VERSION,
+        "vendor": vendor,
+        "model": model,
+        "system": request.system,
+        "messages": [[m.role, m.content] for m in request.messages],
+        "max_tokens": request.max_tokens,
+        # 0 and 0.0 ask for the same thing.
+        "temperature": None if request.temperature is None else float(request.temperature),
+        "top_p": None if request.top_p is None else float(request.top_p),
+        "stop": list(request.stop),
+        "seed": request.seed,
+    }
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def cacheable(request: Request) -> bool:
+    """The default policy: cache only what asks to be repeatable (temperature 0 or a seed)."""
+    return request.temperature == 0 or request.seed is not None
+
+
+POLICIES: dict[str, Policy] = {
+    "deterministic": cacheable,
+    "always": lambda request: True,
+    "never": lambda request: False,
+}
+
+
+def as_chunks(chunks: Iterable[tuple[float, str]] | None) -> Chunks:
+    return tuple((float(o), str(t)) for o, t in chunks or ())
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    """A recorded answer, enough to serve it again: text, usage, timing, stream pieces."""
+
+    key: str
+    text: str
+    finish_reason: str
+    usage: Usage
+    model_served: str
+    latency_s: float | None
+    ttft_s: float | None
+    chunks: Chunks = ()  # (seconds since send, text) of a streamed answer, if it was
+    vendor: str | None = None
+    model_requested: str | None = None
+    raw_finish_reason: str | None = None
+    created: float = 0.0
+
+    @classmethod
+    def from_response(cls, key: str, response: Response,
+                      chunks: Iterable[tuple[float, str]] | None = None,
+                      created: float | None = None) -> CachedAnswer:
+        return cls(key=key, text=response.text, finish_reason=response.finish_reason,
+                   usage=response.usage, model_served=response.model,
+                   latency_s=response.latency_s, ttft_s=response.ttft_s,
+                   chunks=as_chunks(chunks), vendor=response.vendor,
+                   model_requested=response.model_requested,
+                   raw_finish_reason=response.raw_finish_reason,
+                   created=time.time() if created is None else created)
+
+    def to_json(self) -> dict[str, Any]:
+        u = self.usage
+        return {
+            "key": self.key, "text": self.text, "finish_reason": self.finish_reason,
+            "raw_finish_reason": self.raw_finish_reason,
+            "usage": {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
+                      "cache_read_tokens": u.cache_read_tokens,
+                      "cache_write_tokens": u.cache_write_tokens,
+                      "reasoning_tokens": u.reasoning_tokens, "source": u.source},
+            "model_served": self.model_served, "vendor": self.vendor,
+            "model_requested": self.model_requested, "latency_s": self.latency_s,
+            "ttft_s": self.ttft_s, "chunks": [[round(o, 6), t] for o, t in self.chunks],
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CachedAnswer:
+        u = data.get("usage") or {}
+        usage = Usage(input_tokens=int(u.get("input_tokens") or 0),
+                      output_tokens=int(u.get("output_tokens") or 0),
+                      cache_read_tokens=int(u.get("cache_read_tokens") or 0),
+                      cache_write_tokens=int(u.get("cache_write_tokens") or 0),
+                      reasoning_tokens=int(u.get("reasoning_tokens") or 0),
+                      source="estimated" if u.get("source") == "estimated" else "reported")
+        return cls(key=str(data["key"]), text=str(data.get("text") or ""),
+                   finish_reason=str(data.get("finish_reason") or "stop"), usage=usage,
+                   model_served=str(data.get("model_served") or data.get("model_requested") or ""),
+                   latency_s=_opt_float(data.get("latency_s")),
+                   ttft_s=_opt_float(data.get("ttft_s")),
+                   chunks=as_chunks(data.get("chunks")), vendor=data.get("vendor"),
+                   model_requested=data.get("model_requested"),
+                   raw_finish_reason=data.get("raw_finish_reason"),
+                   created=float(data.get("created") or 0.0))
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+class ResponseCache:
+    """Exact-match answers kept in the ledger's database (table `cache`).
+
+    `ttl_s`: answers older than this are not served (None: kept until evicted).
+    `max_entries`: past this, the oldest answers are dropped (None: no limit).
+    `policy`: which requests may be cached: "deterministic" (default: temperature 0 or a
+    seed), "always", "never", or a function of the `Request`.
+    """
+
+    def __init__(self, ledger: Ledger | None = None, *, ttl_s: float | None = None,
+                 max_entries: int | None = 10_000, policy: str | Policy = "deterministic",
+                 clock: Callable[[], float] = time.time) -> None:
+        if ledger is None:
+            from ._store import default_ledger
+
+            ledger = default_ledger()
+        if isinstance(policy, str):
+            if policy not in POLICIES:
+                raise ValueError(f"cache policy must be one of {', '.join(POLICIES)} or a "
+                                 f"function of the request; got {policy!r}")
+            policy = POLICIES[policy]
+        if ttl_s is not None and ttl_s <= 0:
+            raise ValueError("ttl_s must be positive (or None for no expiry)")
+        if max_entries is not None and max_entries < 1:
+            raise ValueError("max_entries must be at least 1 (or None for no limit)")
+        self.ledger = ledger
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.policy: Policy = policy
+        self._clock = clock
+        self.hits = self.misses = self.expired = self.evicted = 0
+
+    key_for = staticmethod(key_for)
+
+    def cacheable(self, request: Request) -> bool:
+        return bool(self.policy(request))
+
+    def get(self, key: str) -> CachedAnswer | None:
+        """The answer kept under `key`, or None (missing or expired)."""
+        with self.ledger._reading() as conn:
+            row = conn.execute("SELECT created, answer FROM cache WHERE key = ?", (key,)).fetchone()
+            if row is not None and self._expired(row[0]):
+                conn.execute("DELETE FROM cache WHERE key = ? AND created = ?", (key, row[0]))
+                self.expired += 1
+                row = None
+        if row is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return CachedAnswer.from_json(json.loads(row[1]))
+
+    def put(self, key: str, response: Response | CachedAnswer,
+            chunks: Iterable[tuple[float, str]] | None = None) -> CachedAnswer:
+        """Keep `response` under `key` (replacing what was there); returns what was kept."""
+        now = self._clock()
+        if isinstance(response, CachedAnswer):
+            answer = response
+            if chunks is not None:
+                answer = CachedAnswer.from_json({**answer.to_json(), "chunks": list(chunks)})
+        else:
+            answer = CachedAnswer.from_response(key, response, chunks, created=now)
+        data = {**answer.to_json(), "key": key, "created": now}
+        with self.ledger._reading() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("INSERT OR REPLACE INTO cache (key, created, vendor, model, answer) "
+                             "VALUES (?, ?, ?, ?, ?)",
+                             (key, now, answer.vendor, answer.model_requested,
+                              json.dumps(data, ensure_ascii=False)))
+                if self.ttl_s is not None:
+                    self.expired += conn.execute("DELETE FROM cache WHERE created < ?",
+                                                 (now - self.ttl_s,)).rowcount
+                if self.max_entries is not None:
+                    self.evicted += conn.execute(
+                        "DELETE FROM cache WHERE rowid IN (SELECT rowid FROM cache "
+                        "ORDER BY created DESC, rowid DESC LIMIT -1 OFFSET ?)",
+                        (self.max_entries,)).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return CachedAnswer.from_json(data)
+
+    def clear(self) -> int:
+        """Drop every kept answer; returns how many there were."""
+        with self.ledger._reading() as conn:
+            return int(conn.execute("DELETE FROM cache").rowcount)
+
+    def __len__(self) -> int:
+        with self.ledger._reading() as conn:
+            return int(conn.execute("SELECT count(*) FROM cache").fetchone()[0])
+
+    def info(self) -> dict[str, Any]:
+        with self.ledger._reading() as conn:
+            n, oldest, newest = conn.execute(
+                "SELECT count(*), min(created), max(created) FROM cache").fetchone()
+        return {"entries": n, "oldest": oldest, "newest": newest, "ttl_s": self.ttl_s,
+                "max_entries": self.max_entries, "hits": self.hits, "misses": self.misses,
+                "expired": self.expired, "evicted": self.evicted}
+
+    def _expired(self, created: float) -> bool:
+        return self.ttl_s is not None and created < self._clock() - self.ttl_s
+
+    def __repr__(self) -> str:
+        return (f"ResponseCache({self.ledger!r}, ttl_s={self.ttl_s}, "
+                f"max_entries={self.max_entries})")

@@ -1,0 +1,158 @@
+"""The ledger's writer: callers append, one background thread writes in batches.
+
+`put` is an append to a deque and, at most, setting an event: nothing on the caller's
+thread touches SQLite. The thread drains what has piled up (up to `batch_size` at a time)
+and hands it to `sink`, which writes one transaction. Under load the batches grow by
+themselves; when idle, a record is written within a few milliseconds.
+
+`flush` appends a marker and waits until the thread has written everything before it.
+A batch that fails to write is kept and retried with backoff, never dropped; `flush`
+gives up after its timeout and says why. The thread exits after `idle_exit_s` without
+work (so a test suite that opens hundreds of ledgers does not keep hundreds of threads)
+and is started again by the next `put`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ._errors import LedgerError
+
+log = logging.getLogger("llmdispatch_nb.ledger")
+
+
+class _Marker:
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+class BatchWriter:
+    def __init__(self, sink: Callable[[list[Any]], None], *, name: str,
+                 batch_size: int = 5000, idle_exit_s: float = 5.0,
+                 on_exit: Callable[[], None] | None = None) -> None:
+        self._sink = sink
+        self._name = name
+        self.batch_size = batch_size
+        self.idle_exit_s = idle_exit_s
+        self._on_exit = on_exit
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pending: deque[Any] = deque()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._busy = False
+        self.last_error: BaseException | None = None
+        self.written = 0
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's queue and thread are the parent's to finish."""
+        self._reset()
+
+    # -- the caller's side ------------------------------------------------------------
+
+    def put(self, item: Any) -> None:
+        self._pending.append(item)
+        if self._thread is None or not self._wake.is_set():
+            self._kick()
+
+    def pending(self) -> int:
+        return sum(1 for x in list(self._pending) if type(x) is not _Marker)
+
+    def idle(self) -> bool:
+        """Nothing queued and nothing being written (reads the flag after the queue)."""
+        return not self._pending and not self._busy
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until everything put before this call is written."""
+        if self.idle():
+            return
+        if threading.current_thread() is self._thread:
+            return  # the sink itself asked; it is writing right now
+        marker = _Marker()
+        self._pending.append(marker)
+        self._kick()
+        if not marker.done.wait(timeout):
+            why = f": {type(self.last_error).__name__}: {self.last_error}" if self.last_error else ""
+            raise LedgerError(f"the ledger could not write {self.pending()} queued records within "
+                              f"{timeout:g} s{why}")
+
+    def _kick(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                    self._thread.start()
+                    return
+        if not self._wake.is_set():
+            self._wake.set()
+
+    # -- the writer thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        me = threading.current_thread()
+        pending = self._pending
+        while True:
+            if not pending:
+                self._wake.clear()
+                # A put between the check and the clear left its item: look again.
+                if not pending and not self._wake.wait(self.idle_exit_s):
+                    with self._lock:
+                        if pending:
+                            continue
+                        self._close_quietly()
+                        self._thread = None
+                        # A put that saw this thread registered only set the event.
+                        if not pending:
+                            return
+                        self._thread = me
+                continue
+            self._busy = True
+            batch: list[Any] = []
+            markers: list[_Marker] = []
+            while pending and len(batch) < self.batch_size:
+                item = pending.popleft()
+                if type(item) is _Marker:
+                    markers.append(item)
+                else:
+                    batch.append(item)
+            if batch:
+                self._write(batch)
+            for m in markers:
+                m.done.set()
+            self._busy = False
+
+    def _write(self, batch: list[Any]) -> None:
+        delay = 0.02
+        while True:
+            try:
+                self._sink(batch)
+            except Exception as exc:
+                if self.last_error is None:
+                    log.warning("ledger write failed (%s: %s); retrying, nothing is dropped",
+                                type(exc).__name__, exc)
+                self.last_error = exc
+                self._close_quietly()
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if self.last_error is not None:
+                log.info("ledger writes recovered")
+                self.last_error = None
+            self.written += len(batch)
+            return
+
+    def _close_quietly(self) -> None:
+        if self._on_exit is not None:
+            try:
+                self._on_exit()
+            except Exception:
+                log.debug("closing the ledger's writer connection failed", exc_info=True)
