@@ -29,6 +29,7 @@ from llmdispatch_nb.errors import (
     VendorError,
     VendorTimeoutError,
 )
+from llmdispatch_nb.resilience import RetryPolicy
 from llmdispatch_nb.sim import FAULT_KINDS, Fault, SimServer, generate, serve
 from llmdispatch_nb.sim.gemini import GeminiEmulator
 from llmdispatch_nb.vendors import Endpoint, Secret, adapter_for
@@ -47,6 +48,8 @@ def endpoint(sim: SimServer, key: str = CANARY_KEY, **kw: object) -> Endpoint:
 
 
 def dispatcher(sim: SimServer, key: str = CANARY_KEY, **kw: object) -> Dispatcher:
+    # One exchange per call: these tests map each fault; retries are tested on their own.
+    kw.setdefault("retry", RetryPolicy.none())
     return Dispatcher([endpoint(sim, key)], dotenv=False, **kw)  # type: ignore[arg-type]
 
 
@@ -363,6 +366,32 @@ def test_eof_before_finish_reason_is_a_protocol_error(gemini_sim: SimServer,
     events, parser = parse_all(cut, 64)
     assert any(isinstance(e, TextDelta) for e in events)
     assert not any(isinstance(e, Finish) for e in events)
+    with pytest.raises(ProtocolError):
+        parser.close()
+
+
+def test_stray_json_errors_and_garbage() -> None:
+    error = {"error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED",
+                       "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                                    "retryDelay": "3s"}]}}
+    text = b'data: {"candidates": [{"content": {"parts": [{"text": "Hi"}]}}]}\r\n\r\n'
+    bare = json.dumps(error, indent=2).encode()
+    # A bare error split across lines and reads, after text: the stream broke mid-way.
+    with pytest.raises(MidStreamError) as mid:
+        parse_all(text + bare, 5)
+    assert mid.value.status == 429 and mid.value.code == "RESOURCE_EXHAUSTED"
+    # The same before any text: the plain 429, with RetryInfo read.
+    with pytest.raises(RateLimitError) as early:
+        parse_all(bare, 3)
+    assert early.value.retry_after == 3.0 and early.value.retryable
+    # An error inside a data: event is read the same way.
+    with pytest.raises(RateLimitError):
+        parse_all(b"data: " + json.dumps(error).encode() + b"\r\n\r\n", 1 << 20)
+    # Garbage that never becomes JSON fails the stream even after a finishReason.
+    done = text.replace(b"}]}}]}", b'}]}, "finishReason": "STOP"}]}')
+    _, parser = parse_all(done, 4)
+    assert parser.done
+    _, parser = parse_all(done + b"<html>proxy error</html>\r\n", 4)
     with pytest.raises(ProtocolError):
         parser.close()
 
