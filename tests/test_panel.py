@@ -100,7 +100,7 @@ def test_picker_lists_every_model_with_key_status_and_simulated_mark(sim: SimSer
         assert labels == [
             "openai:gpt-4o-mini · key set",
             "openai:gpt-4o · key set",
-            "anthropic:claude-haiku-4-5 · no key · simulated",
+            "anthropic:claude-haiku-4-5 · simulated",
             "google:gemini-2.5-flash · no key (set GEMINI_API_KEY)",
         ]
         assert [label for label, _ in p.targets.options] == labels

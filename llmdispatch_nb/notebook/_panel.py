@@ -56,10 +56,9 @@ class TargetChoice:
         if not self.configured:
             var = f" (set {self.key_variable})" if self.key_variable else ""
             return f"{self.target} · no key{var}"
-        parts = [self.target, "key set" if self.has_key else "no key"]
-        if self.simulated:
-            parts.append("simulated")
-        return " · ".join(parts)
+        if self.simulated:  # an emulator's key is a placeholder: not worth a word
+            return f"{self.target} · simulated"
+        return f"{self.target} · {'key set' if self.has_key else 'no key'}"
 
 
 def target_choices(dispatcher: Dispatcher) -> list[TargetChoice]:
@@ -67,8 +66,8 @@ def target_choices(dispatcher: Dispatcher) -> list[TargetChoice]:
     out: list[TargetChoice] = []
     for name, ep in dispatcher.endpoints.items():
         models = list(ep.models) or list(ep.deployments)
-        if ep.default_model and ep.default_model not in models:
-            models.insert(0, ep.default_model)
+        if ep.default_model:  # the vendor's default first: the likeliest pick
+            models = [ep.default_model] + [m for m in models if m != ep.default_model]
         for model in models:
             out.append(TargetChoice(f"{name}:{model}", name, ep.key is not None, ep.simulated))
     for name, spec in VENDORS.items():
@@ -142,6 +141,7 @@ class Panel:
 
     def _build(self) -> None:
         full = widgets.Layout(width="100%")
+        wide = {"description_width": "90px"}
         self.prompt = widgets.Textarea(placeholder="Prompt", rows=4, layout=full)
         self.prompt.add_class("llmd-prompt")
         self.system = widgets.Textarea(placeholder="System prompt (optional)", rows=2, layout=full)
@@ -152,15 +152,15 @@ class Panel:
             description="Targets", layout=widgets.Layout(width="auto", min_width="340px"))
         self.targets.add_class("llmd-targets")
         self.temperature = widgets.FloatSlider(value=1.0, min=0.0, max=2.0, step=0.1,
-                                               description="Temperature")
+                                               description="Temperature", style=wide)
         self.max_tokens = widgets.BoundedIntText(value=512, min=1, max=1_000_000,
-                                                 description="Max tokens")
+                                                 description="Max tokens", style=wide)
         self.strategy = widgets.Dropdown(
             options=[("dispatcher default", "")] + [(s, s) for s in _strategies()],
-            value="", description="Strategy")
-        self.repeat = widgets.BoundedIntText(value=1, min=1, max=50, description="Repeat")
+            value="", description="Strategy", style=wide)
+        self.repeat = widgets.BoundedIntText(value=1, min=1, max=50, description="Repeat", style=wide)
         self.max_cost = widgets.BoundedFloatText(value=0.0, min=0.0, max=1_000.0, step=0.01,
-                                                 description="Max cost $",
+                                                 description="Max cost $", style=wide,
                                                  tooltip="US dollars per call; 0 = no cap")
         self.send_button = widgets.Button(description="Send", button_style="primary", icon="play",
                                           tooltip="Send to the first selected target")

@@ -68,12 +68,12 @@ class Column:
         self._dirty = True
         self._last_render = float("-inf")
 
-        self.title = widgets.HTML()
+        self.title = widgets.HTML(layout=widgets.Layout(flex="1 1 auto"))
         self.body = widgets.HTML()
         self.stats = widgets.HTML()
         self.cancel_button = widgets.Button(description="Cancel", icon="stop",
                                             tooltip=f"Stop the call to {target}",
-                                            layout=widgets.Layout(width="auto"))
+                                            layout=widgets.Layout(width="auto", flex="0 0 auto"))
         self.cancel_button.add_class("llmd-cancel")
         self.cancel_button.on_click(lambda _b: self.cancel())
         self.box = widgets.VBox(
@@ -225,12 +225,12 @@ class Column:
         tags = " ".join(
             f"<span class='llmd-badge' style='font-size:85%;color:{colour if b == self.status else '#555'}'>"
             f"[{html.escape(b)}]</span>" for b in badges)
-        return f"<span class='llmd-title'>{name} {tags}</span>"
+        return f"<span class='llmd-title' style='line-height:1.4'>{name} {tags}</span>"
 
     def _body_html(self) -> str:
         text = html.escape("".join(self._parts))
         out = (f"<div style='white-space:pre-wrap;word-break:break-word;max-height:22em;"
-               f"overflow:auto;font-size:92%'>{text}</div>")
+               f"overflow:auto;font-size:92%;line-height:1.45'>{text}</div>")
         if self.status == "error" and self.error:
             out += (f"<div class='llmd-error' style='color:#b00020;white-space:pre-wrap'>"
                     f"{html.escape(self.error)}</div>")
@@ -241,7 +241,7 @@ class Column:
     def _stats_html(self, now: float) -> str:
         fields = self.stat_fields(now)
         cells = " · ".join(f"{html.escape(k)} {html.escape(v)}" for k, v in fields.items())
-        return f"<div style='font-size:85%;color:#444'>{cells}</div>"
+        return f"<div style='font-size:85%;color:#444;line-height:1.4'>{cells}</div>"
 
     def stat_fields(self, now: float | None = None) -> dict[str, str]:
         """The numbers under the text: the finished call's, or the live ones while streaming."""

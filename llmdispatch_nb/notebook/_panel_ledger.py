@@ -27,6 +27,14 @@ def _message(text: str, colour: str = "#555") -> str:
     return f"<div class='llmd-note' style='color:{colour}'>{html.escape(text)}</div>"
 
 
+# Compact cells; the selectors only reach inside the panel's own table.
+_TABLE_STYLE = (
+    "<style>.llmd-stats-table table{border-collapse:collapse;font-size:90%}"
+    ".llmd-stats-table th,.llmd-stats-table td{padding:2px 8px;line-height:1.35;"
+    "white-space:nowrap;text-align:right;border-bottom:1px solid #e0e0e0}"
+    ".llmd-stats-table th{font-weight:600}</style>")
+
+
 def table_html(value: Any) -> str:
     """A summary as HTML, whatever shape the analysis floor hands back."""
     if value is None:
@@ -34,13 +42,15 @@ def table_html(value: Any) -> str:
     to_html = getattr(value, "to_html", None)
     if callable(to_html):
         try:
-            return str(to_html(float_format=lambda v: f"{v:.4g}", na_rep="–"))
+            body = str(to_html(float_format=lambda v: f"{v:.4g}", na_rep="–", index=False,
+                               border=0))
         except TypeError:  # a Styler, or another to_html without those arguments
-            return str(to_html())
-    rich = getattr(value, "_repr_html_", None)
-    if callable(rich):
-        return str(rich())
-    return f"<pre>{html.escape(str(value))}</pre>"
+            body = str(to_html())
+    elif callable(getattr(value, "_repr_html_", None)):
+        body = str(value._repr_html_())
+    else:
+        return f"<pre>{html.escape(str(value))}</pre>"
+    return f"{_TABLE_STYLE}<div style='overflow-x:auto'>{body}</div>"
 
 
 def figure_bundle(figure: Any) -> dict[str, Any]:
@@ -66,7 +76,7 @@ class LedgerView:
         refresh_stats = widgets.Button(description="Refresh", icon="refresh",
                                        layout=widgets.Layout(width="auto"))
         refresh_stats.on_click(lambda _b: self.refresh_stats())
-        self.stats_tab = widgets.VBox([refresh_stats, self.stats])
+        self.stats_tab = widgets.VBox([widgets.HBox([refresh_stats]), self.stats])
 
         self.figure_picker = widgets.Dropdown(options=[DEFAULT_FIGURE], value=DEFAULT_FIGURE,
                                               description="Figure")
