@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import pytest
 
 from llmdispatch_nb.errors import ConfigurationError, VendorTimeoutError
-from llmdispatch_nb.resilience import Limit, RateLimiter
+from llmdispatch_nb.resilience import CircuitBreaker, Limit, LimitWaitTimeoutError, RateLimiter
 
 T = TypeVar("T")
 
@@ -265,13 +265,17 @@ def test_deadline_gives_up_with_a_typed_error_and_frees_the_queue() -> None:
 
     results = run(main)
     err = results[1]
-    assert isinstance(err, VendorTimeoutError)
+    assert isinstance(err, VendorTimeoutError) and isinstance(err, LimitWaitTimeoutError)
     assert err.vendor == "openai"
     assert not err.retryable
     assert "client-side limit" in str(err) and "deadline" in str(err)
     assert "concurrent" in str(err) and "nothing was sent" in str(err)
     assert log == [("A", 0.0), ("C", 100.0)]
     assert limiter.snapshot()["openai"]["waiting"] == 0
+    # Our own queue timing out is no reason to stop sending to the vendor.
+    breaker = CircuitBreaker(min_calls=1)
+    breaker.record("openai:gpt-4o", False, err)
+    assert breaker.state("openai:gpt-4o") == "closed"
 
 
 def test_deadline_while_waiting_for_the_rate() -> None:

@@ -7,7 +7,7 @@ the call path (breaker -> budget -> limiter -> send -> retry or fall back).
 
 from .breaker import BreakerState, CircuitBreaker, counts_as_failure
 from .budget import Budget, Reservation, money
-from .limits import Lease, Limit, RateLimiter
+from .limits import Lease, Limit, LimitWaitTimeoutError, RateLimiter
 from .retry import RetryPolicy
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "CircuitBreaker",
     "Lease",
     "Limit",
+    "LimitWaitTimeoutError",
     "RateLimiter",
     "Reservation",
     "RetryPolicy",

@@ -13,7 +13,8 @@ new trip never shortens a period already running.
 What counts as a failure (the vendor, not the request, is in trouble): server errors
 (5xx, 408, 409, 529 overloaded), rate limits and exhausted quotas (429), timeouts,
 connection errors, malformed replies and streams that broke. What does not: client
-errors such as 400, 401, 403, 404, 422, a prompt too long or a content filter. There the
+errors such as 400, 401, 403, 404, 422, a prompt too long or a content filter, and a
+call that timed out in our own rate limiter's queue without being sent. There the
 vendor answered properly and the request (or key) is at fault; they count as a healthy
 answer, and they close a half-open circuit like a success would.
 
@@ -39,6 +40,7 @@ from ..errors import (
     TransportError,
     VendorError,
 )
+from .limits import LimitWaitTimeoutError
 
 BreakerState = Literal["closed", "open", "half_open"]
 
@@ -46,10 +48,13 @@ BreakerState = Literal["closed", "open", "half_open"]
 def counts_as_failure(error: LLMDispatchError | None) -> bool:
     """Does this error say the vendor is unwell (rather than the request being wrong)?
 
-    `None` (a failure with no error object) counts as a failure.
+    `None` (a failure with no error object) counts as a failure. A deadline that passed
+    in our own rate limiter's queue does not: nothing reached the vendor.
     """
     if error is None:
         return True
+    if isinstance(error, LimitWaitTimeoutError):
+        return False
     if isinstance(error, ServerError | RateLimitError | TransportError | MidStreamError):
         return True
     if isinstance(error, VendorError) and error.status is not None:

@@ -35,6 +35,15 @@ from ..errors import ConfigurationError, VendorTimeoutError
 _EPS = 1e-9
 
 
+class LimitWaitTimeoutError(VendorTimeoutError):
+    """The call's deadline passed while it waited for a client-side limit; nothing was sent.
+
+    A `VendorTimeoutError` (to the caller it is the same thing: no answer in time), set
+    apart so the circuit breaker does not blame the vendor for our own queue."""
+
+    retryable = False
+
+
 @dataclass(frozen=True)
 class Limit:
     """Limits for one key; None means no limit of that kind."""
@@ -214,10 +223,9 @@ class RateLimiter:
                       deadline: float | None = None) -> Lease:
         """Wait for room on every limited key in `keys`; call `lease.release()` after.
 
-        Raises `VendorTimeoutError` when `deadline` (on `self.clock`) passes first: the
-        error tree has no separate class for a client-side wait, and to the caller it is
-        the same thing, no answer in time. Its `retryable` is False, since the call's own
-        deadline is what ran out.
+        Raises `LimitWaitTimeoutError` (a `VendorTimeoutError`) when `deadline` (on
+        `self.clock`) passes first. Its `retryable` is False: the call's own deadline is
+        what ran out.
         """
         states = tuple(self._states[k] for k in dict.fromkeys(keys) if k in self._states)
         if not states:
@@ -298,19 +306,17 @@ class RateLimiter:
             slept.cancel()
 
     def _gave_up(self, states: tuple[_KeyState, ...], w: _Waiter, tokens: int,
-                 now: float) -> VendorTimeoutError:
+                 now: float) -> LimitWaitTimeoutError:
         reasons = []
         for s in states:
             ahead = s.queue.index(w) if w in s.queue else 0
             if ahead or self._room((s,), tokens, now) != 0.0:
                 reasons.append(f"{s.key}: {s.why_full(tokens, now, ahead)}")
         vendor = states[0].key.partition(":")[0]
-        err = VendorTimeoutError(
+        return LimitWaitTimeoutError(
             "the call's deadline passed while waiting for a client-side limit slot ("
             + "; ".join(reasons or ["no room"])
             + "); nothing was sent. Raise the limit or the deadline", vendor=vendor)
-        err.retryable = False
-        return err
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Per key: calls in flight, what is left of each rate, how many wait."""
