@@ -29,7 +29,8 @@ from llmdispatch_nb.errors import (
     VendorError,
     VendorTimeoutError,
 )
-from llmdispatch_nb.resilience import RetryPolicy
+from llmdispatch_nb.ledger import MemoryLedger
+from llmdispatch_nb.resilience import CircuitBreaker, RetryPolicy
 from llmdispatch_nb.sim import FAULT_KINDS, Fault, SimServer, generate, serve
 from llmdispatch_nb.sim.gemini import GeminiEmulator
 from llmdispatch_nb.vendors import Endpoint, Secret, adapter_for
@@ -48,8 +49,14 @@ def endpoint(sim: SimServer, key: str = CANARY_KEY, **kw: object) -> Endpoint:
 
 
 def dispatcher(sim: SimServer, key: str = CANARY_KEY, **kw: object) -> Dispatcher:
-    # One exchange per call: these tests map each fault; retries are tested on their own.
+    # One exchange per call and a breaker that never opens: these tests map each fault, so
+    # one fault is one failed call. Records stay in memory (module fixtures are built before
+    # the per-test home directory exists) and no answer comes from a cache.
     kw.setdefault("retry", RetryPolicy.none())
+    kw.setdefault("breaker", CircuitBreaker(threshold=1.0, min_calls=1000, window=1000,
+                                            long_retry_after_s=1e9))
+    kw.setdefault("ledger", MemoryLedger())
+    kw.setdefault("cache", False)
     return Dispatcher([endpoint(sim, key)], dotenv=False, **kw)  # type: ignore[arg-type]
 
 
@@ -276,6 +283,20 @@ def test_fault(kind: str, stream: bool, d: Dispatcher, quick: Dispatcher,
     if retry_after is not None:
         assert err.retry_after == pytest.approx(retry_after)
     assert len(emu.requests.chat()) == 1  # no retries inside the adapter
+
+
+def test_retry_waits_the_retry_info_delay(gemini_sim: SimServer, emu: GeminiEmulator) -> None:
+    # The dispatcher's retries read RetryInfo through the adapter: the 0.25 s delay is
+    # honoured and the second attempt answers; a per-day quota is not retried at all.
+    with dispatcher(gemini_sim, retry=RetryPolicy(max_attempts=2)) as disp:
+        emu.faults.script("429-ms")
+        assert disp.send(PROMPT, TARGET).text == expected().text
+        assert [r.fault for r in emu.requests.chat()] == ["429-ms", None]
+        emu.reset()
+        emu.faults.script("quota")
+        with pytest.raises(QuotaExhaustedError):
+            disp.send(PROMPT, TARGET)
+        assert len(emu.requests.chat()) == 1
 
 
 def test_midstream_error_keeps_google_status(d: Dispatcher, emu: GeminiEmulator) -> None:
