@@ -31,7 +31,8 @@ from llmdispatch_nb.errors import (
     VendorError,
     VendorTimeoutError,
 )
-from llmdispatch_nb.resilience import RetryPolicy
+from llmdispatch_nb.ledger import MemoryLedger
+from llmdispatch_nb.resilience import CircuitBreaker, RetryPolicy
 from llmdispatch_nb.sim import FAULT_KINDS, Fault, SimServer, generate, serve
 from llmdispatch_nb.sim._core import count_tokens
 from llmdispatch_nb.sim.anthropic import AnthropicEmulator
@@ -55,6 +56,11 @@ def dispatcher(sim: SimServer, key: str = CANARY_KEY, **kw: Any) -> Dispatcher:
     ep_kw = {k: kw.pop(k) for k in ("auth", "api_version", "kind") if k in kw}
     # One exchange per call: these tests map each fault; retries are tested on their own.
     kw.setdefault("retry", RetryPolicy.none())
+    # A breaker that never trips: a 429 with a long Retry-After would otherwise open it for an
+    # hour and every later test in the module would meet CircuitOpenError.
+    kw.setdefault("breaker", CircuitBreaker(threshold=1.0, min_calls=1000, window=1000,
+                                            long_retry_after_s=1e9))
+    kw.setdefault("ledger", MemoryLedger())
     return Dispatcher([endpoint(sim, key, **ep_kw)], dotenv=False, **kw)
 
 
