@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +14,11 @@ import pytest
 import numpy  # noqa: F401
 
 from llmdispatch_nb.sim import SimServer, serve
+
+# Set before any fixture runs: module- and session-scoped fixtures are built before the
+# per-test `_isolated_home`, and must not write to the user's real ~/.llmdispatch either.
+os.environ["LLMDISPATCH_HOME"] = tempfile.mkdtemp(prefix="llmdispatch-tests-")
+os.environ.pop("LLMDISPATCH_DEMO", None)
 
 # A key that must never show up anywhere: outputs, reprs, errors, logs, files.
 CANARY_KEY = "sk-canary-7f3a9c2e-do-not-leak"
