@@ -7,11 +7,10 @@ import os
 import tempfile
 from collections.abc import Iterator
 
-import pytest
-
 # The ledger's writer thread may import numpy to compact column blocks; pytest.approx
 # peeks at sys.modules['numpy'] and trips on a half-imported module. Import it up front.
 import numpy  # noqa: F401
+import pytest
 
 from llmdispatch_nb.sim import SimServer, serve
 
