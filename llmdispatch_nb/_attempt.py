@@ -19,6 +19,7 @@ from ._transport import map_httpx_error
 from ._types import Finish, ParsedReply, StreamStart, TextDelta, Usage, UsageUpdate
 from .errors import MidStreamError, ProtocolError
 from .vendors import Adapter, Endpoint
+from .vendors._base import request_id_of
 
 
 @dataclass
@@ -59,7 +60,7 @@ async def send_stream(client: httpx.AsyncClient, adapter: Adapter, ep: Endpoint,
     except httpx.HTTPError as exc:
         raise map_httpx_error(exc, ep.name, read_timeout) from None
     ex.status = r.status_code
-    request_id = r.headers.get("x-request-id") or r.headers.get("request-id")
+    request_id = request_id_of(r, *adapter.request_id_headers)
 
     def take(events: list[Any]) -> None:
         nonlocal usage, finish, model, request_id
@@ -128,4 +129,4 @@ async def send_stream(client: httpx.AsyncClient, adapter: Adapter, ep: Endpoint,
     ex.reply = ParsedReply(
         text="".join(text), finish_reason=finish.reason if finish else "stop",
         raw_finish_reason=finish.raw if finish else None, usage=usage, model=model,
-        request_id=request_id)
+        request_id=request_id, extra=dict(parser.extra))

@@ -136,8 +136,8 @@ class Request:
     @property
     def prompt_text(self) -> str:
         """All text that will be sent, for estimates and cache keys."""
-        parts = [self.system or ""] + [m.content for m in self.messages]
-        return "\n".join(parts)
+        parts = [self.system] if self.system else []
+        return "\n".join(parts + [m.content for m in self.messages])
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,7 +117,8 @@ class PriceBook:
         key = ("rates", provider + ":" + model)
         hit = self._memo.get(key)
         if hit is not None and _time.monotonic() - hit[0] < self._RATES_TTL_S:
-            return hit[1]  # type: ignore[no-any-return]
+            cached: tuple[Any, ...] | None = hit[1]
+            return cached
         rates: tuple[Any, ...] | None = None
         try:
             from datetime import datetime, timezone

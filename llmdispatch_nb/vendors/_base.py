@@ -96,6 +96,9 @@ class StreamParser(ABC):
     def __init__(self, vendor: str) -> None:
         self.vendor = vendor
         self.done = False  # saw the vendor's own end-of-stream marker
+        # What a whole reply would carry in `ParsedReply.extra` (content-filter results,
+        # reasoning text): parsers fill it as the stream goes.
+        self.extra: dict[str, Any] = {}
 
     @abstractmethod
     def feed(self, event: SSEEvent) -> list[StreamEvent]:
@@ -114,6 +117,8 @@ class Adapter(ABC):
     key_variables: ClassVar[tuple[str, ...]] = ()
     # genai-prices provider id used for pricing.
     price_provider: ClassVar[str | None] = None
+    # Response headers that carry the vendor's request id, most specific first.
+    request_id_headers: ClassVar[tuple[str, ...]] = ("x-request-id", "request-id")
 
     @abstractmethod
     def build_request(self, request: Request, model: str, endpoint: Endpoint, *, stream: bool) -> httpx.Request:

@@ -55,6 +55,7 @@ def content_filter_of(data: dict[str, Any], choice: dict[str, Any]) -> dict[str,
 
 
 class AzureAdapter(OpenAIAdapter):
+    request_id_headers = ("apim-request-id", "x-request-id")
     kind: ClassVar[str] = "azure"
     key_variables = ("AZURE_OPENAI_API_KEY",)
     price_provider = "openai"
