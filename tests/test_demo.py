@@ -1,0 +1,64 @@
+"""Demo mode: with no key at all the emulators serve every vendor, labelled as simulated;
+`python -m llmdispatch_nb.sim` serves them from the command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from llmdispatch_nb import Dispatcher
+from llmdispatch_nb.ledger import MemoryLedger
+
+
+def test_no_keys_means_demo_mode_with_every_vendor_simulated() -> None:
+    with Dispatcher(env={}, dotenv=False, ledger=MemoryLedger(), sim_time_scale=0) as d:
+        assert d.demo and "demo" in repr(d)
+        assert set(d.endpoints) == {"openai", "anthropic", "google", "azure"}
+        assert all(ep.simulated for ep in d.endpoints.values())
+        for target in ("openai:gpt-4o-mini", "anthropic:claude-haiku-4-5", "google:gemini-2.5-flash",
+                       "azure:gpt-4o-mini", "claude", "gemini-2.5-pro"):
+            r = d.send("Hello there", target, max_tokens=30)
+            assert r.simulated and r.text.startswith("[simulated")
+            assert r.cost.usd is not None and r.cost.usd > 0, target
+        streamed = d.stream("Hello", "google:gemini-2.5-flash", max_tokens=20).result()
+        assert streamed.simulated and streamed.ttft_s is not None
+
+
+def test_a_key_for_one_vendor_turns_demo_mode_off() -> None:
+    with Dispatcher(env={"OPENAI_API_KEY": "k"}, dotenv=False, ledger=MemoryLedger()) as d:
+        assert not d.demo and set(d.endpoints) == {"openai"}
+
+
+def test_demo_can_be_forced_even_with_keys() -> None:
+    with Dispatcher(env={"OPENAI_API_KEY": "k", "LLMDISPATCH_DEMO": "1"}, dotenv=False,
+                    ledger=MemoryLedger(), sim_time_scale=0) as d:
+        assert d.demo and d.endpoints["openai"].simulated
+
+
+def test_sim_command_prints_one_line_per_vendor_and_serves_until_stopped() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "llmdispatch_nb.sim", "--time-scale", "0"],
+                            stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline().split() for _ in range(4)]
+        urls = dict(lines)  # type: ignore[arg-type]
+        assert set(urls) == {"openai", "anthropic", "google", "azure"}
+        assert all(u.startswith("http://127.0.0.1:") for u in urls.values())
+        r = httpx.get(urls["openai"] + "/models", headers={"Authorization": "Bearer any"})
+        assert r.status_code == 200 and r.json()["data"]
+    finally:
+        proc.terminate()
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if proc.poll() is None:
+            proc.kill()
+            pytest.fail("the sim command did not stop on SIGTERM")
+        if proc.stdout is not None:
+            proc.stdout.close()
