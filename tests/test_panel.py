@@ -428,4 +428,14 @@ def test_charts_tab_draws_a_plotly_figure_from_the_ledger(dispatcher: Dispatcher
     figure = output["data"]["application/vnd.plotly.v1+json"]
     assert figure["data"], "the figure has no traces"
     assert p.ledger.chart_note.value == ""
+
+    names = [value for _label, value in p.ledger.figure_picker.options]
+    assert "latency_figure" in names and len(names) > 1
+    current = p.ledger.figure_picker.value
+    for name in [n for n in names if n != current] + [current]:  # picking a figure draws it
+        p.ledger.chart.outputs = ()
+        p.ledger.figure_picker.value = name
+        assert p.ledger.chart_note.value == "", f"{name}: {p.ledger.chart_note.value}"
+        (output,) = p.ledger.chart.outputs
+        assert "application/vnd.plotly.v1+json" in output["data"], name
     p.close()

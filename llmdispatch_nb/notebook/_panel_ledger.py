@@ -78,8 +78,8 @@ class LedgerView:
         refresh_stats.on_click(lambda _b: self.refresh_stats())
         self.stats_tab = widgets.VBox([widgets.HBox([refresh_stats]), self.stats])
 
-        self.figure_picker = widgets.Dropdown(options=[DEFAULT_FIGURE], value=DEFAULT_FIGURE,
-                                              description="Figure")
+        self.figure_picker = widgets.Dropdown(options=[("latency", DEFAULT_FIGURE)],
+                                              value=DEFAULT_FIGURE, description="Figure")
         self.figure_picker.observe(self._on_pick, names="value")
         refresh_chart = widgets.Button(description="Refresh", icon="refresh",
                                        layout=widgets.Layout(width="auto"))
@@ -109,7 +109,8 @@ class LedgerView:
                         DEFAULT_FIGURE if DEFAULT_FIGURE in figures else figures[0])
                     self._filling_picker = True
                     try:
-                        self.figure_picker.options = figures
+                        self.figure_picker.options = [
+                            (f.removesuffix("_figure").replace("_", " "), f) for f in figures]
                         self.figure_picker.value = keep
                     finally:
                         self._filling_picker = False

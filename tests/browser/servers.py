@@ -1,10 +1,11 @@
-"""What the browser tests need: Debian's chromium, and a JupyterLab on loopback.
+"""What the browser tests need: Debian's chromium, and a Jupyter front end on loopback.
 
 `find_chromium()` returns the chromium executable, installing Debian's package when it is
 missing and we may (root with apt-get); never a Playwright browser download.
-`JupyterLab` runs `python -m jupyter lab` from this venv on 127.0.0.1, a free port and a
-random token, with its config, data, settings and workspaces in a temporary directory, so
-nothing of the user's own Jupyter setup leaks in and nothing leaks out. Every wait is bounded.
+`JupyterServer` runs JupyterLab (`python -m jupyter lab`), Notebook 7 or Voila from this
+venv on 127.0.0.1, a free port and a random token, with its config, data, settings and
+workspaces in a temporary directory, so nothing of the user's own Jupyter setup leaks in
+and nothing leaks out. Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -71,16 +72,23 @@ def write_notebook(path: Path, cells: list[str]) -> None:
     path.write_text(json.dumps(nb, indent=1), encoding="utf-8")
 
 
-class JupyterLab:
-    """A JupyterLab server for one test. Use as a context manager; it always stops."""
+FRONT_ENDS = ("lab", "notebook", "voila")
 
-    def __init__(self, root: Path, env: dict[str, str] | None = None,
-                 start_timeout: float = 90.0) -> None:
+
+class JupyterServer:
+    """JupyterLab, Notebook 7 or Voila serving `root` for one test; use as a context
+    manager, it always stops. `page` is the URL path where the notebook opens."""
+
+    def __init__(self, root: Path, front_end: str = "lab", notebook: str = "panel.ipynb",
+                 env: dict[str, str] | None = None, start_timeout: float = 90.0) -> None:
+        if front_end not in FRONT_ENDS:
+            raise ValueError(f"front_end must be one of {FRONT_ENDS}, got {front_end!r}")
         self.root = root
+        self.front_end = front_end
         self.port = free_port()
         self.token = secrets.token_hex(16)
         self.start_timeout = start_timeout
-        self.log_path = root.parent / f"{root.name}-jupyterlab.log"
+        self.log_path = root.parent / f"{root.name}-{front_end}.log"
         state = root.parent / f"{root.name}-jupyter"
         for sub in ("config", "data", "runtime", "settings", "workspaces", "ipython"):
             (state / sub).mkdir(parents=True, exist_ok=True)
@@ -95,19 +103,30 @@ class JupyterLab:
                     "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
                     "IPYTHONDIR": str(state / "ipython"),
                     **(env or {})}
-        self.args = [
-            sys.executable, "-m", "jupyter", "lab", "--no-browser",
-            f"--IdentityProvider.token={self.token}", "--ServerApp.terminals_enabled=False",
-            "--ServerApp.ip=127.0.0.1", f"--port={self.port}", "--ServerApp.port_retries=0",
-            f"--ServerApp.root_dir={root}",
-            f"--LabApp.user_settings_dir={state / 'settings'}",
-            f"--LabApp.workspaces_dir={state / 'workspaces'}",
-            "--LabApp.expose_app_in_browser=True",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-            "--LabApp.extension_manager=readonly",  # no package index lookups
-        ]
-        if os.name == "posix" and os.geteuid() == 0:  # CI containers run as root
-            self.args.append("--allow-root")
+        if front_end == "voila":
+            # Voila runs the notebook itself when the page is asked for.
+            self.page = ""
+            self.args = [sys.executable, "-m", "voila", str(root / notebook), "--no-browser",
+                         "--Voila.ip=127.0.0.1", f"--Voila.port={self.port}",
+                         "--Voila.port_retries=0", f"--Voila.token={self.token}",
+                         "--VoilaConfiguration.show_tracebacks=True"]
+        else:
+            app = "LabApp" if front_end == "lab" else "JupyterNotebookApp"
+            self.page = f"lab/tree/{notebook}" if front_end == "lab" else f"notebooks/{notebook}"
+            self.args = [
+                sys.executable, "-m", "jupyter", front_end, "--no-browser",
+                f"--IdentityProvider.token={self.token}", "--ServerApp.terminals_enabled=False",
+                "--ServerApp.ip=127.0.0.1", f"--port={self.port}", "--ServerApp.port_retries=0",
+                f"--ServerApp.root_dir={root}",
+                f"--{app}.user_settings_dir={state / 'settings'}",
+                f"--{app}.workspaces_dir={state / 'workspaces'}",
+                f"--{app}.expose_app_in_browser=True",
+            ]
+            if front_end == "lab":
+                self.args += ["--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                              "--LabApp.extension_manager=readonly"]  # no package index lookups
+            if os.name == "posix" and os.geteuid() == 0:  # CI containers run as root
+                self.args.append("--allow-root")
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
 
@@ -131,7 +150,7 @@ class JupyterLab:
         except OSError:
             return "(no log)"
 
-    def start(self) -> JupyterLab:
+    def start(self) -> JupyterServer:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(self.args, cwd=self.root, env=self.env, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
@@ -140,14 +159,17 @@ class JupyterLab:
             code = self.proc.poll()
             if code is not None:
                 self.stop()
-                raise RuntimeError(f"JupyterLab exited with {code}:\n{self.log_tail()}")
+                raise RuntimeError(f"{self.front_end} exited with {code}:\n{self.log_tail()}")
             try:
-                self._api("/api/status", timeout=2)
+                if self.front_end == "voila":
+                    socket.create_connection(("127.0.0.1", self.port), timeout=2).close()
+                else:
+                    self._api("/api/status", timeout=2)
                 return self
             except (urllib.error.URLError, OSError, ValueError):
                 time.sleep(0.25)
         self.stop()
-        raise RuntimeError(f"JupyterLab did not answer within {self.start_timeout:g} s:\n"
+        raise RuntimeError(f"{self.front_end} did not answer within {self.start_timeout:g} s:\n"
                            f"{self.log_tail()}")
 
     def stop(self) -> None:
@@ -159,7 +181,10 @@ class JupyterLab:
         try:
             if proc.poll() is None:
                 try:
-                    self._api("/api/shutdown", method="POST", timeout=5)
+                    if self.front_end == "voila":  # no shutdown API: SIGTERM stops it cleanly
+                        self._signal(proc, signal.SIGTERM)
+                    else:
+                        self._api("/api/shutdown", method="POST", timeout=5)
                 except (urllib.error.URLError, OSError, ValueError):
                     pass
                 try:
@@ -184,7 +209,7 @@ class JupyterLab:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def __enter__(self) -> JupyterLab:
+    def __enter__(self) -> JupyterServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
