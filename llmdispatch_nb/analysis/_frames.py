@@ -36,10 +36,12 @@ def calls(source: Source = None, *, session: str | None = None,
     if since is not None:
         import pandas as pd
 
-        when = pd.Timestamp(since, unit="s", tz="UTC") if isinstance(since, int | float) \
-            else pd.Timestamp(since)
+        # Rounded to the microsecond, as the frame's timestamps are.
+        when = pd.Timestamp(round(since * 1e6), unit="us", tz="UTC") \
+            if isinstance(since, int | float) else pd.Timestamp(since)
         if when.tzinfo is None:
             when = when.tz_localize("UTC")
+        when = when.round("us")
         mask = _and(mask, (frame["timestamp"] >= when).to_numpy())
     for tag in [tags] if isinstance(tags, str) else list(tags or ()):
         has = frame["tags"].cat.categories.map(lambda t, tag=tag: tag in t.split(","))
@@ -155,7 +157,11 @@ def summary(source: Source = None, by: str | Sequence[str] = ("vendor", "model")
     for name in ("success_rate", "latency_p50_s", "latency_p95_s", "ttft_p50_s", "ttft_p95_s",
                  "tokens_per_s", "mean_cost_usd", "cost_per_1k_tokens"):
         frame[name] = frame[name].astype("Float64")
-    return frame.reset_index(drop=not keys)
+    frame = frame.reset_index(drop=not keys)
+    for k in keys:  # labels as plain values, whichever way the groups were found
+        if isinstance(frame[k].dtype, pd.CategoricalDtype):
+            frame[k] = frame[k].astype(frame[k].cat.categories.dtype)
+    return frame
 
 
 def _groups(df: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, pd.Index]:
@@ -210,6 +216,8 @@ def _distinct_calls(call: np.ndarray, group: np.ndarray, ng: int,
     import numpy as np
 
     n_calls = int(call.max(initial=-1)) + 1
+    if ng == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     if ng * n_calls <= 64_000_000:  # a seen-table: one scatter per count, no sort
         seen = np.zeros(ng * max(n_calls, 1), dtype=np.bool_)
         flat = group * n_calls + call

@@ -50,6 +50,9 @@ BLOCK_COLUMNS: tuple[tuple[str, str], ...] = (
 _ROW_INDEX = {name: i for i, name in enumerate(ROW_FIELDS)}
 _NAN = math.nan
 
+# The newest rows are packed once this many lie uncovered (until then a read packs them on
+# the fly: a few hundred rows cost milliseconds); one transaction per call stays cheap.
+MIN_ROWS = 512
 # Blocks below this many rows are merged with their neighbours (see `plan_merge`).
 FINAL_ROWS = 65_536
 MERGE_FANOUT = 16

@@ -224,6 +224,9 @@ class ResponseCache:
         with self.ledger._reading() as conn:
             return int(conn.execute("DELETE FROM cache").rowcount)
 
+    def __bool__(self) -> bool:
+        return True  # an empty cache is still a cache (`cache or None` must keep it)
+
     def __len__(self) -> int:
         with self.ledger._reading() as conn:
             return int(conn.execute("SELECT count(*) FROM cache").fetchone()[0])

@@ -14,12 +14,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime as dt
+import itertools
 import logging
 import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,7 @@ log = logging.getLogger("llmdispatch_nb.ledger")
 FILE_NAME = "ledger.db"
 _INSERT = (f"INSERT INTO calls ({', '.join(ROW_FIELDS)}) "
            f"VALUES ({', '.join('?' for _ in ROW_FIELDS)})")
-_SELECT = f"SELECT {', '.join(ROW_FIELDS)} FROM calls"
+_SELECT_WITH_ID = f"SELECT id, {', '.join(ROW_FIELDS)} FROM calls"
 # 16 KiB pages write a batch with fewer page splits than the 4 KiB default (~40% faster here);
 # it only takes effect on a new file.
 _PAGE_SIZE = 16384
@@ -95,6 +96,9 @@ class Ledger:
         self._conn: sqlite3.Connection | None = None
         self._wconn: sqlite3.Connection | None = None
         self._migrated = False
+        # Rows this writer wrote that no column block covers yet: packing them from here
+        # saves reading them back (the tail is packed once it reaches MIN_ROWS rows).
+        self._recent: list[tuple[Sequence[int], list[tuple[Any, ...]]]] = []
         self._writer = BatchWriter(self._write_batch, name=f"llmdispatch-ledger-{id(self):x}",
                                    batch_size=batch_size, on_exit=self._close_writer)
         _LIVE.add(self)
@@ -161,6 +165,7 @@ class Ledger:
     def _after_fork(self) -> None:
         # The parent's connections and thread belong to the parent; start afresh.
         self._conn = self._wconn = None
+        self._recent = []
         self._lock = threading.RLock()
         self._writer.after_fork()
         if self._memory:
@@ -183,7 +188,6 @@ class Ledger:
     def _write_batch(self, batch: list[CallRecord]) -> None:
         mode = self.text
         rows = [to_row(r, mode) for r in batch]
-        prepared = _blocks.prepare(rows)
         conn = self._writer_conn()
         with self._lock if self._memory else contextlib.nullcontext():
             conn.execute("BEGIN IMMEDIATE")
@@ -192,19 +196,23 @@ class Ledger:
                 conn.executemany(_INSERT, rows)
                 last = conn.execute("SELECT max(id) FROM calls").fetchone()[0]
                 if last - first + 1 == len(rows):
-                    ids: Iterable[int] = range(first, last + 1)
+                    ids: Sequence[int] = range(first, last + 1)
                 else:  # not the usual max+1 numbering: ask which ids the rows got
                     ids = [r[0] for r in conn.execute(
                         "SELECT id FROM calls WHERE id >= ? ORDER BY id", (first,))]
-                ids = list(ids) if not isinstance(ids, range) else ids
-                conn.execute("INSERT INTO call_blocks (n, first_id, last_id, data) "
-                             "VALUES (?, ?, ?, ?)",
-                             (len(rows), ids[0], ids[-1], _blocks.finish(ids, prepared)))
-                _compact(conn)
+                self._recent.append((ids, rows))
+                covered = _covered_last(conn)
+                if last - covered >= _blocks.MIN_ROWS:
+                    if last - covered <= _blocks.FINAL_ROWS:
+                        _cover_tail(conn, self._recent)
+                    self._recent = []
+                elif self._recent and self._recent[0][0][0] <= covered:
+                    self._recent = []  # someone else packed these rows
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                self._recent = []
                 raise
 
     def close(self) -> None:
@@ -230,7 +238,7 @@ class Ledger:
         of the given calls; `limit` keeps the newest that many."""
         self.flush()
         where, args = _filters(session, since, tags, call_ids)
-        sql = f"SELECT * FROM ({_SELECT.replace('SELECT ', 'SELECT id, ', 1)}{where}"
+        sql = f"SELECT * FROM ({_SELECT_WITH_ID}{where}"
         if limit is not None:
             sql += " ORDER BY id DESC LIMIT ?) ORDER BY id"
             args.append(int(limit))
@@ -247,48 +255,50 @@ class Ledger:
             return int(conn.execute("SELECT count(*) FROM calls").fetchone()[0])
 
     def dataframe(self) -> pd.DataFrame:
-        """Every attempt as a typed DataFrame, read from the column blocks (fast)."""
+        """Every attempt as a typed DataFrame, read from the column blocks (fast), plus the
+        few newest rows no block covers yet."""
         from ._frame import frame_from_blocks
 
         self.flush()
-        for _ in range(2):
+        for tries in range(3):
             with self._reading() as conn:
                 conn.execute("BEGIN")
                 try:
                     total = conn.execute("SELECT count(*) FROM calls").fetchone()[0]
-                    covered = conn.execute("SELECT ifnull(sum(n), 0) FROM call_blocks").fetchone()[0]
-                    if total == covered:
-                        blobs = (r[0] for r in conn.execute(
+                    covered_last, covered = conn.execute(
+                        "SELECT ifnull(max(last_id), 0), ifnull(sum(n), 0) FROM call_blocks"
+                    ).fetchone()
+                    tail_n = conn.execute("SELECT count(*) FROM calls WHERE id > ?",
+                                          (covered_last,)).fetchone()[0]
+                    consistent = covered + tail_n == total
+                    if consistent and tail_n <= _blocks.FINAL_ROWS:
+                        tail = conn.execute(f"{_SELECT_WITH_ID} WHERE id > ? ORDER BY id",
+                                            (covered_last,)).fetchall()
+                        blocks = (r[0] for r in conn.execute(
                             "SELECT data FROM call_blocks ORDER BY first_id"))
+                        if tail:
+                            tail_block = _blocks.encode_rows([r[0] for r in tail],
+                                                             [r[1:] for r in tail])
+                            blocks = itertools.chain(blocks, [tail_block])
                         try:
-                            return frame_from_blocks(blobs, total)
+                            return frame_from_blocks(blocks, total)
                         except ValueError as exc:  # a block from another format version
                             log.info("rebuilding the ledger's column blocks: %s", exc)
+                            consistent = False
                 finally:
                     conn.execute("COMMIT")
-            self.rebuild_blocks()
+            if not consistent or tries:
+                self.rebuild_blocks()
+            else:  # a long unpacked tail (the writer left it): pack it once, then read
+                with self._reading() as conn, _write_transaction(conn):
+                    _cover_tail(conn)
         raise LedgerError("the ledger's column blocks do not match its rows even after a rebuild")
 
     def rebuild_blocks(self) -> None:
         """Rewrite the column blocks from the rows (after rows were changed by hand)."""
-        with self._reading() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute("DELETE FROM call_blocks")
-                cur = conn.execute(f"{_SELECT.replace('SELECT ', 'SELECT id, ', 1)} ORDER BY id")
-                while True:
-                    chunk = cur.fetchmany(_blocks.FINAL_ROWS)
-                    if not chunk:
-                        break
-                    ids = [r[0] for r in chunk]
-                    blob = _blocks.encode_rows(ids, [r[1:] for r in chunk])
-                    conn.execute("INSERT INTO call_blocks (n, first_id, last_id, data) "
-                                 "VALUES (?, ?, ?, ?)", (len(ids), ids[0], ids[-1], blob))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        with self._reading() as conn, _write_transaction(conn):
+            conn.execute("DELETE FROM call_blocks")
+            _cover_tail(conn)
 
     def info(self) -> dict[str, Any]:
         self.flush()
@@ -320,6 +330,46 @@ def _filters(session: str | None, since: float | dt.datetime | None,
         clauses.append(f"call_id IN ({', '.join('?' for _ in ids)})" if ids else "0")
         args.extend(ids)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+
+@contextlib.contextmanager
+def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _covered_last(conn: sqlite3.Connection) -> int:
+    """The last row id the column blocks cover (they cover every row up to it)."""
+    return int(conn.execute("SELECT ifnull(max(last_id), 0) FROM call_blocks").fetchone()[0])
+
+
+def _cover_tail(conn: sqlite3.Connection,
+                recent: Sequence[tuple[Sequence[int], list[tuple[Any, ...]]]] = ()) -> None:
+    """Pack the rows no block covers yet into blocks, then merge small blocks (inside the
+    caller's write transaction). `recent` are rows this process just wrote, with their
+    ids: when they are exactly the tail, they are packed without reading them back."""
+    start = _covered_last(conn) + 1
+    ids = [i for batch_ids, _ in recent for i in batch_ids]
+    last = conn.execute("SELECT ifnull(max(id), 0) FROM calls").fetchone()[0]
+    if ids and ids[0] == start and ids[-1] == last and len(ids) == last - start + 1:
+        rows = [row for _, batch_rows in recent for row in batch_rows]
+        chunks: Iterable[tuple[list[int], list[Any]]] = [(ids, rows)]
+    else:
+        cur = conn.execute(f"{_SELECT_WITH_ID} WHERE id >= ? ORDER BY id", (start,))
+        chunks = ((([r[0] for r in c]), [r[1:] for r in c])
+                  for c in iter(lambda: cur.fetchmany(_blocks.FINAL_ROWS), []))
+    for chunk_ids, chunk_rows in chunks:
+        if chunk_ids:
+            conn.execute("INSERT INTO call_blocks (n, first_id, last_id, data) VALUES (?, ?, ?, ?)",
+                         (len(chunk_ids), chunk_ids[0], chunk_ids[-1],
+                          _blocks.encode_rows(chunk_ids, chunk_rows)))
+    _compact(conn)
 
 
 def _compact(conn: sqlite3.Connection) -> None:

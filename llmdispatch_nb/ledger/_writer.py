@@ -5,6 +5,10 @@ thread touches SQLite. The thread drains what has piled up (up to `batch_size` a
 and hands it to `sink`, which writes one transaction. Under load the batches grow by
 themselves; when idle, a record is written within a few milliseconds.
 
+A few records alone wait up to `linger_s` for company before they are written: one
+transaction per notebook call cost more than the call's own bookkeeping, and a
+transaction for three costs little more than for one. `flush` cuts the wait short.
+
 `flush` appends a marker and waits until the thread has written everything before it.
 A batch that fails to write is kept and retried with backoff, never dropped; `flush`
 gives up after its timeout and says why. The thread exits after `idle_exit_s` without
@@ -35,11 +39,12 @@ class _Marker:
 
 class BatchWriter:
     def __init__(self, sink: Callable[[list[Any]], None], *, name: str,
-                 batch_size: int = 5000, idle_exit_s: float = 5.0,
+                 batch_size: int = 5000, idle_exit_s: float = 5.0, linger_s: float = 0.02,
                  on_exit: Callable[[], None] | None = None) -> None:
         self._sink = sink
         self._name = name
         self.batch_size = batch_size
+        self.linger_s = linger_s
         self.idle_exit_s = idle_exit_s
         self._on_exit = on_exit
         self._reset()
@@ -47,9 +52,11 @@ class BatchWriter:
     def _reset(self) -> None:
         self._pending: deque[Any] = deque()
         self._wake = threading.Event()
+        self._urgent = threading.Event()  # someone is flushing: no lingering
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._busy = False
+        self._inflight = 0  # taken off the queue, not yet written
         self.last_error: BaseException | None = None
         self.written = 0
 
@@ -65,7 +72,8 @@ class BatchWriter:
             self._kick()
 
     def pending(self) -> int:
-        return sum(1 for x in list(self._pending) if type(x) is not _Marker)
+        """Records not yet written: queued, or in the batch being written."""
+        return self._inflight + sum(1 for x in list(self._pending) if type(x) is not _Marker)
 
     def idle(self) -> bool:
         """Nothing queued and nothing being written (reads the flag after the queue)."""
@@ -79,6 +87,7 @@ class BatchWriter:
             return  # the sink itself asked; it is writing right now
         marker = _Marker()
         self._pending.append(marker)
+        self._urgent.set()
         self._kick()
         if not marker.done.wait(timeout):
             why = f": {type(self.last_error).__name__}: {self.last_error}" if self.last_error else ""
@@ -115,6 +124,9 @@ class BatchWriter:
                             return
                         self._thread = me
                 continue
+            if self.linger_s and len(pending) < 64 and not self._urgent.is_set():
+                self._urgent.wait(self.linger_s)
+            self._urgent.clear()
             self._busy = True
             batch: list[Any] = []
             markers: list[_Marker] = []
@@ -125,7 +137,9 @@ class BatchWriter:
                 else:
                     batch.append(item)
             if batch:
+                self._inflight = len(batch)
                 self._write(batch)
+                self._inflight = 0
             for m in markers:
                 m.done.set()
             self._busy = False
