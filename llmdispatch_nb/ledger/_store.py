@@ -274,7 +274,7 @@ class Ledger:
                     if consistent and tail_n <= _blocks.FINAL_ROWS:
                         tail = conn.execute(f"{_SELECT_WITH_ID} WHERE id > ? ORDER BY id",
                                             (covered_last,)).fetchall()
-                        blocks = (r[0] for r in conn.execute(
+                        blocks: Iterable[bytes] = (r[0] for r in conn.execute(
                             "SELECT data FROM call_blocks ORDER BY first_id"))
                         if tail:
                             tail_block = _blocks.encode_rows([r[0] for r in tail],
