@@ -198,6 +198,33 @@ def test_write_only_queues_so_a_locked_database_never_blocks_the_caller(tmp_path
     assert [r.timestamp for r in ledger.records()] == [record(i).timestamp for i in range(200)]
 
 
+def test_only_call_records_are_taken_and_a_bad_one_does_not_stall_the_rest(
+        caplog: pytest.LogCaptureFixture) -> None:
+    ledger = Ledger.memory()
+    with pytest.raises(TypeError, match="CallRecords"):
+        ledger.write({"call_id": "x"})  # type: ignore[arg-type]
+    ledger.write(record(0, chunks=(("not a time", "text"),)))  # cannot be stored
+    ledger.write(record(1))
+    assert [r.call_id for r in ledger.records()] == [record(1).call_id]
+    assert "dropped a record" in caplog.text
+
+
+def test_close_ends_the_writer_thread_and_the_ledger_reopens(tmp_path: Path) -> None:
+    def writers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("llmdispatch-ledger")]
+
+    before = len(writers())
+    ledger = Ledger(tmp_path)
+    ledger.write(record(0))
+    ledger.flush()
+    assert len(writers()) == before + 1
+    ledger.close()
+    assert len(writers()) == before
+    ledger.write(record(1))
+    assert ledger.count() == 2
+    ledger.close()
+
+
 def test_flushed_records_are_visible_to_another_connection(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path)
     for i in range(1000):

@@ -151,6 +151,14 @@ def test_oldest_answers_are_evicted_past_max_entries() -> None:
     assert cache.get("k2").text == "newer answer 2"  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("text", ["hash", "off"])
+def test_a_ledger_that_keeps_no_text_keeps_no_answers(text: str) -> None:
+    cache = ResponseCache(Ledger.memory(text=text), policy="always")
+    assert not cache.enabled and not cache.cacheable(Request("hi", temperature=0))
+    cache.put("k", response())
+    assert cache.get("k") is None and len(cache) == 0
+
+
 def test_cache_rejects_nonsense_limits() -> None:
     with pytest.raises(ValueError):
         ResponseCache(Ledger.memory(), ttl_s=0)

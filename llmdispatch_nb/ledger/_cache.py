@@ -142,6 +142,9 @@ class ResponseCache:
     `max_entries`: past this, the oldest answers are dropped (None: no limit).
     `policy`: which requests may be cached: "deterministic" (default: temperature 0 or a
     seed), "always", "never", or a function of the `Request`.
+
+    A ledger told not to keep texts (`text="hash"` or `"off"`) gets a cache that keeps
+    nothing either: a cached answer is the answer's text on disk.
     """
 
     def __init__(self, ledger: Ledger | None = None, *, ttl_s: float | None = None,
@@ -169,8 +172,12 @@ class ResponseCache:
 
     key_for = staticmethod(key_for)
 
+    @property
+    def enabled(self) -> bool:
+        return self.ledger.text == "full"
+
     def cacheable(self, request: Request) -> bool:
-        return bool(self.policy(request))
+        return self.enabled and bool(self.policy(request))
 
     def get(self, key: str) -> CachedAnswer | None:
         """The answer kept under `key`, or None (missing or expired)."""
@@ -188,7 +195,8 @@ class ResponseCache:
 
     def put(self, key: str, response: Response | CachedAnswer,
             chunks: Iterable[tuple[float, str]] | None = None) -> CachedAnswer:
-        """Keep `response` under `key` (replacing what was there); returns what was kept."""
+        """Keep `response` under `key` (replacing what was there); returns the answer as kept
+        (not kept at all when the ledger keeps no texts)."""
         now = self._clock()
         if isinstance(response, CachedAnswer):
             answer = response
@@ -197,6 +205,8 @@ class ResponseCache:
         else:
             answer = CachedAnswer.from_response(key, response, chunks, created=now)
         data = {**answer.to_json(), "key": key, "created": now}
+        if not self.enabled:
+            return CachedAnswer.from_json(data)
         with self.ledger._reading() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -235,7 +245,8 @@ class ResponseCache:
         with self.ledger._reading() as conn:
             n, oldest, newest = conn.execute(
                 "SELECT count(*), min(created), max(created) FROM cache").fetchone()
-        return {"entries": n, "oldest": oldest, "newest": newest, "ttl_s": self.ttl_s,
+        return {"enabled": self.enabled, "entries": n, "oldest": oldest, "newest": newest,
+                "ttl_s": self.ttl_s,
                 "max_entries": self.max_entries, "hits": self.hits, "misses": self.misses,
                 "expired": self.expired, "evicted": self.evicted}
 

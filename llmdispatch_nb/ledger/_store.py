@@ -76,8 +76,9 @@ class Ledger:
     """The call ledger. `write` is cheap and thread-safe; queries see everything written.
 
     `text` decides what is kept of prompts and responses: "full" (default), "hash" (a
-    sha256, to spot repeats without keeping the words) or "off". Keys and auth headers are
-    never stored: a `CallRecord` has no field that could hold them.
+    sha256, to spot repeats without keeping the words) or "off"; the default comes from
+    $LLMDISPATCH_LEDGER_TEXT. Keys and auth headers are never stored: a `CallRecord` has
+    no field that could hold them.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, text: str | None = None,
@@ -175,6 +176,9 @@ class Ledger:
 
     def write(self, record: CallRecord) -> None:
         """Queue one attempt; it reaches the database within milliseconds, off this thread."""
+        if type(record) is not CallRecord and not isinstance(record, CallRecord):
+            # Caught here, not on the writer thread, where it would stall every record after it.
+            raise TypeError(f"the ledger keeps CallRecords, not {type(record).__name__}")
         self._writer.put(record)
 
     def flush(self, timeout: float | None = 60.0) -> None:
@@ -187,7 +191,18 @@ class Ledger:
 
     def _write_batch(self, batch: list[CallRecord]) -> None:
         mode = self.text
-        rows = [to_row(r, mode) for r in batch]
+        try:
+            rows = [to_row(r, mode) for r in batch]
+        except Exception:  # one record that cannot become a row must not hold up the rest
+            rows = []
+            for r in batch:
+                try:
+                    rows.append(to_row(r, mode))
+                except Exception as exc:
+                    log.error("the ledger dropped a record it cannot store (%s: %s): %r",
+                              type(exc).__name__, exc, r)
+            if not rows:
+                return
         conn = self._writer_conn()
         with self._lock if self._memory else contextlib.nullcontext():
             conn.execute("BEGIN IMMEDIATE")
@@ -217,7 +232,7 @@ class Ledger:
 
     def close(self) -> None:
         """Flush, then let go of connections and the writer thread (reopened on next use)."""
-        self.flush()
+        self._writer.stop()
         with self._lock:
             if self._conn is not None and not self._memory:
                 self._conn.close()
@@ -427,7 +442,7 @@ def default_ledger() -> Ledger:
 def _flush_all_at_exit() -> None:
     for ledger in list(_LIVE):
         try:
-            ledger.flush(timeout=30.0)
+            ledger.flush(timeout=10.0)
         except Exception as exc:
             log.error("the ledger %r lost %d records at exit: %s", ledger, ledger.pending(), exc)
 

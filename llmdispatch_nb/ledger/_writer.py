@@ -56,6 +56,7 @@ class BatchWriter:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._busy = False
+        self._stopping = False
         self._inflight = 0  # taken off the queue, not yet written
         self.last_error: BaseException | None = None
         self.written = 0
@@ -94,6 +95,17 @@ class BatchWriter:
             raise LedgerError(f"the ledger could not write {self.pending()} queued records within "
                               f"{timeout:g} s{why}")
 
+    def stop(self, timeout: float | None = 10.0) -> None:
+        """Write what is queued, then end the thread (the next `put` starts another)."""
+        self.flush(timeout)
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return
+        self._stopping = True
+        self._wake.set()
+        thread.join(timeout)
+        self._stopping = False
+
     def _kick(self) -> None:
         if self._thread is None:
             with self._lock:
@@ -113,7 +125,8 @@ class BatchWriter:
             if not pending:
                 self._wake.clear()
                 # A put between the check and the clear left its item: look again.
-                if not pending and not self._wake.wait(self.idle_exit_s):
+                idle_for = 0.0 if self._stopping else self.idle_exit_s
+                if not pending and not self._wake.wait(idle_for):
                     with self._lock:
                         if pending:
                             continue
