@@ -171,6 +171,21 @@ def test_compare_fills_one_column_per_selected_target(sim: SimServer, dispatcher
     p.close()
 
 
+def test_a_new_run_replaces_the_last_runs_columns(sim: SimServer, dispatcher: Dispatcher) -> None:
+    p = make_panel(dispatcher, GPT, CLAUDE)
+    assert p.on_compare()
+    finish(p)
+    first = list(p.columns)
+    p.targets.value = (CLAUDE,)
+    assert p.on_compare()
+    finish(p)
+    assert [c.target for c in p.columns] == [CLAUDE]
+    assert p.columns_box.children == (p.columns[0].box,)
+    assert all(c.box.comm is None and c.body.comm is None for c in first)  # closed
+    assert p.runs == 2 and sim.emulators["anthropic"].count == 2
+    p.close()
+
+
 def test_settings_from_the_controls_reach_the_call(
         dispatcher: Dispatcher, records: list[CallRecord]) -> None:
     p = make_panel(dispatcher, CLAUDE)
@@ -185,6 +200,21 @@ def test_settings_from_the_controls_reach_the_call(
     assert record.tags == ("panel",)
     assert record.prompt is not None and record.prompt.startswith("Answer in one line.")
     assert p.settings().call_params()["system"] == "Answer in one line."
+    p.close()
+
+
+def test_a_max_cost_below_the_estimate_is_refused_before_sending(
+        sim: SimServer, dispatcher: Dispatcher) -> None:
+    p = make_panel(dispatcher, GPT)
+    p.max_cost.value = 1e-9
+    p.strategy.value = "cheapest"
+    assert p.settings().call_params()["strategy"] == "cheapest"
+    assert p.on_send()
+    finish(p)
+    (column,) = p.columns
+    assert column.status == "error" and column.error is not None
+    assert column.error.startswith("BudgetExceededError")
+    assert sim.emulators["openai"].count == 0
     p.close()
 
 

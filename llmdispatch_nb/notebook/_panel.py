@@ -275,8 +275,10 @@ class Panel:
             self.cancel_all_button.disabled = False
             columns = [Column(t, repeat=settings.repeat, simulated=self._simulated.get(t, False),
                               min_interval=self.render_interval) for t in targets]
-            self.columns = columns
+            previous, self.columns = self.columns, columns
             self.columns_box.children = tuple(c.box for c in columns)
+            for old in previous:  # the last run's widgets would otherwise live on in the kernel
+                _close_tree(old.box)
             calls = len(columns) * settings.repeat
             self.status.value = self._status_html(
                 f"running {calls} call{'s' if calls != 1 else ''}…", "#1565c0")
