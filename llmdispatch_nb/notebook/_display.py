@@ -190,7 +190,8 @@ def column_html(col: Column, fmt: str = "markdown", *, live: bool = True,
         if others:
             inner = "".join(f"<p><b>run {r.index + 1}</b></p>{_run_body(r, fmt, False)}"
                             for r in others)
-            parts.append(f"<details><summary>the other {len(others)} answers</summary>"
+            label = "1 other answer" if len(others) == 1 else f"{len(others)} other answers"
+            parts.append(f"<details><summary>{label}</summary>"
                          f"{inner}</details>")
     stats = stats_parts(col)
     if stats:
