@@ -22,6 +22,7 @@ CELLS = [
     "%llm vendors",
     "%%llm nosuch:model\nhi",
     "print('still running')",
+    "%llm panel",
     "import sys; print(sys.executable)",
 ]
 ERROR_CELL = 7
@@ -57,6 +58,12 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> Any:
         client.execute()
     Path(home / "executed.ipynb").write_text(nbformat.writes(nb), encoding="utf-8")
     return nb
+
+
+def test_the_panel_opens_from_the_magic(executed: Any) -> None:
+    outputs = executed.cells[-2].outputs
+    assert not [o for o in outputs if o["output_type"] == "error"], outputs
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
 
 
 def test_the_kernel_runs_this_venvs_python(executed: Any) -> None:

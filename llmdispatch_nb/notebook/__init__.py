@@ -37,6 +37,7 @@ __all__ = [
     "grid_html",
     "live_grid_bundle",
     "load_ipython_extension",
+    "panel",
     "parse_cell_line",
     "unload_ipython_extension",
 ]
@@ -53,3 +54,16 @@ def unload_ipython_extension(ipython: Any) -> None:
     from ._magics import unload
 
     unload(ipython)
+
+
+def __getattr__(name: str) -> Any:
+    # The widget panel pulls in ipywidgets: loaded when first asked for.
+    if name == "panel":
+        try:
+            from ._panel import panel
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}._panel":
+                raise
+            raise AttributeError("the widget panel is not in this build") from None
+        return panel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -295,12 +295,7 @@ def handle_panel(m: LLMMagics, sub: Subcommand) -> Any:
     expect(sub, 0, "")
     from .. import notebook
 
-    panel = getattr(notebook, "panel", None)
-    if panel is None:
-        try:
-            panel = importlib.import_module("llmdispatch_nb.notebook._panel").panel
-        except (ModuleNotFoundError, AttributeError):
-            panel = None
+    panel = getattr(notebook, "panel", None)  # loads ipywidgets, if the build has a panel
     if panel is None:
         raise CellError("the widget panel is not in this build yet; use %%llm cells, "
                         "%llm stats and %llm plot meanwhile")
