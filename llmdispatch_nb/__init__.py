@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         UsageUpdate,
     )
     from .pricing import Price, PriceBook
+    from .notebook._panel import panel
     from .vendors import Endpoint, Secret
 
 __version__ = "0.1.0"
@@ -61,6 +62,7 @@ __all__ = [
     "__version__",
     "default",
     "load_ipython_extension",
+    "panel",
     "set_default",
     "unload_ipython_extension",
 ]
@@ -110,6 +112,7 @@ _LAZY = {
     "Usage": "._types", "UsageUpdate": "._types",
     "Price": ".pricing", "PriceBook": ".pricing",
     "Endpoint": ".vendors", "Secret": ".vendors",
+    "panel": ".notebook._panel",
 }
 _SUBMODULES = ("analysis", "errors", "ledger", "notebook", "pricing", "resilience", "routing", "sim",
                "vendors")
