@@ -22,6 +22,10 @@ VENV = ROOT / ".venv"
 PY = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
+KEY_VARIABLES = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY",
+                 "AZURE_OPENAI_API_KEY", "OLLAMA_BASE_URL", "LLMDISPATCH_COMPAT_BASE_URL")
+
+
 def run(*cmd: str | os.PathLike[str], **kw: object) -> None:
     print("+", " ".join(str(c) for c in cmd), flush=True)
     subprocess.run([str(c) for c in cmd], check=True, **kw)  # type: ignore[call-overload]
@@ -55,8 +59,11 @@ def ensure_chromium() -> None:
 
 def lab(args: list[str]) -> None:
     ensure_venv("lab")
-    nb = ROOT / "notebooks" / "quickstart.ipynb"
-    os.execv(str(PY), [str(PY), "-m", "jupyter", "lab", str(nb), *args])
+    os.chdir(ROOT)  # the server's root is the repository, whatever folder this ran from
+    extra = ["--allow-root"] if os.name == "posix" and os.geteuid() == 0 else []
+    if not any(os.environ.get(v) for v in KEY_VARIABLES):
+        print("No API key set: the notebooks run on the built-in vendor emulators (demo mode).")
+    os.execv(str(PY), [str(PY), "-m", "jupyter", "lab", "notebooks/quickstart.ipynb", *extra, *args])
 
 
 def test(args: list[str]) -> None:
