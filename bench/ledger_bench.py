@@ -121,7 +121,13 @@ t = time.perf_counter(); table = analysis.summary(df); summary_s = time.perf_cou
 t = time.perf_counter(); figs = [getattr(analysis, f)(df) for f in (
     "latency_figure", "ttft_figure", "tradeoff_figure", "spend_figure", "error_figure",
     "throughput_figure")]; figures_s = time.perf_counter() - t
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork+exec, so
+# a child of a big process would report the parent's peak.
+try:
+    hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
+    rss = int(hwm.split()[1]) / 1024
+except (OSError, IndexError):
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"rows": len(df), "imports_s": imports, "calls_s": calls_s,
                   "summary_s": summary_s, "figures_s": figures_s, "peak_rss_mb": rss,
                   "frame_mb": df.memory_usage(deep=True).sum() / 2**20, "groups": len(table)}))
