@@ -49,7 +49,14 @@ from .errors import (
     VendorTimeoutError,
 )
 from .pricing import PriceBook
-from .resilience import Budget, CircuitBreaker, Limit, RateLimiter, RetryPolicy
+from .resilience import (
+    Budget,
+    CircuitBreaker,
+    Limit,
+    LimitWaitTimeoutError,
+    RateLimiter,
+    RetryPolicy,
+)
 from .routing import (
     Candidate,
     LatencyTracker,
@@ -63,6 +70,10 @@ from .routing import (
 from .vendors import Endpoint, adapter_for
 
 RecordSink = Callable[[CallRecord], None]
+
+# Less time than this left before the call's deadline: start no new attempt. One started
+# anyway could not answer in time; it would only race the deadline and blame the vendor.
+_MIN_ATTEMPT_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -309,8 +320,9 @@ class Dispatcher:
         pending = list(plan.candidates)
         first_key = pending[0].key
         waited_for_breaker = False
+        breaker_skipped: list[Candidate] = []
         while True:
-            breaker_skipped: list[Candidate] = []
+            breaker_skipped = []
             i = 0
             while i < len(pending):
                 cand = pending[i]
@@ -318,26 +330,45 @@ class Dispatcher:
                 outcome = await self._try_candidate(call, cand, fell_back=cand.key != first_key)
                 if isinstance(outcome, Response):
                     return outcome
+                if outcome == "deadline":
+                    break  # no time left for this candidate, nor for any after it
                 if outcome == "breaker":
                     breaker_skipped.append(cand)
                 elif outcome == "context":
+                    known = len(plan.skipped)
                     pending = pending[:i] + self.router.context_fallback(plan, cand)
+                    # Those now left out (windows no larger than the one that refused)
+                    # belong in the trail with their reason, like the skips made up front.
+                    call.trail.extend(Attempt(c.vendor, c.model, "skipped", why)
+                                      for c, why in plan.skipped[known:])
             # Every candidate failed or was open. Wait for the soonest breaker to half-open
             # (once, within the deadline) rather than fail without trying.
             if breaker_skipped and self.wait_for_breaker and not waited_for_breaker:
                 _, wait = self.breaker.soonest([c.key for c in breaker_skipped])
-                if time.monotonic() + wait < call.deadline:
+                if time.monotonic() + wait + _MIN_ATTEMPT_S < call.deadline:
                     waited_for_breaker = True
                     await asyncio.sleep(wait)
                     pending = breaker_skipped
                     continue
             break
         if not call.errors:
-            soonest = self.breaker.soonest([c.key for c in plan.candidates])
-            raise CircuitOpenError(
-                f"every candidate's circuit is open ({', '.join(c.key for c in plan.candidates)}); "
-                f"the soonest ({soonest[0]}) half-opens in {soonest[1]:.1f} s. Wait, or add a "
-                f"fallback on another vendor", reopens_in=soonest[1])
+            # Nothing was sent. The call still gets one record, so the ledger and stats
+            # count it (as budget refusals are counted), then its typed error.
+            first = plan.candidates[0]
+            if breaker_skipped:
+                soonest = self.breaker.soonest([c.key for c in plan.candidates])
+                err: LLMDispatchError = CircuitOpenError(
+                    f"every candidate's circuit is open "
+                    f"({', '.join(c.key for c in plan.candidates)}); the soonest ({soonest[0]}) "
+                    f"half-opens in {soonest[1]:.1f} s. Wait, or add a fallback on another "
+                    f"vendor", reopens_in=soonest[1])
+            else:
+                err = VendorTimeoutError(f"the call deadline ({self.deadline_s:g} s) passed "
+                                         f"before any attempt could start; nothing was sent",
+                                         vendor=first.vendor)
+            call.number += 1
+            self._record_failure(call, first, err, None, False, False, "refused")
+            raise err
         tried = {(a.vendor, a.model) for a in call.trail if a.status in ("error", "refused")}
         if len(tried) <= 1:
             raise call.errors[-1]  # one candidate (maybe retried): its own typed error says most
@@ -350,6 +381,10 @@ class Dispatcher:
         retries = 0
         request, opts = call.request, call.opts
         while True:
+            if call.deadline - time.monotonic() < _MIN_ATTEMPT_S:
+                call.trail.append(Attempt(cand.vendor, cand.model, "skipped",
+                                          "the call deadline passed"))
+                return "deadline"
             if not self.breaker.allow(cand.key):
                 call.trail.append(Attempt(cand.vendor, cand.model, "skipped",
                                           f"circuit open ({self.breaker.opens_in(cand.key):.1f} s left)"))
@@ -370,6 +405,13 @@ class Dispatcher:
             try:
                 try:
                     async with self.limiter.slot((cand.vendor, cand.key), tokens, call.deadline) as lease:
+                        if call.deadline - time.monotonic() < _MIN_ATTEMPT_S:
+                            # The slot came free just as the deadline passed: sending now
+                            # would only race the deadline and blame the vendor for it.
+                            raise LimitWaitTimeoutError(
+                                f"the call deadline ({self.deadline_s:g} s) passed while waiting "
+                                f"for a client-side limit slot on {cand.key}; nothing was sent. "
+                                f"Raise the limit or the deadline", vendor=cand.vendor)
                         resp = await self._attempt(call, cand, fell_back=fell_back,
                                                    retried=retries > 0)
                         lease.settle(resp.usage.total_tokens)
@@ -386,15 +428,23 @@ class Dispatcher:
                     reservation.settle(self._price(cand.endpoint, cand.model, exc.usage).usd)
                 else:
                     reservation.release()  # vendors do not bill a request that failed
-                self.breaker.record(cand.key, False, exc)
+                if isinstance(exc, LimitWaitTimeoutError):
+                    # Nothing reached the vendor: no news about its health. Hand back a
+                    # half-open probe rather than let our own queue close the circuit.
+                    self.breaker.release(cand.key)
+                else:
+                    self.breaker.record(cand.key, False, exc)
                 call.errors.append(exc)
                 call.trail.append(Attempt(cand.vendor, cand.model, "error", type(exc).__name__))
                 if call.sink is not None and call.sink.started:
                     raise  # text reached the caller: no retry, no fallback
                 if isinstance(exc, ContextLengthError):
                     return "context"
-                delay = self.retry.delay(retries, exc, remaining_s=call.deadline - time.monotonic())
-                if delay is None:
+                left = call.deadline - time.monotonic() - _MIN_ATTEMPT_S
+                delay = self.retry.delay(retries, exc, remaining_s=left)
+                if delay is None or delay >= left:
+                    # A wait that would use up the deadline leaves no time to try again;
+                    # the next candidate gets the time instead.
                     return "failed"
                 retries += 1
                 await asyncio.sleep(delay)
