@@ -365,3 +365,18 @@ def test_pivot_by_target(sim: SimServer) -> None:
     assert p.loc[CLAUDE, "cost_usd"] == pytest.approx(ok["cost_usd"].mean())
     assert p.loc[CLAUDE, "latency_s"] == pytest.approx(ok["latency_s"].mean())
     assert p.loc[OPENAI, "short"] == 0.0 and "score" in p.columns
+
+
+def test_targets_sharing_a_capped_vendor_share_one_lane(sim: SimServer) -> None:
+    from llmdispatch_nb.experiments._sweep import _lanes
+
+    cells = build_cells(read_prompts(["a", "b"]), [{}],
+                        ["openai:gpt-4o-mini", "openai:gpt-4o", CLAUDE], 1, Params())
+    with dispatcher(sim, limits={"openai": Limit(concurrent=5)}) as d:
+        lanes = _lanes(d, cells, None)
+        capped = _lanes(d, cells, 3)
+    assert sorted((lane.width, len(lane.queue)) for lane in lanes) == [(5, 4), (8, 2)]
+    openai = next(lane for lane in lanes if lane.width == 5)
+    # The vendor's targets interleave in grid order, so neither waits for the other.
+    assert [c.target for c in openai.queue][:2] == ["openai:gpt-4o-mini", "openai:gpt-4o"]
+    assert sorted(lane.width for lane in capped) == [3, 3]

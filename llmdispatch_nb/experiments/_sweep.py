@@ -5,9 +5,9 @@
 
 How it runs. The sweep runs on the dispatcher's own event loop, so every run is an
 ordinary dispatcher call: routing, retries, breakers, limits, budgets and the ledger all
-apply. Runs are pulled from one queue per target by a pool of workers as wide as the
-dispatcher's concurrency cap for that target (a little wider, so a run sleeping in a
-retry backoff does not leave a slot idle); a target with no cap gets 8 workers, and
+apply. Runs are pulled from one queue per capped vendor (all its targets interleaved)
+by as many workers as the dispatcher's concurrency cap for that vendor (or vendor:model),
+so calls never queue inside the dispatcher; a target with no cap gets 8 workers, and
 `concurrency` caps the whole sweep. A budget refusal stops the sweep from starting
 anything new: runs in flight finish, the refused run and every run not started are
 marked "not_run". So every row is "ok", "error" or "not_run", and the ledger holds
@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from .._dispatcher import Dispatcher
 
 DEFAULT_WORKERS = 8  # per target with no concurrency cap
+EXTRA_WORKERS = 0.0  # fraction of a cap added as workers (see _lanes: 0 on purpose)
 ANSWERED = ("ok", "cached")
 NOT_RUN = "NotRun"
 
@@ -179,28 +180,44 @@ def _answered_cells(d: Dispatcher, sweep_tag: str, wanted: set[str]) -> dict[str
 
 
 class _Lane:
-    """The runs of one target and the number of workers that pull them."""
+    """Runs that share one concurrency cap, and the number of workers that pull them."""
 
     def __init__(self, width: int) -> None:
         self.width = width
         self.queue: deque[Cell] = deque()
 
 
-def _lanes(d: Dispatcher, cells: Sequence[Cell], concurrency: int | None) -> list[_Lane]:
+def _lanes(d: Dispatcher, cells: Sequence[Cell], concurrency: int | None,
+           extra: float = EXTRA_WORKERS) -> list[_Lane]:
+    """One lane per capped vendor (or capped vendor:model), else one per target.
+
+    A lane is exactly as wide as its cap, so the sweep never queues calls inside the
+    dispatcher's limiter: a queued call already holds its budget reservation, and, more
+    costly, once anyone waits there every call joins the queue and is let in one at a
+    time, a few event-loop turns each; on a busy loop that left half the slots idle in the
+    bench (see bench/sweep_bench.py). `extra` (a fraction of the cap) would add workers to
+    cover runs sleeping in a retry backoff; it is 0 for that reason."""
     limits = d.limiter.limits
     lanes: dict[str, _Lane] = {}
+    by_target: dict[str, _Lane] = {}
     for cell in cells:
-        lane = lanes.get(cell.target)
+        lane = by_target.get(cell.target)
         if lane is None:
             first = d.resolver.resolve(cell.target)[0]
-            caps = [lim.concurrent for key in (first.vendor, first.key)
-                    if (lim := limits.get(key)) is not None and lim.concurrent is not None]
-            # A quarter more workers than slots: while one sleeps in a retry backoff
-            # (outside the limiter), another already waits for its slot.
-            width = min(caps) + max(1, min(caps) // 4) if caps else DEFAULT_WORKERS
-            if concurrency is not None:
-                width = min(width, concurrency)
-            lane = lanes[cell.target] = _Lane(width)
+            key, width = f"target:{cell.target}", DEFAULT_WORKERS
+            for capped in (first.vendor, first.key):
+                lim = limits.get(capped)
+                if lim is not None and lim.concurrent is not None:
+                    key, width = capped, lim.concurrent
+                    break
+            if key in lanes:
+                lane = lanes[key]
+            else:
+                width = width + math.ceil(width * extra) if not key.startswith("target:") else width
+                if concurrency is not None:
+                    width = min(width, concurrency)
+                lane = lanes[key] = _Lane(width)
+            by_target[cell.target] = lane
         lane.queue.append(cell)
     return list(lanes.values())
 
