@@ -207,9 +207,15 @@ def merge(blobs: Iterable[bytes]) -> bytes:
     for name, type_ in BLOCK_COLUMNS:
         pieces = [(order, *columns[name]) for _, order, columns in parts]
         if type_ == "id":
+            starts = [extra for _, kind, _, extra in pieces if kind == "range"]
+            rows = [p[0] for p in parts]
+            if len(starts) == len(pieces) and all(
+                    starts[i] + rows[i] == starts[i + 1] for i in range(len(starts) - 1)):
+                cols.append(("id", "range", b"", starts[0]))  # runs that follow on
+                continue
             ids = array("q")
-            for (order, kind, data, extra), (rows, _, _) in zip(pieces, parts, strict=True):
-                ids.extend(range(extra, extra + rows) if kind == "range"
+            for (order, kind, data, extra), count in zip(pieces, rows, strict=True):
+                ids.extend(range(extra, extra + count) if kind == "range"
                            else _array("q", data, order))
             cols.append(("id", "range", b"", ids[0]) if _contiguous(ids)
                         else ("id", "i8", ids.tobytes(), None))
