@@ -63,6 +63,23 @@ def emulators(time_scale: float = 0.0) -> Iterator[dict[str, str]]:
         yield urls
 
 
+@contextlib.contextmanager
+def temp_home(prefix: str = "llmd-bench-") -> Iterator[str]:
+    """A throwaway LLMDISPATCH_HOME (the ledger's dir), restored afterwards."""
+    import tempfile
+
+    old = os.environ.get("LLMDISPATCH_HOME")
+    with tempfile.TemporaryDirectory(prefix=prefix) as home:
+        os.environ["LLMDISPATCH_HOME"] = home
+        try:
+            yield home
+        finally:
+            if old is None:
+                os.environ.pop("LLMDISPATCH_HOME", None)
+            else:
+                os.environ["LLMDISPATCH_HOME"] = old
+
+
 def pct(values: Sequence[float], q: float) -> float:
     """The q-th percentile (nearest rank on the sorted values)."""
     if not values:

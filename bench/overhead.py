@@ -227,7 +227,8 @@ async def make_litellm(base: str, router: bool) -> tuple[Call, Call, Callable[[]
     return plain, stream, close
 
 
-async def _phase(call: Call, mode: str, n: int, concurrency: int, warmup: int) -> dict[str, Any]:
+async def _phase(call: Call, mode: str, n: int, concurrency: int, warmup: int,
+                 settle: Callable[[], Awaitable[None]] | None = None) -> dict[str, Any]:
     sem = asyncio.Semaphore(concurrency)
     lat: list[float] = []
     ttft: list[float] = []
@@ -243,15 +244,23 @@ async def _phase(call: Call, mode: str, n: int, concurrency: int, warmup: int) -
     if mode == "seq":
         for _ in range(warmup):
             await one(False)
-        t = time.perf_counter()
-        for _ in range(n):
-            await one(True)
     else:
         # A burst first, so the pool has its connections before anything is timed.
         await asyncio.gather(*(one(False) for _ in range(concurrency)))
-        t = time.perf_counter()
+    if settle is not None:
+        await settle()
+    t, cpu = time.perf_counter(), time.process_time()
+    if mode == "seq":
+        for _ in range(n):
+            await one(True)
+    else:
         await asyncio.gather(*(one(True) for _ in range(n)))
-    return {"lat": lat, "ttft": ttft, "wall": time.perf_counter() - t}
+    wall = time.perf_counter() - t
+    if settle is not None:  # the ledger's writes are part of what a call costs
+        await settle()
+    # CPU time of the whole worker process (every thread: our loop, the ledger's writer)
+    # per call: what a client costs, less sensitive than latency to a busy machine.
+    return {"lat": lat, "ttft": ttft, "wall": wall, "cpu": (time.process_time() - cpu) / max(1, n)}
 
 
 async def worker(name: str, base: str) -> None:
@@ -264,6 +273,14 @@ async def worker(name: str, base: str) -> None:
         plain, stream, close = await make_openai(base)
     else:
         plain, stream, close = await make_litellm(base, router=name == "litellm_router")
+    settle: Callable[[], Awaitable[None]] | None = None
+    if _OURS:
+        ledger = _OURS[0].ledger
+
+        async def flush_ledger() -> None:
+            await asyncio.to_thread(ledger.flush)
+
+        settle = flush_ledger
     loop = asyncio.get_running_loop()
     print("@@ready", flush=True)
     while True:
@@ -272,13 +289,11 @@ async def worker(name: str, base: str) -> None:
             break
         cmd = json.loads(line)
         call = stream if cmd["kind"] == "stream" else plain
-        run = _phase(call, cmd["mode"], cmd["n"], cmd["concurrency"], cmd["warmup"])
+        run = _phase(call, cmd["mode"], cmd["n"], cmd["concurrency"], cmd["warmup"], settle)
         if name == "ours_on_loop":
             out = await _OURS[0]._loop.arun(run)
         else:
             out = await run
-        if _OURS:  # the ledger catches up between phases, off the clock, as a user's would
-            await asyncio.to_thread(_OURS[0].ledger.flush)
         print("@@" + json.dumps(out), flush=True)
     await close()
 
@@ -325,7 +340,8 @@ def measure(n: int = 300, n_conc: int = 640, rounds: int = 3, concurrency: int =
             ) -> dict[str, Any]:
     """Run every client through every phase, interleaved; return the figures by name."""
     samples: dict[str, dict[str, dict[str, list[float]]]] = {
-        c: {f"{k}_{m}": {"lat": [], "ttft": [], "wall": []} for k, m in PHASES} for c in clients}
+        c: {f"{k}_{m}": {"lat": [], "ttft": [], "wall": [], "cpu": []} for k, m in PHASES}
+        for c in clients}
     load: list[float] = []
     with emulators(0.0) as urls, tempfile.TemporaryDirectory(prefix="llmd-bench-") as home:
         base = urls["openai"]
@@ -342,6 +358,7 @@ def measure(n: int = 300, n_conc: int = 640, rounds: int = 3, concurrency: int =
                         s["lat"].extend(out["lat"])
                         s["ttft"].extend(out["ttft"])
                         s["wall"].append(out["wall"] / max(1, len(out["lat"])))
+                        s["cpu"].append(out["cpu"])
                 load.append(loadavg()[0])
                 log(f"  overhead round {r + 1}/{rounds} done (load {load[-1]:.2f})")
         finally:
@@ -354,7 +371,7 @@ def measure(n: int = 300, n_conc: int = 640, rounds: int = 3, concurrency: int =
         figures["clients"][c] = {}
         for phase, s in samples[c].items():
             entry = {"p50_ms": ms(pct(s["lat"], 50)), "p95_ms": ms(pct(s["lat"], 95)),
-                     "n": len(s["lat"])}
+                     "n": len(s["lat"]), "cpu_ms_per_call": ms(median(s["cpu"]))}
             if s["ttft"]:
                 entry["ttft_p50_ms"] = ms(pct(s["ttft"], 50))
                 entry["ttft_p95_ms"] = ms(pct(s["ttft"], 95))
@@ -370,6 +387,8 @@ def measure(n: int = 300, n_conc: int = 640, rounds: int = 3, concurrency: int =
         for phase, entry in figures["clients"][c].items():
             ratios[c][f"{phase}_p50"] = round(entry["p50_ms"] / raw[phase]["p50_ms"], 3)
             ratios[c][f"{phase}_p95"] = round(entry["p95_ms"] / raw[phase]["p95_ms"], 3)
+            ratios[c][f"{phase}_cpu"] = round(
+                entry["cpu_ms_per_call"] / raw[phase]["cpu_ms_per_call"], 3)
             if "ttft_p50_ms" in entry:
                 ratios[c][f"{phase}_ttft_p50"] = round(
                     entry["ttft_p50_ms"] / raw[phase]["ttft_p50_ms"], 3)
@@ -382,7 +401,8 @@ def print_table(fig: dict[str, Any]) -> None:
         print(f"\n{phase} (n={fig['clients']['httpx'][phase]['n'] if 'httpx' in fig['clients'] else '?'})")
         for c, per in fig["clients"].items():
             e = per[phase]
-            line = f"  {c:15s} p50 {e['p50_ms']:8.3f} ms  p95 {e['p95_ms']:8.3f} ms"
+            line = (f"  {c:15s} p50 {e['p50_ms']:8.3f} ms  p95 {e['p95_ms']:8.3f} ms  "
+                    f"cpu {e['cpu_ms_per_call']:6.3f} ms/call")
             if "ttft_p50_ms" in e:
                 line += f"  ttft p50 {e['ttft_p50_ms']:8.3f} ms"
             if "calls_per_s" in e:

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 
-from bench._common import rss_mb
+from bench._common import pct, rss_mb
 
 TARGETS = ("openai:gpt-4o-mini", "anthropic:claude-haiku-4-5", "google:gemini-2.5-flash",
            "azure:gpt-4o-mini")
@@ -160,6 +160,7 @@ class SoakResult:
     breaker_trips: int = 0
     attempts_by_status: dict[str, int] = field(default_factory=dict)
     rss_mb: list[tuple[int, float]] = field(default_factory=list)  # (calls done, MiB)
+    call_ms: dict[str, float] = field(default_factory=dict)  # per-call wall time percentiles
     duration_s: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -242,11 +243,13 @@ async def _soak(n_calls: int, concurrency: int, fault_rate: float, stream_share:
     emu_counts: Counter[str] = Counter()
     faults: Counter[str] = Counter()
     statuses: Counter[str] = Counter()
+    durations: list[float] = []
     started = time.monotonic()
     guard = d.deadline_s + 30.0
 
     async def one(i: int, target: str, streamed: bool) -> None:
         prompt = f"[soak call #{i}] Summarise the status of ticket {i} in two sentences."
+        t0 = time.perf_counter()
         try:
             if streamed:
                 s = d.astream(prompt, target, max_tokens=48, tags=["soak"])
@@ -268,6 +271,7 @@ async def _soak(n_calls: int, concurrency: int, fault_rate: float, stream_share:
             typed[type(exc).__name__] += 1
         except BaseException as exc:  # anything untyped (or the guard firing) is lost
             _lose(res, i, f"{type(exc).__name__}: {exc}"[:200])
+        durations.append(time.perf_counter() - t0)
 
     sem = asyncio.Semaphore(concurrency)
 
@@ -307,6 +311,7 @@ async def _soak(n_calls: int, concurrency: int, fault_rate: float, stream_share:
         finally:
             await asyncio.to_thread(d.close)
     res.calls = done
+    res.call_ms = {f"p{q}": round(pct(durations, q) * 1e3, 1) for q in (50, 90, 99, 100)}
     res.typed_errors = dict(typed)
     res.emulator_requests = dict(emu_counts)
     res.faults_injected = dict(faults)

@@ -1,0 +1,231 @@
+"""Render the figures of one `python -m bench` run as bench/RESULTS.md (tables, verdicts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.overhead import LABELS, PHASES
+
+PEERS = ("openai", "litellm", "litellm_router")
+
+
+def _f(x: Any, nd: int = 2) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:,.{nd}f}"
+    return str(x)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(_f(c) if not isinstance(c, str) else c for c in r) + " |" for r in rows]
+    return [*out, ""]
+
+
+def _load(la: Any) -> str:
+    return " / ".join(f"{x:.2f}" for x in la) if la else "–"
+
+
+def machine(m: dict[str, Any]) -> list[str]:
+    pk = ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
+    return [f"- Date: {m['date']}",
+            f"- Machine: {m['cores']} cores, {m['memory_gib']} GiB, CPU {m['cpu_model']}, {m['os']}",
+            f"- Python: {m['python']}",
+            f"- Packages: {pk}",
+            f"- Load average (1/5/15 min) at start: {_load(m['loadavg_start'])}; at end: "
+            f"{_load(m.get('loadavg_end'))}. This machine is shared with other jobs (2 cores): "
+            f"absolute figures are inflated by it; the ratios come from interleaved runs.", ""]
+
+
+def overhead(o: dict[str, Any]) -> list[str]:
+    out = ["## 1. Per-call overhead (OpenAI emulator on loopback, its own process, time_scale 0)", "",
+           f"{o['n_seq']} sequential and {o['n_conc']} concurrent ({o['concurrency']} at once) "
+           f"calls per client and phase, in {o['rounds']} interleaved rounds (order rotated each "
+           f"round), each client in its own worker process. 64 output tokens per answer. "
+           f"Load average (1 min) after each round: "
+           f"{', '.join(f'{x:.2f}' for x in o['loadavg_during'])}.", "",
+           "CPU ms/call is the worker process's CPU time (all its threads: our loop thread and "
+           "the ledger writer included) per call; it is less sensitive than latency to other "
+           "jobs on the machine. Ratios are against raw httpx in the same run.", ""]
+    for c, label in LABELS.items():
+        if c in o["clients"]:
+            out.append(f"- `{c}`: {label}")
+    out.append("")
+    ratios = o.get("ratio_vs_httpx", {})
+    for kind, mode in PHASES:
+        phase = f"{kind}_{mode}"
+        title = f"{'Streamed' if kind == 'stream' else 'Plain'}, " + (
+            "sequential" if mode == "seq" else f"{o['concurrency']} at once")
+        out.append(f"### {title}")
+        out.append("")
+        header = ["client", "p50 ms", "p95 ms"]
+        if kind == "stream":
+            header += ["TTFT p50 ms", "TTFT p95 ms"]
+        if mode == "conc":
+            header += ["calls/s"]
+        header += ["CPU ms/call", "p50 vs httpx", "CPU vs httpx"]
+        rows = []
+        for c, per in o["clients"].items():
+            e = per[phase]
+            row: list[Any] = [c, e["p50_ms"], e["p95_ms"]]
+            if kind == "stream":
+                row += [e.get("ttft_p50_ms"), e.get("ttft_p95_ms")]
+            if mode == "conc":
+                row += [e.get("calls_per_s")]
+            r = ratios.get(c, {})
+            row += [e["cpu_ms_per_call"], f"{r.get(f'{phase}_p50', float('nan')):.2f}x",
+                    f"{r.get(f'{phase}_cpu', float('nan')):.2f}x"]
+            rows.append(row)
+        out += _table(header, rows)
+        out += _verdict(o, phase)
+    return out
+
+
+def _verdict(o: dict[str, Any], phase: str) -> list[str]:
+    cl = o["clients"]
+    if "ours" not in cl or "httpx" not in cl:
+        return []
+    ours = cl["ours"][phase]["p50_ms"]
+    raw = cl["httpx"][phase]["p50_ms"]
+    ratio = ours / raw
+    peers = {p: cl[p][phase]["p50_ms"] for p in PEERS if p in cl}
+    beaten = [p for p, v in peers.items() if ours < v]
+    lost = [p for p, v in peers.items() if ours >= v]
+    goal = "meets" if ratio <= 1.2 else "misses"
+    line = f"Ours at p50: {ratio:.2f}x raw httpx ({goal} the 1.2x goal)"
+    if peers:
+        line += (f"; below {', '.join(beaten) or 'no peer'}" +
+                 (f"; not below {', '.join(lost)}" if lost else ""))
+    if "ttft_p50_ms" in cl["ours"][phase]:
+        t = cl["ours"][phase]["ttft_p50_ms"] / cl["httpx"][phase]["ttft_p50_ms"]
+        line += f". Time to first token: {t:.2f}x raw httpx"
+    return [line + ".", ""]
+
+
+def profile(ps: list[dict[str, Any]]) -> list[str]:
+    out = ["## Where our time goes (profile of the Dispatcher path)", "",
+           "cProfile in the caller's and the dispatcher's loop threads (waiting in the selector "
+           "or on a lock left out), same setup as `ours`; per-thread CPU from /proc. cProfile's "
+           "own cost per Python call inflates Python-heavy code; read shares, not absolutes.", ""]
+    for p in ps:
+        kind = "streamed" if p["streamed"] else "plain"
+        out.append(f"### {p['calls']} {kind} calls, {p['concurrency']} at once "
+                   f"(load {_load(p['loadavg'])})")
+        out.append("")
+        cpu = ", ".join(f"{k} {v:.2f}" for k, v in p["cpu_ms_per_call_by_thread"].items())
+        out.append(f"CPU ms per call by thread: {cpu}. Busy time by package: " +
+                   ", ".join(f"{k} {v:.0%}" for k, v in p["share_by_package"].items() if v >= 0.01)
+                   + f". Our own code, self time: {p['ours_self_share']:.1%}.")
+        out.append("")
+        rows = [[r["where"], f"{r['self_share']:.1%}", r["self_us_per_call"]] for r in p["top_ours_self"][:10]]
+        out += _table(["our function (self time)", "share", "µs/call"], rows)
+        rows = [[r["where"], f"{r['cum_share']:.1%}", r["cum_us_per_call"]]
+                for r in p["top_ours_cumulative"][:10]]
+        out += _table(["our function (cumulative, incl. what it calls)", "share", "µs/call"], rows)
+        rows = [[r["where"], f"{r['self_share']:.1%}"] for r in p["top_others_self"]]
+        out += _table(["outside our code (self time)", "share"], rows)
+    return out
+
+
+def imports(i: dict[str, Any]) -> list[str]:
+    out = ["## 2. Import time (fresh interpreters)", "",
+           f"Median of {i['runs']} runs (LiteLLM: fewer), interpreter start subtracted; "
+           "`%load_ext` is an IPython `InteractiveShell` that loads the extension minus the same "
+           "shell without it (the shell's own start is the row above it). LiteLLM with "
+           "`LITELLM_LOCAL_MODEL_COST_MAP=True` (no price-map download: no network here).", ""]
+    rows = [[name, t] for name, t in i["ms"].items()]
+    out += _table(["statement", "ms"], rows)
+    out.append(f"`import llmdispatch_nb` / `import httpx`: {i['ratio_llmdispatch_vs_httpx']}x; "
+               f"`from llmdispatch_nb import Dispatcher` / `import httpx`: "
+               f"{i['ratio_dispatcher_vs_httpx']}x (it imports httpx itself).")
+    out.append("")
+    for name, mods in i["modules_loaded"].items():
+        out.append(f"- after `{name}`, loaded of {{pandas, numpy, plotly, IPython, ipywidgets, "
+                   f"sqlite3, httpx}}: {', '.join(mods) or 'none'}")
+    return [*out, ""]
+
+
+def memory(m: dict[str, Any]) -> list[str]:
+    out = ["## 3. Memory over many calls (Dispatcher, ledger on)", "",
+           f"{m['calls_made']:,} calls made of {m['calls_requested']:,} asked "
+           f"({m['concurrency']} at once, distinct prompts, time budget {m['budget_s']:.0f} s"
+           + ("; stopped by the budget" if m["stopped_by_budget"] else "") + "). "
+           f"Process RSS before the Dispatcher existed: {m['rss_before_dispatcher_mib']} MiB. "
+           f"Ledger rows at the end: {m['ledger_rows']:,}.", ""]
+    s = m["samples"]
+    if len(s) <= 12:
+        picked = s
+    else:  # 0, a quarter, half, three quarters and all of the calls made
+        done = s[-1]["calls"]
+        picked = [next(x for x in s if x["calls"] >= q * done // 4) for q in range(5)]
+    rows = [[f"{x['calls']:,}", x["rss_mib"], x["ledger_pending"], f"{x['gc_objects']:,}",
+             x["elapsed_s"], x["emulator_rss_mib"]] for x in picked]
+    out += _table(["calls", "RSS MiB", "ledger queue", "Python objects", "elapsed s",
+                   "emulator RSS MiB (other process)"], rows)
+    out.append(f"Growth over the second half of the run: {m['growth_mib_per_10k_second_half']} MiB "
+               f"per 10,000 calls" + (f"; extrapolated to 100,000 calls: "
+                                      f"{m['extrapolated_rss_at_100k_mib']} MiB"
+                                      if m["stopped_by_budget"] else "") + ".")
+    return [*out, ""]
+
+
+def soak(s: dict[str, Any]) -> list[str]:
+    st = s["settings"]
+    out = ["## 4. Reliability soak (four emulated vendors, in process)", "",
+           f"{s['calls']:,} calls, {st['concurrency']} at once, {st['stream_share']:.0%} streamed, "
+           f"{st['fault_rate']:.0%} of answers faulty per vendor, mix: {', '.join(st['fault_mix'])}. "
+           f"Fallbacks: every call lists the four vendors. Retry: {st['retry']}. Breaker: "
+           f"{st['breaker']}. Read timeout {st['read_timeout_s']} s (hangs). "
+           f"Took {s['duration_s']:.0f} s.", ""]
+    errs = ", ".join(f"{k} {v}" for k, v in sorted(s["typed_errors"].items())) or "none"
+    rows = [
+        ["answered", s["answered"], ""],
+        ["typed errors", sum(s["typed_errors"].values()), errs],
+        ["lost (neither)", s["lost"], "must be 0"],
+        ["ledger rows", s["ledger_rows"], "one per attempt"],
+        ["emulator requests", s["emulator_total"],
+         ", ".join(f"{k} {v}" for k, v in s["emulator_requests"].items())],
+        ["wire requests (transport log)", s["wire_requests"], ""],
+        ["calls whose ledger rows and requests differ", s["calls_with_count_mismatch"], "must be 0"],
+        ["retries after a response that named a wait", s["retries_after_a_wait"], ""],
+        ["of them sooner than the wait (wire)", s["early_retries_wire"],
+         f"must be 0; least margin {s['min_margin_wire_ms']} ms"],
+        ["of them sooner than the wait (ledger)", s["early_retries_ledger"],
+         f"must be 0; least margin {s['min_margin_ledger_ms']} ms"],
+        ["breaker trips", s["breaker_trips"], ""],
+        ["RSS MiB (after phase 1 -> end)",
+         f"{s['rss_mb'][0][1]} -> {s['rss_mb'][-1][1]}" if s["rss_mb"] else "–",
+         f"growth {s['rss_growth_mb']} MiB (includes the in-process emulators)"],
+        ["call wall time ms", ", ".join(f"{k} {v:,.0f}" for k, v in s["call_ms"].items()), ""],
+    ]
+    out += _table(["", "count", "note"], rows)
+    out.append("Faults served: " + ", ".join(f"{k} {v}" for k, v in sorted(
+        s["faults_injected"].items(), key=lambda kv: -kv[1])) + ".")
+    out.append("")
+    out.append("Attempts in the ledger by outcome: " + ", ".join(
+        f"{k.rstrip(':')} {v}" for k, v in sorted(s["attempts_by_status"].items(),
+                                                  key=lambda kv: -kv[1])) + ".")
+    for title, key in (("Lost calls", "lost_examples"), ("Count mismatches", "mismatch_examples"),
+                       ("Early retries", "early_examples")):
+        if s.get(key):
+            out += ["", f"{title}:", *(f"- {x}" for x in s[key])]
+    return [*out, ""]
+
+
+def render(results: dict[str, Any], command: str) -> str:
+    out = ["# llmdispatch-nb benchmarks", "",
+           f"Written by `{command}` (see bench/README.md). The same figures, by name, are in "
+           "bench/results.json.", ""]
+    out += machine(results["machine"])
+    if "overhead" in results:
+        out += overhead(results["overhead"])
+    if results.get("profile"):
+        out += profile(results["profile"])
+    if "imports" in results:
+        out += imports(results["imports"])
+    if "memory" in results:
+        out += memory(results["memory"])
+    if "soak" in results:
+        out += soak(results["soak"])
+    return "\n".join(out).rstrip() + "\n"
