@@ -415,8 +415,10 @@ def test_routing_and_fallback(run: Callable[[str], Any]) -> None:
     served = frame(nb, "strategies")
     assert served.columns == ["model", "cheapest", "fastest"]
     assert served.column("model") == ["gpt-4o-mini"] * 4
-    # Not yet observed goes first: fastest tries the two others before settling.
-    assert served.column("fastest")[:2] == ["claude-haiku-4-5", "gemini-2.5-flash"]
+    assert served.column("cheapest") == ["gpt-4o-mini"] * 4
+    # Not yet observed goes first: fastest tries the others before settling (the order
+    # can vary: it also explores at random now and then).
+    assert set(served.column("fastest")) - {"gpt-4o-mini"}
     reasons = frame(nb, "strategies-ledger").column("route_reason")
     assert len(reasons) == 12 and any("cheapest #1" in r for r in reasons)
 
@@ -435,7 +437,7 @@ def test_routing_and_fallback(run: Callable[[str], Any]) -> None:
     assert "openai:gpt-4o-mini skipped (circuit open" in outage[-1]
     assert "OverloadedError" in outage[0] or "ServerError" in outage[0]
     recovery = stdout(nb, "recovery")
-    assert "breaker open; half-opens in" in recovery
+    assert recovery.startswith(("breaker open; half-opens in", "breaker half_open;"))
     assert "the probe was answered by gpt-4o-mini; breaker closed" in recovery
     ledger = frame(nb, "outage-ledger")
     rows = list(zip(ledger.column("vendor"), ledger.column("status"), ledger.column("http_status"),
