@@ -43,10 +43,14 @@ PROBE = ("import os, sys; print(sys.executable); "
 # -- running -------------------------------------------------------------------------------
 
 
-def kernel_environment(mp: pytest.MonkeyPatch, home: Path, keys: Mapping[str, str] = {}) -> None:
-    """The kernel inherits this process's environment: demo mode, a private data dir and
-    IPython dir, and no vendor configuration except `keys`."""
-    mp.setenv("LLMDISPATCH_DEMO", "1")
+def kernel_environment(mp: pytest.MonkeyPatch, home: Path, keys: Mapping[str, str] = {},
+                       demo: bool = True) -> None:
+    """The kernel inherits this process's environment: demo mode (unless `demo=False`), a
+    private data dir and IPython dir, and no vendor configuration except `keys`."""
+    if demo:
+        mp.setenv("LLMDISPATCH_DEMO", "1")
+    else:
+        mp.delenv("LLMDISPATCH_DEMO", raising=False)
     mp.setenv("LLMDISPATCH_HOME", str(home / "llmdispatch"))
     mp.setenv("IPYTHONDIR", str(home / "ipython"))
     mp.setenv("JUPYTER_PLATFORM_DIRS", "1")
@@ -62,13 +66,13 @@ def with_probe(path: Path) -> Any:
     return nb
 
 
-def execute(path: Path, home: Path, keys: Mapping[str, str] = {}) -> Any:
+def execute(path: Path, home: Path, keys: Mapping[str, str] = {}, demo: bool = True) -> Any:
     """Run a copy of the notebook in a fresh kernel, in `home` as its working directory;
     any cell that raises fails the test with that cell's traceback."""
     home.mkdir(parents=True, exist_ok=True)
     nb = with_probe(path)
     with pytest.MonkeyPatch.context() as mp:
-        kernel_environment(mp, home, keys)
+        kernel_environment(mp, home, keys, demo)
         client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=240,
                                          resources={"metadata": {"path": str(home)}})
         client.execute()
@@ -264,7 +268,7 @@ def check_quickstart(nb: Any) -> None:
         vendor, model = target.split(":")
         assert text.startswith(f"{target} done")
         assert f"[simulated {model}] You asked:" in text
-        assert f"{vendor} · " in text and "simulated" in text
+        assert f"{vendor} · " in text and text.rstrip().endswith("· simulated")  # the footer
     assert [c["target"] for c in meta["columns"]] == TRIO
     assert all(len(c["answers"]) == 1 and not c["errors"] for c in meta["columns"])
 
@@ -299,6 +303,47 @@ def test_a_key_in_the_kernel_never_reaches_an_output(tmp_path: Path) -> None:
     for path in (tmp_path / "llmdispatch").rglob("*"):
         if path.is_file():
             assert_no_canary(path.read_bytes())
+
+
+def test_with_keys_for_only_some_vendors_the_notebooks_use_those(tmp_path: Path) -> None:
+    """Real mode (not demo) with keys for OpenAI and Anthropic only: their base URLs point
+    at emulators this test serves, so the kernel's dispatcher treats them as the real
+    vendors. The quickstart compares the two it has; the routing notebook skips what needs
+    fault injection and says so. The key, sent on every call, shows in no output."""
+    from llmdispatch_nb.sim import serve
+
+    with serve(["openai", "anthropic"], time_scale=0.3) as sim:
+        keys = {"OPENAI_API_KEY": CANARY_KEY, "OPENAI_BASE_URL": sim.base_url("openai"),
+                "ANTHROPIC_API_KEY": CANARY_KEY, "ANTHROPIC_BASE_URL": sim.base_url("anthropic")}
+        quick = execute(NOTEBOOKS / "quickstart.ipynb", tmp_path / "quick", keys, demo=False)
+        routing = execute(NOTEBOOKS / "routing_and_fallback.ipynb", tmp_path / "routing", keys,
+                          demo=False)
+        assert len(sim.emulators["openai"].requests.chat()) > 0
+    two = TRIO[:2]
+
+    assert_no_errors(quick)
+    setup = stdout(quick, "setup")
+    assert "Dispatcher(vendors=['anthropic', 'openai'])" in setup and "demo" not in setup
+    assert f"comparing: {' '.join(two)}" in setup
+    columns, meta = grid(quick, "compare")
+    assert len(columns) == 2 and [c["target"] for c in meta["columns"]] == two
+    # Real mode: the footers do not say "simulated" (the emulators' own text still does).
+    assert all(not text.rstrip().endswith("· simulated") for text in columns)
+    ledger = frame(quick, "ledger")
+    assert len(ledger) == 3 and set(ledger.column("simulated")) == {"False"}
+
+    assert_no_errors(routing)
+    assert f"trio: {', '.join(two)}" in stdout(routing, "setup")
+    assert stdout(routing, "retry-after").startswith("real vendors: a rate limit cannot be injected")
+    assert stdout(routing, "outage").startswith("real vendors: an outage cannot be injected")
+    assert "refused before sending: the budget is" in stdout(routing, "budget")
+
+    for nb, name in ((quick, "quick"), (routing, "routing")):
+        check_probe(nb, sys.executable, ["ANTHROPIC_API_KEY", "OPENAI_API_KEY"])
+        assert_no_canary(every_output_text(nb))
+        for path in (tmp_path / name).rglob("*"):
+            if path.is_file():
+                assert_no_canary(path.read_bytes())
 
 
 # -- comparing vendors ---------------------------------------------------------------------
