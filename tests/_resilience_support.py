@@ -18,6 +18,7 @@ import httpx
 from llmdispatch_nb import Dispatcher, Endpoint, Secret
 from llmdispatch_nb._config import AZURE_DEFAULT_API_VERSION
 from llmdispatch_nb.ledger import MemoryLedger
+from llmdispatch_nb.resilience import CircuitBreaker
 from llmdispatch_nb.sim import PROFILES, SimServer, serve
 from llmdispatch_nb.sim._server import Emulator
 from llmdispatch_nb.sim.openai import OpenAIEmulator
@@ -65,7 +66,10 @@ def endpoints(sim: SimServer, *, google_key: bool = True) -> list[Endpoint]:
 
 
 def dispatcher(sim: SimServer, *, google_key: bool = True, **kw: Any) -> Dispatcher:
-    """A dispatcher on the emulators: in-memory ledger, no cache, short timeouts."""
+    """A dispatcher on the emulators: in-memory ledger, no cache, short timeouts, and a
+    breaker that only opens after 50 failures in a row (tests of the breaker bring their
+    own), so a test of retries or fallbacks never waits out a cool-down it did not ask for."""
+    kw.setdefault("breaker", CircuitBreaker(threshold=1.0, min_calls=50, window=50))
     kw.setdefault("ledger", MemoryLedger())
     kw.setdefault("cache", False)
     kw.setdefault("timeout", httpx.Timeout(3.0, connect=2.0))

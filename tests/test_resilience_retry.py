@@ -251,3 +251,35 @@ def test_an_exhausted_quota_is_not_retried_but_falls_back(sim: SimServer, vendor
     assert r.attempts[0].error == QuotaExhaustedError.__name__
     assert [(x.vendor, x.status, x.fell_back, x.route_reason) for x in recs] == [
         (vendor, "error", False, "target"), ("azure", "ok", True, "default fallback")]
+
+
+@pytest.mark.parametrize(("vendor", "fault", "error"), [
+    ("openai", "408", "ServerError"),
+    ("openai", "409", "ServerError"),
+    ("google", "500", "ServerError"),
+    ("azure", "503", "OverloadedError"),
+    ("anthropic", "529", "OverloadedError"),
+    ("openai", "reset", "ConnectError"),
+    ("anthropic", "malformed-json", "ProtocolError"),
+])
+def test_retryable_failures_are_retried_on_the_same_candidate(sim: SimServer, vendor: str,
+                                                              fault: str, error: str) -> None:
+    sim.emulators[vendor].faults.script(fault)
+    with dispatcher(sim, retry=RetryPolicy(max_attempts=2, **QUICK)) as d:
+        r = d.send("Try again.", MODEL[vendor])
+    assert [(a.vendor, a.status, a.error) for a in r.attempts] == [
+        (vendor, "error", error), (vendor, "ok", None)]
+    assert counts(sim)[vendor] == 2
+
+
+def test_retries_are_capped_per_error_class(sim: SimServer) -> None:
+    # Five attempts in general, but only one retry for rate limits.
+    sim.emulators["openai"].faults.script(*[Fault("429", retry_after=0.01)] * 2)
+    policy = RetryPolicy(max_attempts=5, per_error={"RateLimitError": 1}, **QUICK)
+    with dispatcher(sim, retry=policy) as d:
+        with pytest.raises(RateLimitError):
+            d.send("Rate limited.", MINI)
+        sim.emulators["openai"].faults.script("500", "500", "500")
+        r = d.send("Server errors get the general allowance.", MINI)
+    assert counts(sim)["openai"] == 2 + 4  # one try and one retry; three 500s and the answer
+    assert [a.status for a in r.attempts] == ["error"] * 3 + ["ok"]
