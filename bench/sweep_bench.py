@@ -248,6 +248,13 @@ def main() -> None:
     unsent = int((failed & ~df["cell_id"].isin(cells_in_ledger)).sum())
     sent = sum(server["counts"].values())
     attempts_in_ledger = sum(1 for r in records if r.status in ("ok", "error"))
+    per_vendor = {v: {"received": server["counts"][v],
+                     "ledger": sum(1 for r in records if r.vendor == v
+                                   and r.status in ("ok", "error"))} for v in CAPS}
+    attempt_errors: dict[str, int] = {}
+    for r in records:
+        if r.status == "error":
+            attempt_errors[r.error_class or "?"] = attempt_errors.get(r.error_class or "?", 0) + 1
     observed = {}
     for v in CAPS:
         busy = sum(r.latency_s or 0.0 for r in records if r.vendor == v)
@@ -260,6 +267,8 @@ def main() -> None:
         "fault_rate": args.fault_rate, "faults_injected": sum(server["faults"].values()),
         "requests_received": sent, "ledger_attempts": attempts_in_ledger,
         "ledger_matches_requests": sent == attempts_in_ledger,
+        "attempts_by_vendor": per_vendor,
+        "failed_attempts_by_type": attempt_errors,
         "retried_runs": int((df["attempts"] > 1).sum()),
         "caps": CAPS, "time_scale": args.time_scale, "max_tokens": MAX_TOKENS,
         "wall_s": round(wall, 2),

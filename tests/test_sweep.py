@@ -380,3 +380,18 @@ def test_targets_sharing_a_capped_vendor_share_one_lane(sim: SimServer) -> None:
     # The vendor's targets interleave in grid order, so neither waits for the other.
     assert [c.target for c in openai.queue][:2] == ["openai:gpt-4o-mini", "openai:gpt-4o"]
     assert sorted(lane.width for lane in capped) == [3, 3]
+
+
+def test_widget_progress_counts_done_failed_not_run_and_spend() -> None:
+    from llmdispatch_nb.experiments._progress import TextProgress, WidgetProgress, make_progress
+
+    bar = WidgetProgress(3, "sweep x")
+    bar.add("ok", 0.001)
+    bar.add("error")
+    bar.add("not_run")
+    bar.close()
+    assert bar.bar.value == 3 and bar.bar.bar_style == "danger"
+    assert bar.text.value == "sweep x: 3/3 done · 1 failed · 1 not run · $0.001 spent"
+    # Outside a kernel the bar is a text line; progress=False shows nothing.
+    assert isinstance(make_progress(True, 1, "s"), TextProgress)
+    assert type(make_progress(False, 1, "s")).__name__ == "Progress"

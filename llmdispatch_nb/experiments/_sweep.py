@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from .._dispatcher import Dispatcher
 
 DEFAULT_WORKERS = 8  # per target with no concurrency cap
-EXTRA_WORKERS = 0.0  # fraction of a cap added as workers (see _lanes: 0 on purpose)
+RESUMED_AT_ONCE = 16  # resumed rows whose (maybe async) evaluators run at once
 ANSWERED = ("ok", "cached")
 NOT_RUN = "NotRun"
 
@@ -75,7 +75,7 @@ class _Plan:
     evaluators: list[tuple[str, Any]]
     params: Params
     tags: tuple[str, ...]
-    run_tag: str
+    run_tag: str | None  # this call's own tag, for its max_cost
     vars: list[str]
     resumed: dict[str, CallRecord] = field(default_factory=dict)
 
@@ -105,7 +105,7 @@ def sweep(prompts: Any, targets: str | Sequence[str], vars: Any = None, n: int =
     """
     d = dispatcher if dispatcher is not None else _default_dispatcher()
     plan = _prepare(d, prompts, targets, vars, n, evaluators, system, max_tokens,
-                    temperature, tags, resume, name)
+                    temperature, tags, resume, name, max_cost)
     rows = d._loop.run(_execute(d, plan, concurrency, progress, max_cost))
     return _frame(rows, plan)
 
@@ -120,7 +120,7 @@ async def asweep(prompts: Any, targets: str | Sequence[str], vars: Any = None, n
     """`sweep` for async code: `df = await asweep(...)` (same arguments)."""
     d = dispatcher if dispatcher is not None else _default_dispatcher()
     plan = await asyncio.to_thread(_prepare, d, prompts, targets, vars, n, evaluators, system,
-                                   max_tokens, temperature, tags, resume, name)
+                                   max_tokens, temperature, tags, resume, name, max_cost)
     rows = await d._loop.arun(_execute(d, plan, concurrency, progress, max_cost))
     return _frame(rows, plan)
 
@@ -137,7 +137,7 @@ def _default_dispatcher() -> Dispatcher:
 def _prepare(d: Dispatcher, prompts: Any, targets: str | Sequence[str], vars: Any, n: int,
              evaluators: Any, system: str | None, max_tokens: int | None,
              temperature: float | None, tags: Sequence[str], resume: bool,
-             name: str | None) -> _Plan:
+             name: str | None, max_cost: float | None) -> _Plan:
     specs = read_prompts(prompts)
     var_rows = read_vars(vars)
     target_list = read_targets(targets)
@@ -148,7 +148,8 @@ def _prepare(d: Dispatcher, prompts: Any, targets: str | Sequence[str], vars: An
     cells = build_cells(specs, var_rows, target_list, n, params)
     plan = _Plan(sid, cells, named_evaluators(evaluators), params,
                  tuple(str(t) for t in ([tags] if isinstance(tags, str) else tags)),
-                 f"sweeprun:{uuid.uuid4().hex[:12]}", var_names(cells))
+                 f"sweeprun:{uuid.uuid4().hex[:12]}" if max_cost is not None else None,
+                 var_names(cells))
     if resume:
         plan.resumed = _answered_cells(d, f"sweep:{sid}", {c.cell_id for c in cells})
     return plan
@@ -187,16 +188,15 @@ class _Lane:
         self.queue: deque[Cell] = deque()
 
 
-def _lanes(d: Dispatcher, cells: Sequence[Cell], concurrency: int | None,
-           extra: float = EXTRA_WORKERS) -> list[_Lane]:
+def _lanes(d: Dispatcher, cells: Sequence[Cell], concurrency: int | None) -> list[_Lane]:
     """One lane per capped vendor (or capped vendor:model), else one per target.
 
     A lane is exactly as wide as its cap, so the sweep never queues calls inside the
     dispatcher's limiter: a queued call already holds its budget reservation, and, more
     costly, once anyone waits there every call joins the queue and is let in one at a
     time, a few event-loop turns each; on a busy loop that left half the slots idle in the
-    bench (see bench/sweep_bench.py). `extra` (a fraction of the cap) would add workers to
-    cover runs sleeping in a retry backoff; it is 0 for that reason."""
+    bench (bench/sweep_bench.py), where a quarter more workers than slots (to cover runs
+    sleeping in a retry backoff) was tried. A slot idle during a backoff costs less."""
     limits = d.limiter.limits
     lanes: dict[str, _Lane] = {}
     by_target: dict[str, _Lane] = {}
@@ -213,10 +213,8 @@ def _lanes(d: Dispatcher, cells: Sequence[Cell], concurrency: int | None,
             if key in lanes:
                 lane = lanes[key]
             else:
-                width = width + math.ceil(width * extra) if not key.startswith("target:") else width
-                if concurrency is not None:
-                    width = min(width, concurrency)
-                lane = lanes[key] = _Lane(width)
+                lane = lanes[key] = _Lane(width if concurrency is None
+                                          else min(width, concurrency))
             by_target[cell.target] = lane
         lane.queue.append(cell)
     return list(lanes.values())
@@ -226,22 +224,28 @@ async def _execute(d: Dispatcher, plan: _Plan, concurrency: int | None,
                    show: bool | Progress, max_cost: float | None) -> list[dict[str, Any]]:
     if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
         raise ConfigurationError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
-    if max_cost is not None:
+    if plan.run_tag is not None:
         d.budget.set_tag_limit(plan.run_tag, max_cost)
     rows: list[dict[str, Any] | None] = [None] * len(plan.cells)
     progress = make_progress(show, len(plan.cells), f"sweep {plan.sid}")
     gate = asyncio.Semaphore(concurrency) if concurrency is not None else None
     stop: list[str] = []  # the budget's refusal, once one came
     to_send: list[Cell] = []
+    resumed: list[Cell] = []
     for cell in plan.cells:
         if cell.template_error is not None:
             rows[cell.index] = _error_row(plan, cell, *cell.template_error)
             progress.add("error")
         elif cell.cell_id in plan.resumed:
-            rows[cell.index] = await _resumed_row(d, plan, cell, plan.resumed[cell.cell_id])
-            progress.add("ok")
+            resumed.append(cell)
         else:
             to_send.append(cell)
+    at_once = asyncio.Semaphore(RESUMED_AT_ONCE)
+
+    async def resume(cell: Cell) -> None:
+        async with at_once:
+            rows[cell.index] = await _resumed_row(d, plan, cell, plan.resumed[cell.cell_id])
+        progress.add("ok")
 
     async def worker(lane: _Lane) -> None:
         while lane.queue and not stop:
@@ -255,6 +259,7 @@ async def _execute(d: Dispatcher, plan: _Plan, concurrency: int | None,
             progress.add(row["status"], row["spent_usd"])
 
     try:
+        await asyncio.gather(*(resume(cell) for cell in resumed))
         lanes = _lanes(d, to_send, concurrency)
         await asyncio.gather(*(worker(lane) for lane in lanes for _ in range(lane.width)))
         for lane in lanes:
@@ -262,11 +267,16 @@ async def _execute(d: Dispatcher, plan: _Plan, concurrency: int | None,
                 rows[cell.index] = _not_run_row(plan, cell, stop)
                 progress.add("not_run")
     finally:
-        if max_cost is not None:
+        if plan.run_tag is not None:
             d.budget.set_tag_limit(plan.run_tag, None)
         progress.close()
     assert all(r is not None for r in rows)
     return rows  # type: ignore[return-value]
+
+
+def _tags(plan: _Plan, cell: Cell, *more: str) -> tuple[str, ...]:
+    extra = (plan.run_tag,) if plan.run_tag is not None else ()
+    return (*plan.tags, *more, f"sweep:{plan.sid}", f"cell:{cell.cell_id}", *extra)
 
 
 def _budget_refusal(exc: BaseException) -> bool:
@@ -277,7 +287,7 @@ def _budget_refusal(exc: BaseException) -> bool:
 
 
 async def _run(d: Dispatcher, plan: _Plan, cell: Cell, stop: list[str]) -> dict[str, Any]:
-    tags = (*plan.tags, "sweep", f"sweep:{plan.sid}", f"cell:{cell.cell_id}", plan.run_tag)
+    tags = _tags(plan, cell, "sweep")
     p = plan.params
     try:
         resp = await d.asend(cell.prompt, cell.target, system=p.system, max_tokens=p.max_tokens,
@@ -305,9 +315,7 @@ async def _evaluate(d: Dispatcher, plan: _Plan, cell: Cell, row: dict[str, Any])
     for name, f in plan.evaluators:
         try:
             if hasattr(f, "ascore"):
-                value = await f.ascore(text, view, dispatcher=d,
-                                       tags=(*plan.tags, f"sweep:{plan.sid}",
-                                             f"cell:{cell.cell_id}", plan.run_tag))
+                value = await f.ascore(text, view, dispatcher=d, tags=_tags(plan, cell))
             else:
                 value = f(text, view)
                 if inspect.isawaitable(value):
