@@ -360,8 +360,10 @@ def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 def _covered_last(conn: sqlite3.Connection) -> int:
-    """The last row id the column blocks cover (they cover every row up to it)."""
-    return int(conn.execute("SELECT ifnull(max(last_id), 0) FROM call_blocks").fetchone()[0])
+    """The last row id the column blocks cover (they cover every row up to it). Blocks are
+    added in row order, so the newest block ends last: one row read, not a scan."""
+    row = conn.execute("SELECT last_id FROM call_blocks ORDER BY id DESC LIMIT 1").fetchone()
+    return int(row[0]) if row else 0
 
 
 def _cover_tail(conn: sqlite3.Connection,
