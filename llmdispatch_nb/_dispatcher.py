@@ -204,9 +204,13 @@ class Dispatcher:
 
     def _client_for_loop(self) -> httpx.AsyncClient:
         if self._client is None:
+            limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+            # Loopback (the emulators, a local Ollama) never goes through an HTTP(S)_PROXY
+            # from the environment, which would otherwise swallow every demo call.
+            direct = httpx.AsyncHTTPTransport(limits=limits)
             self._client = httpx.AsyncClient(
-                timeout=self.timeout,
-                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+                timeout=self.timeout, limits=limits,
+                mounts={f"all://{host}": direct for host in ("127.0.0.1", "localhost", "[::1]")},
             )
         return self._client
 

@@ -313,3 +313,11 @@ def test_snapshot_and_reset(breaker: CircuitBreaker, clock: Clock) -> None:
 def test_bad_settings_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ConfigurationError):
         CircuitBreaker(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_day_long_retry_after_is_capped_so_the_vendor_is_probed_again(clock: Clock) -> None:
+    b = CircuitBreaker(max_open_s=600, clock=clock)
+    b.record(KEY, False, rate_limited(86_400.0))  # Azure and daily quotas say such things
+    assert b.state(KEY) == "open" and b.opens_in(KEY) == pytest.approx(600)
+    clock.advance(600)
+    assert b.state(KEY) == "half_open" and b.allow(KEY)

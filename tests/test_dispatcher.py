@@ -180,3 +180,14 @@ def test_close_is_idempotent_and_threads_end(openai_sim: SimServer) -> None:
     d.close()
     after = {t.name for t in threading.enumerate() if t.is_alive()}
     assert "llmdispatch-loop" not in after - before
+
+
+def test_an_environment_proxy_is_not_used_for_loopback(openai_sim: SimServer,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # A proxy that answers nothing: loopback calls must go direct, not through it.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    ep = Endpoint("openai", "openai", openai_sim.base_url("openai"), key=Secret("k"))
+    with Dispatcher([ep], dotenv=False, ledger=MemoryLedger(), retry=RetryPolicy.none()) as d:
+        assert d.send("through no proxy", TARGET).text

@@ -10,7 +10,7 @@ import pytest
 
 import llmdispatch_nb
 from llmdispatch_nb import CallRecord, Dispatcher, Endpoint, Secret
-from llmdispatch_nb.errors import AuthenticationError, BudgetExceededError
+from llmdispatch_nb.errors import AuthenticationError, BudgetExceededError, MissingKeyError
 from llmdispatch_nb.notebook import CompareResult, LLMResult, check_json, fenced_code
 from llmdispatch_nb.sim import SimServer, serve
 
@@ -266,6 +266,31 @@ def test_compare_with_one_vendor_failing(d: Dispatcher, nb: Notebook,
     assert any(r.vendor == "anthropic" and r.status == "error" for r in records)
     meta = run.published[-1].metadata[META]
     assert meta["kind"] == "compare" and len(meta["call_ids"]) == 2
+
+
+def test_compare_with_a_vendor_that_has_no_key(demo: Dispatcher, nb: Notebook) -> None:
+    # Real mode with keys for two vendors only: the third target's column says which
+    # variable to set, and the other two still answer.
+    eps = [ep for name, ep in demo.endpoints.items() if name in ("openai", "anthropic")]
+    with Dispatcher(eps, dotenv=False, cache=False) as partial:
+        llmdispatch_nb.set_default(partial)
+        try:
+            run = nb.cell("gpt claude gemini -m 10", "Which is best?")
+        finally:
+            llmdispatch_nb.set_default(demo)
+    assert run.success, run.stdout
+    no_traceback(run)
+    result = nb.ns["_llm"]
+    assert [c.status for c in result] == ["done", "done", "failed"]
+    (target, error), = result.errors
+    assert target == "gemini" and isinstance(error, MissingKeyError)
+    assert "GEMINI_API_KEY" in run.last_data["text/html"]
+
+
+def test_compare_with_a_misspelt_target_stops_before_sending(d: Dispatcher, nb: Notebook) -> None:
+    run = nb.cell("gpt no-such-model", "hi")
+    assert "unknown target" in one_error_line(run)
+    assert d.sim.emulators["openai"].count == 0
 
 
 def test_compare_every_target_failing_fails_the_cell(d: Dispatcher, nb: Notebook) -> None:

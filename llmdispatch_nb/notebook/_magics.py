@@ -14,7 +14,7 @@ from typing import Any
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, validate
 
-from ..errors import LLMDispatchError
+from ..errors import LLMDispatchError, MissingKeyError
 from ._chats import Chat, ChatBook
 from ._display import (
     LiveOutput,
@@ -139,10 +139,18 @@ class LLMMagics(Magics):
             print(warning, file=sys.stderr)
         return filled.text
 
-    def _label(self, d: Any, target: str | None) -> str:
-        """The target as the user will see it; resolving it now turns a typo into one line."""
+    def _label(self, d: Any, target: str | None, *, compare: bool = False) -> str:
+        """The target as the user will see it; resolving it now turns a typo into one line.
+
+        In a comparison, a vendor with no key is left to fail in its own column (the other
+        targets still run); a misspelt target still stops the cell before anything is sent.
+        """
         label = target if target else d.resolver.default()
-        d.resolver.resolve(label)
+        try:
+            d.resolver.resolve(label)
+        except MissingKeyError:
+            if not compare:
+                raise
         return label
 
     def send(self, args: CellArgs, template: str) -> LLMResult | CompareResult | None:
@@ -159,7 +167,7 @@ class LLMMagics(Magics):
         targets: list[str | None] = list(args.targets)
         if not targets:
             targets = [chat.target if chat is not None and chat.target else self.default_target]
-        labels = [self._label(d, t) for t in targets]
+        labels = [self._label(d, t, compare=len(targets) > 1) for t in targets]
         _check_strategy(args.strategy)
         for fb in args.fallbacks:
             d.resolver.resolve(fb)

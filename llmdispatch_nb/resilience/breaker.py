@@ -83,7 +83,7 @@ class CircuitBreaker:
 
     def __init__(self, *, threshold: float = 0.5, min_calls: int = 5, window: int = 20,
                  cooldown_s: float = 30.0, long_retry_after_s: float = 30.0,
-                 probe_timeout_s: float = 120.0,
+                 probe_timeout_s: float = 120.0, max_open_s: float = 900.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if not 0 < threshold <= 1:
             raise ConfigurationError(f"breaker threshold must be in (0, 1], got {threshold!r}")
@@ -98,6 +98,9 @@ class CircuitBreaker:
         self.cooldown_s = cooldown_s
         self.long_retry_after_s = long_retry_after_s
         self.probe_timeout_s = probe_timeout_s
+        # A vendor's Retry-After can say a day (Azure, a daily quota): past this the circuit
+        # half-opens anyway and one probe asks again, rather than lose the vendor for a session.
+        self.max_open_s = max(max_open_s, cooldown_s)
         self.clock = clock
         self._circuits: dict[str, _Circuit] = {}
         self._lock = threading.Lock()
@@ -120,7 +123,7 @@ class CircuitBreaker:
 
     def _trip(self, c: _Circuit, now: float, error: LLMDispatchError | None) -> None:
         retry_after = getattr(error, "retry_after", None) if error is not None else None
-        period = max(self.cooldown_s, float(retry_after or 0.0))
+        period = min(max(self.cooldown_s, float(retry_after or 0.0)), self.max_open_s)
         until = now + period
         if c.state != "open":
             c.trips += 1
