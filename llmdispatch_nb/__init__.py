@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         UsageUpdate,
     )
     from .pricing import Price, PriceBook
+    from .experiments import recommend, sweep, what_if
     from .notebook._panel import panel
     from .vendors import Endpoint, Secret
 
@@ -63,8 +64,11 @@ __all__ = [
     "default",
     "load_ipython_extension",
     "panel",
+    "recommend",
     "set_default",
+    "sweep",
     "unload_ipython_extension",
+    "what_if",
 ]
 
 _default: Dispatcher | None = None
@@ -113,8 +117,9 @@ _LAZY = {
     "Price": ".pricing", "PriceBook": ".pricing",
     "Endpoint": ".vendors", "Secret": ".vendors",
     "panel": ".notebook._panel",
+    "sweep": ".experiments", "what_if": ".experiments", "recommend": ".experiments",
 }
-_SUBMODULES = ("analysis", "errors", "ledger", "notebook", "pricing", "resilience", "routing", "sim",
+_SUBMODULES = ("analysis", "errors", "experiments", "ledger", "notebook", "pricing", "resilience", "routing", "sim",
                "vendors")
 
 

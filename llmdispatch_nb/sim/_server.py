@@ -45,8 +45,9 @@ def _tracking_protocol() -> type[asyncio.Protocol]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             peer = self.transport.get_extra_info("peername") if self.transport else None
-            if peer:
-                _TRANSPORTS.pop((peer[0], peer[1]), None)
+            # Only our own entry: a new connection may already reuse this client port.
+            if peer and _TRANSPORTS.get((peer[0], peer[1])) is self.transport:
+                del _TRANSPORTS[(peer[0], peer[1])]
             super().connection_lost(exc)
 
     return TrackingH11Protocol
