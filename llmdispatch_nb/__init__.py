@@ -33,9 +33,9 @@ if TYPE_CHECKING:
         Usage,
         UsageUpdate,
     )
-    from .pricing import Price, PriceBook
     from .experiments import recommend, sweep, what_if
     from .notebook._panel import panel
+    from .pricing import Price, PriceBook
     from .vendors import Endpoint, Secret
 
 __version__ = "0.1.0"
