@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 from ._types import Cost, Usage
@@ -121,12 +122,12 @@ class PriceBook:
             return cached
         rates: tuple[Any, ...] | None = None
         try:
-            from datetime import datetime, timezone
+            from datetime import datetime
 
             from genai_prices import data_snapshot
 
             _, info = data_snapshot.get_snapshot().find_provider_model(model, None, provider, None)
-            mp = info.get_prices(datetime.now(timezone.utc))
+            mp = info.get_prices(datetime.now(UTC))
             tiers: list[int] = []
 
             def rate(name: str) -> float | None:

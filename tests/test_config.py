@@ -87,9 +87,9 @@ def test_unknown_vendor_or_model_lists_what_exists() -> None:
 
 
 def test_alias_loops_are_reported() -> None:
-    with Dispatcher(env={"OPENAI_API_KEY": "k"}, dotenv=False, aliases={"a": "b", "b": "a"}) as d:
-        with pytest.raises(UnknownTargetError, match="loop"):
-            d.plan(Request("hi", "a"))
+    with (Dispatcher(env={"OPENAI_API_KEY": "k"}, dotenv=False, aliases={"a": "b", "b": "a"}) as d,
+          pytest.raises(UnknownTargetError, match="loop")):
+        d.plan(Request("hi", "a"))
 
 
 def test_aliases_and_families_resolve() -> None:
@@ -97,7 +97,7 @@ def test_aliases_and_families_resolve() -> None:
         assert [c.key for c in d.plan(Request("hi", "claude")).candidates] == ["anthropic:claude-haiku-4-5"]
         assert [c.key for c in d.plan(Request("hi", "gpt-4o")).candidates] == ["openai:gpt-4o"]
         assert [c.key for c in d.plan(Request("hi", "o4-mini")).candidates] == ["openai:o4-mini"]
-        assert [c.key for c in d.plan(Request("hi", None)).candidates][0].startswith("openai:")
+        assert next(c.key for c in d.plan(Request("hi", None)).candidates).startswith("openai:")
 
 
 @pytest.mark.parametrize(
