@@ -321,3 +321,29 @@ def test_a_day_long_retry_after_is_capped_so_the_vendor_is_probed_again(clock: C
     assert b.state(KEY) == "open" and b.opens_in(KEY) == pytest.approx(600)
     clock.advance(600)
     assert b.state(KEY) == "half_open" and b.allow(KEY)
+
+
+def test_calls_still_in_flight_keep_a_burst_of_fast_failures_from_tripping(
+        breaker: CircuitBreaker) -> None:
+    # 40 calls start together; the 5 that fail come back first (failures are fast).
+    for _ in range(40):
+        assert breaker.allow(KEY)
+    fail(breaker, 5)
+    assert breaker.state(KEY) == "closed"  # 5 failed of 40 sent, 35 still out
+    succeed(breaker, 30)
+    fail(breaker, 5)
+    assert breaker.state(KEY) == "closed"
+    # Sequentially (nothing in flight) the same failure rate still trips.
+    for _ in range(12):
+        breaker.allow(KEY)
+        breaker.record(KEY, False, server_error())
+    assert breaker.state(KEY) == "open"
+
+
+def test_release_gives_back_an_in_flight_slot(breaker: CircuitBreaker) -> None:
+    for _ in range(10):
+        breaker.allow(KEY)
+    for _ in range(10):
+        breaker.release(KEY)  # none was sent
+    fail(breaker, 5)
+    assert breaker.state(KEY) == "open"

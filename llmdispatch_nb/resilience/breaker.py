@@ -71,6 +71,7 @@ class _Circuit:
     probe_since: float | None = None  # a half-open probe is out since then
     trips: int = 0
     last_failure: str | None = None
+    in_flight: int = 0  # allowed, not yet recorded or released
 
 
 class CircuitBreaker:
@@ -145,25 +146,27 @@ class CircuitBreaker:
         """May a call go to `key` now? In half-open, True exactly once (the probe)."""
         now = self.clock()
         with self._lock:
-            c = self._circuits.get(key)
-            if c is None:
-                return True
+            c = self._get(key)
             self._refresh(c, now)
             if c.state == "closed":
+                c.in_flight += 1
                 return True
             if c.state == "open":
                 return False
             if c.probe_since is not None:
                 return False
             c.probe_since = now
+            c.in_flight += 1
             return True
 
     def release(self, key: str) -> None:
         """Give back a half-open probe that was allowed but never sent (no outcome)."""
         with self._lock:
             c = self._circuits.get(key)
-            if c is not None and c.state == "half_open":
-                c.probe_since = None
+            if c is not None:
+                c.in_flight = max(0, c.in_flight - 1)
+                if c.state == "half_open":
+                    c.probe_since = None
 
     def record(self, key: str, ok: bool, error: LLMDispatchError | None = None) -> None:
         """Remember how a call to `key` ended. `ok=False` with a client error (400, 401, …)
@@ -172,6 +175,7 @@ class CircuitBreaker:
         failed = not ok and counts_as_failure(error)
         with self._lock:
             c = self._get(key)
+            c.in_flight = max(0, c.in_flight - 1)
             self._refresh(c, now)
             if failed:
                 c.last_failure = type(error).__name__ if error is not None else "failure"
@@ -198,8 +202,11 @@ class CircuitBreaker:
             if self._long_rate_limit(error):
                 self._trip(c, now, error)
                 return
+            # Calls still in flight count as not failed (yet): failures come back fast and
+            # answers slowly, so judging only what has finished would trip a healthy vendor
+            # at the start of every concurrent burst.
             n = len(c.outcomes)
-            if n >= self.min_calls and sum(c.outcomes) / n >= self.threshold:
+            if n >= self.min_calls and sum(c.outcomes) / (n + c.in_flight) >= self.threshold:
                 self._trip(c, now, error)
 
     def trip(self, key: str, seconds: float | None = None) -> None:
