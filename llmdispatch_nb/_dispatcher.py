@@ -11,6 +11,7 @@ request is handed to httpx.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -156,6 +157,11 @@ class Dispatcher:
             timeout if timeout is not None else 60.0, connect=10.0)
         self.deadline_s = deadline_s
         self.prices = prices or PriceBook()
+        # Read the price table in the background now rather than on the loop at the first
+        # call, where its 0.4 s would stall every call in flight and eat the first deadline.
+        threading.Thread(target=self.prices.warm, name="llmdispatch-prices", daemon=True,
+                         args=([(ep.kind if ep.kind == "azure" else ep.name, m)
+                                for ep in self.endpoints.values() for m in ep.models[:8]],)).start()
         self.session = session or new_call_id()[:12]
         self._loop = LoopThread()
         self._client = client

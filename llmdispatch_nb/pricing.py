@@ -8,6 +8,7 @@ genai-prices is imported on the first price asked for, not with the package.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
@@ -147,6 +148,20 @@ class PriceBook:
         with self._lock:
             self._memo[key] = (_time.monotonic(), rates)
         return rates
+
+    def warm(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
+        """Load the price table (about 0.4 s, once per process) and the rates of `pairs`
+        ((vendor, model)) now, so the first call does not pay for it on the event loop."""
+        try:
+            from genai_prices import data_snapshot
+
+            data_snapshot.get_snapshot()
+        except Exception:  # pricing then falls back to "unknown", as on any lookup error
+            return
+        for vendor, model in pairs:
+            provider = PROVIDERS.get(vendor)
+            if provider is not None:
+                self._rates(provider, model)
 
     def price_of(self, vendor: str, model: str, *, kind: str | None = None,
                  free: bool = False) -> Price | None:
