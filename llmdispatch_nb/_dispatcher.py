@@ -14,27 +14,26 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import httpx
 
 from . import _config
 from ._attempt import Exchange, send_plain, send_stream
+from ._call import NO_OPTIONS, CallOptions, CallState, request_params, split_options
 from ._loop import LoopThread
+from ._recorded import serve_recorded
 from ._stream import AsyncStream, Stream, StreamSink
 from ._transport import map_httpx_error
 from ._types import (
     Attempt,
     CallRecord,
     Cost,
-    Finish,
     Message,
     Request,
     Response,
-    TextDelta,
     Usage,
-    UsageUpdate,
     estimate_tokens,
     new_call_id,
     now,
@@ -75,27 +74,6 @@ RecordSink = Callable[[CallRecord], None]
 # Less time than this left before the call's deadline: start no new attempt. One started
 # anyway could not answer in time; it would only race the deadline and blame the vendor.
 _MIN_ATTEMPT_S = 0.01
-
-
-@dataclass(frozen=True)
-class CallOptions:
-    """How to route one call, apart from what is sent: strategy, fallbacks, spend cap, cache."""
-
-    strategy: Any = None  # None = the dispatcher's; "model", "cheapest", "fastest", ... or a callable
-    fallbacks: tuple[str, ...] | None = None  # None = the configured fallbacks
-    max_cost: float | None = None  # US dollars for this call, refused before sending if exceeded
-    cache: bool | None = None  # None = the cache policy decides; False = never; True = always
-
-
-_OPTION_NAMES = ("strategy", "fallbacks", "max_cost", "cache")
-
-
-def _split_options(params: dict[str, Any]) -> CallOptions:
-    picked = {k: params.pop(k) for k in _OPTION_NAMES if k in params}
-    if picked.get("fallbacks") is not None:
-        fb = picked["fallbacks"]
-        picked["fallbacks"] = (fb,) if isinstance(fb, str) else tuple(fb)
-    return CallOptions(**picked)
 
 
 class Dispatcher:
@@ -232,25 +210,25 @@ class Dispatcher:
 
     def send(self, prompt: Any, target: str | None = None, **params: Any) -> Response:
         """Send and wait for the whole answer (works in a notebook cell, thread or script)."""
-        opts = _split_options(params)
+        opts = split_options(params)
         req = self.request(prompt, target, **params)
         return self._loop.run(self._call(req, None, opts))
 
     async def asend(self, prompt: Any, target: str | None = None, **params: Any) -> Response:
-        opts = _split_options(params)
+        opts = split_options(params)
         req = self.request(prompt, target, **params)
         return await self._loop.arun(self._call(req, None, opts))
 
     def stream(self, prompt: Any, target: str | None = None, **params: Any) -> Stream:
         """Iterate text and usage events as they arrive; `.response` holds the result."""
-        opts = _split_options(params)
+        opts = split_options(params)
         req = self.request(prompt, target, **params)
         s = Stream()
         s.attach(self._loop.submit(self._call(req, s.sink, opts)))
         return s
 
     def astream(self, prompt: Any, target: str | None = None, **params: Any) -> AsyncStream:
-        opts = _split_options(params)
+        opts = split_options(params)
         req = self.request(prompt, target, **params)
         s = AsyncStream(asyncio.get_running_loop())
         s.attach(self._loop.submit(self._call(req, s.sink, opts)))
@@ -319,8 +297,8 @@ class Dispatcher:
         return plan
 
     async def _call(self, request: Request, sink: StreamSink | None,
-                    opts: CallOptions = CallOptions()) -> Response:
-        call = _Call(new_call_id(), request, sink, opts, time.monotonic() + self.deadline_s)
+                    opts: CallOptions = NO_OPTIONS) -> Response:
+        call = CallState(new_call_id(), request, sink, opts, time.monotonic() + self.deadline_s)
         plan = self.plan(request, stream=sink is not None, strategy=opts.strategy,
                          fallbacks=opts.fallbacks)
         call.trail.extend(Attempt(c.vendor, c.model, "skipped", why) for c, why in plan.skipped)
@@ -384,7 +362,7 @@ class Dispatcher:
             raise call.errors[-1]  # one candidate (maybe retried): its own typed error says most
         raise AllCandidatesFailedError(call.errors)
 
-    async def _try_candidate(self, call: _Call, cand: Candidate, *,
+    async def _try_candidate(self, call: CallState, cand: Candidate, *,
                              fell_back: bool) -> Response | str:
         """Attempts on one candidate, with retries. Returns the response, or why it gave up:
         "breaker" (open), "refused" (budget), "context" (prompt too long), "failed"."""
@@ -463,12 +441,12 @@ class Dispatcher:
             self.breaker.record(cand.key, True)
             self.router.tracker.observe(cand.key, resp.latency_s, resp.ttft_s)
             call.trail.append(Attempt(cand.vendor, cand.model, "ok", None, resp.latency_s))
-            if call.cache_key_for(cand) and self.cache is not None and self._cache_allows(call):
+            if call.cache_key_for(cand) and self.cache is not None and self.cache_allows(call):
                 await asyncio.to_thread(self.cache.put, call.cache_key_for(cand), resp,
                                         call.last_chunks or None)
             return replace(resp, attempts=tuple(call.trail))
 
-    async def _attempt(self, call: _Call, cand: Candidate, *, fell_back: bool,
+    async def _attempt(self, call: CallState, cand: Candidate, *, fell_back: bool,
                        retried: bool) -> Response:
         ep = cand.endpoint
         adapter = adapter_for(ep.kind)
@@ -510,7 +488,7 @@ class Dispatcher:
             simulated=ep.simulated, extra=parsed.extra)
         call.last_chunks = ex.chunks
         call.number_recorded = call.number
-        self._record(CallRecord(
+        self.record(CallRecord(
             call_id=call.call_id, attempt=call.number, timestamp=started_wall, vendor=ep.name,
             model_requested=cand.model, model_served=resp.model, status="ok",
             http_status=ex.status, request_id=resp.request_id, session=self.session,
@@ -520,19 +498,19 @@ class Dispatcher:
             cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
             reasoning_tokens=usage.reasoning_tokens, usage_source=usage.source,
             cost_usd=cost.usd, price_source=cost.source, simulated=ep.simulated,
-            finish_reason=resp.finish_reason, tags=request.tags, params=_params(request),
+            finish_reason=resp.finish_reason, tags=request.tags, params=request_params(request),
             prompt=request.prompt_text, response=resp.text, cache_key=call.cache_key_for(cand),
             chunks=tuple(ex.chunks)))
         return resp
 
-    def _record_failure(self, call: _Call, cand: Candidate, err: LLMDispatchError,
+    def _record_failure(self, call: CallState, cand: Candidate, err: LLMDispatchError,
                         ex: Exchange | None, fell_back: bool, retried: bool, status: str,
                         started_wall: float | None = None) -> None:
         ep = cand.endpoint
         call.number_recorded = call.number
         latency = time.perf_counter() - ex.t0 if ex is not None else None
         partial = getattr(err, "partial_text", None)
-        self._record(CallRecord(
+        self.record(CallRecord(
             call_id=call.call_id, attempt=call.number,
             timestamp=started_wall if started_wall is not None else now(), vendor=ep.name,
             model_requested=cand.model, model_served=None, status=status,
@@ -541,63 +519,18 @@ class Dispatcher:
             request_id=getattr(err, "request_id", None), session=self.session,
             route_reason=cand.reason, retried=retried, fell_back=fell_back,
             streamed=call.sink is not None, latency_s=latency, ttft_s=ex.ttft if ex else None,
-            simulated=ep.simulated, tags=call.request.tags, params=_params(call.request),
+            simulated=ep.simulated, tags=call.request.tags, params=request_params(call.request),
             prompt=call.request.prompt_text, response=partial or None))
 
     # -- answers served again: the response cache and replay packs --------------------
 
-    def _cache_allows(self, call: _Call) -> bool:
+    def cache_allows(self, call: CallState) -> bool:
         if call.opts.cache is False or self.cache is None:
             return False
         return call.opts.cache is True or self.cache.cacheable(call.request)
 
-    async def _serve_recorded(self, call: _Call, cand: Candidate) -> Response | None:
-        key = call.cache_key_for(cand)
-        answer = None
-        source = "replay"
-        for pack in self.replay_packs:
-            answer = pack.get(key)
-            if answer is not None:
-                break
-        if answer is None and self._cache_allows(call):
-            assert self.cache is not None
-            answer = await asyncio.to_thread(self.cache.get, key)
-            source = "cache"
-        if answer is None:
-            return None
-        sink = call.sink
-        if sink is not None:
-            start = time.perf_counter()
-            for offset, piece in answer.chunks or ((0.0, answer.text),):
-                if source == "replay":  # a replay keeps the recorded pace; a cache hit is instant
-                    delay = offset - (time.perf_counter() - start)
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                sink.send(TextDelta(piece))
-            sink.send(UsageUpdate(answer.usage))
-            sink.send(Finish(answer.finish_reason, answer.raw_finish_reason))
-        call.number += 1
-        call.trail.append(Attempt(cand.vendor, cand.model, "cached", source, answer.latency_s))
-        resp = Response(
-            text=answer.text, finish_reason=answer.finish_reason,
-            raw_finish_reason=answer.raw_finish_reason, usage=answer.usage, vendor=cand.vendor,
-            model=answer.model_served or cand.model, model_requested=cand.model,
-            latency_s=answer.latency_s or 0.0, ttft_s=answer.ttft_s,
-            cost=Cost(0.0, source), call_id=call.call_id, cached=True,
-            simulated=cand.endpoint.simulated, attempts=tuple(call.trail))
-        u = answer.usage
-        self._record(CallRecord(
-            call_id=call.call_id, attempt=call.number, timestamp=now(), vendor=cand.vendor,
-            model_requested=cand.model, model_served=resp.model, status="cached",
-            session=self.session, route_reason=f"{source} hit", streamed=sink is not None,
-            latency_s=answer.latency_s, ttft_s=answer.ttft_s, input_tokens=u.input_tokens,
-            output_tokens=u.output_tokens, cache_read_tokens=u.cache_read_tokens,
-            cache_write_tokens=u.cache_write_tokens, reasoning_tokens=u.reasoning_tokens,
-            usage_source=u.source, cost_usd=0.0, price_source=source, cache_hit=True,
-            simulated=cand.endpoint.simulated, finish_reason=answer.finish_reason,
-            tags=call.request.tags, params=_params(call.request),
-            prompt=call.request.prompt_text, response=answer.text, cache_key=key))
-        return resp
+    async def _serve_recorded(self, call: CallState, cand: Candidate) -> Response | None:
+        return await serve_recorded(self, call, cand)
 
     def load_replay(self, path: str) -> int:
         """Serve the answers recorded in a replay pack (see `ledger.export_pack`) before
@@ -632,47 +565,7 @@ class Dispatcher:
         return self.prices.cost(ep.name, priced_model, usage, kind=ep.kind,
                                 free=not ep.priced)
 
-    def _record(self, record: CallRecord) -> None:
+    def record(self, record: CallRecord) -> None:
         self.ledger.write(record)
         for sink in self._sinks:
             sink(record)
-
-
-class _Call:
-    """The state of one call across its attempts."""
-
-    __slots__ = ("_keys", "call_id", "deadline", "errors", "last_chunks", "number",
-                 "number_recorded", "opts", "request", "sink", "trail")
-
-    def __init__(self, call_id: str, request: Request, sink: StreamSink | None,
-                 opts: CallOptions, deadline: float) -> None:
-        self.call_id = call_id
-        self.request = request
-        self.sink = sink
-        self.opts = opts
-        self.deadline = deadline
-        self.errors: list[LLMDispatchError] = []
-        self.trail: list[Attempt] = []
-        self.number = 0  # attempts started
-        self.number_recorded = 0  # attempts written to the ledger
-        self.last_chunks: list[tuple[float, str]] = []
-        self._keys: dict[str, str] = {}
-
-    def cache_key_for(self, cand: Candidate) -> str:
-        key = self._keys.get(cand.key)
-        if key is None:
-            from .ledger._cache import key_for
-
-            key = self._keys[cand.key] = key_for(cand.vendor, cand.model, self.request)
-        return key
-
-
-def _params(request: Request) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in ("max_tokens", "temperature", "top_p", "seed", "user"):
-        v = getattr(request, name)
-        if v is not None:
-            out[name] = v
-    if request.stop:
-        out["stop"] = list(request.stop)
-    return out

@@ -1,0 +1,77 @@
+"""The state of one call as it moves through candidates and attempts, and the per-call
+routing options (`CallOptions`) that travel with it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ._stream import StreamSink
+from ._types import Attempt, Request
+from .errors import LLMDispatchError
+from .routing import Candidate
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """How to route one call, apart from what is sent: strategy, fallbacks, spend cap, cache."""
+
+    strategy: Any = None  # None = the dispatcher's; "model", "cheapest", "fastest", ... or a callable
+    fallbacks: tuple[str, ...] | None = None  # None = the configured fallbacks
+    max_cost: float | None = None  # US dollars for this call, refused before sending if exceeded
+    cache: bool | None = None  # None = the cache policy decides; False = never; True = always
+
+
+_OPTION_NAMES = ("strategy", "fallbacks", "max_cost", "cache")
+
+
+NO_OPTIONS = CallOptions()
+
+
+def split_options(params: dict[str, Any]) -> CallOptions:
+    picked = {k: params.pop(k) for k in _OPTION_NAMES if k in params}
+    if picked.get("fallbacks") is not None:
+        fb = picked["fallbacks"]
+        picked["fallbacks"] = (fb,) if isinstance(fb, str) else tuple(fb)
+    return CallOptions(**picked)
+
+
+
+class CallState:
+    """The state of one call across its attempts."""
+
+    __slots__ = ("_keys", "call_id", "deadline", "errors", "last_chunks", "number",
+                 "number_recorded", "opts", "request", "sink", "trail")
+
+    def __init__(self, call_id: str, request: Request, sink: StreamSink | None,
+                 opts: CallOptions, deadline: float) -> None:
+        self.call_id = call_id
+        self.request = request
+        self.sink = sink
+        self.opts = opts
+        self.deadline = deadline
+        self.errors: list[LLMDispatchError] = []
+        self.trail: list[Attempt] = []
+        self.number = 0  # attempts started
+        self.number_recorded = 0  # attempts written to the ledger
+        self.last_chunks: list[tuple[float, str]] = []
+        self._keys: dict[str, str] = {}
+
+    def cache_key_for(self, cand: Candidate) -> str:
+        key = self._keys.get(cand.key)
+        if key is None:
+            from .ledger._cache import key_for
+
+            key = self._keys[cand.key] = key_for(cand.vendor, cand.model, self.request)
+        return key
+
+
+def request_params(request: Request) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in ("max_tokens", "temperature", "top_p", "seed", "user"):
+        v = getattr(request, name)
+        if v is not None:
+            out[name] = v
+    if request.stop:
+        out["stop"] = list(request.stop)
+    return out
