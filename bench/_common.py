@@ -94,23 +94,25 @@ def median(values: Sequence[float]) -> float:
 
 
 def run_time(code: str, env: dict[str, str] | None = None) -> float:
-    """Wall seconds for `python -c code` in a fresh interpreter."""
+    """Wall seconds for `python -c code` in a fresh interpreter (`env` entries set to ""
+    are removed from its environment)."""
+    full = {**os.environ, **QUIET_PEERS, **(env or {})}
     t = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT,
-                   env={**os.environ, **QUIET_PEERS, **(env or {})},
-                   stdout=subprocess.DEVNULL)
+                   env={k: v for k, v in full.items() if v != ""}, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t
 
 
-def import_time(statement: str, runs: int = 7, base: str = "pass") -> float:
+def import_time(statement: str, runs: int = 7, base: str = "pass",
+                env: dict[str, str] | None = None) -> float:
     """Median seconds for `statement` in a fresh interpreter, the median of `base` (the
     interpreter's own start, by default) subtracted. Runs alternate with the base so that
     drift on a shared machine hits both."""
     base_t: list[float] = []
     stmt_t: list[float] = []
     for _ in range(runs):
-        base_t.append(run_time(base))
-        stmt_t.append(run_time(statement))
+        base_t.append(run_time(base, env))
+        stmt_t.append(run_time(statement, env))
     return max(0.0, median(stmt_t) - median(base_t))
 
 

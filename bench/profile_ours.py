@@ -152,7 +152,7 @@ def profile(calls: int = 2000, stream: bool = False, top: int = 15,
         "top_ours_self": [{"where": w, "self_share": round(tt / total, 4),
                            "self_us_per_call": round(tt / calls * 1e6, 1)} for w, tt, _ in ours[:top]],
         "top_others_self": [{"where": w, "self_share": round(tt / total, 4)}
-                            for w, tt in sorted(others, key=lambda r: -r[1])[:8]],
+                            for w, tt in sorted(others, key=lambda r: -r[1])[:12]],
         "top_ours_cumulative": [{"where": w, "cum_share": round(ct / total, 4),
                                  "cum_us_per_call": round(ct / calls * 1e6, 1)}
                                 for w, _, ct in by_cum[:top]],

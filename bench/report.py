@@ -183,7 +183,8 @@ def soak(s: dict[str, Any]) -> list[str]:
         ["answered", s["answered"], ""],
         ["typed errors", sum(s["typed_errors"].values()), errs],
         ["lost (neither)", s["lost"], "must be 0"],
-        ["ledger rows", s["ledger_rows"], "one per attempt"],
+        ["ledger rows", s["ledger_rows"], "one per attempt; " + ", ".join(
+            f"{k} {v}" for k, v in s.get("ledger_by_vendor", {}).items())],
         ["emulator requests", s["emulator_total"],
          ", ".join(f"{k} {v}" for k, v in s["emulator_requests"].items())],
         ["wire requests (transport log)", s["wire_requests"], ""],
@@ -196,7 +197,8 @@ def soak(s: dict[str, Any]) -> list[str]:
         ["breaker trips", s["breaker_trips"], ""],
         ["RSS MiB (after phase 1 -> end)",
          f"{s['rss_mb'][0][1]} -> {s['rss_mb'][-1][1]}" if s["rss_mb"] else "–",
-         f"growth {s['rss_growth_mb']} MiB (includes the in-process emulators)"],
+         f"growth {s['rss_growth_mb']} MiB, of it {s.get('rss_growth_second_half_mb', '–')} MiB "
+         f"over the second half (includes the in-process emulators and this harness)"],
         ["call wall time ms", ", ".join(f"{k} {v:,.0f}" for k, v in s["call_ms"].items()), ""],
     ]
     out += _table(["", "count", "note"], rows)
@@ -213,11 +215,82 @@ def soak(s: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
+_POOL = ("connection.py:is_idle", "http11.py:is_idle", "connection_pool.py:",
+         "_sockets.py:extra_attributes", "'getpeername'", "_utils.py:is_socket_readable")
+
+
+def findings(r: dict[str, Any]) -> list[str]:
+    """What the figures say, read off them (no judgement added by hand)."""
+    out: list[str] = []
+    o = r.get("overhead", {}).get("clients", {})
+    if {"ours", "httpx"} <= set(o):
+        for phase, what in (("plain_seq", "plain, sequential"), ("stream_seq", "streamed, sequential"),
+                            ("plain_conc", "plain, 64 at once"), ("stream_conc", "streamed, 64 at once")):
+            ours, raw = o["ours"][phase], o["httpx"][phase]
+            extra = ""
+            if "ours_on_loop" in o:
+                hop = o["ours_on_loop"][phase]
+                extra = (f"; awaited on its own loop (no hop between the caller's loop and the "
+                         f"dispatcher's thread) {hop['p50_ms'] / raw['p50_ms']:.2f}x and "
+                         f"{hop['cpu_ms_per_call'] / raw['cpu_ms_per_call']:.2f}x")
+            out.append(f"- {what}: ours {ours['p50_ms'] / raw['p50_ms']:.2f}x raw httpx at p50, "
+                       f"{ours['cpu_ms_per_call'] / raw['cpu_ms_per_call']:.2f}x its CPU per call "
+                       f"(+{ours['cpu_ms_per_call'] - raw['cpu_ms_per_call']:.2f} ms){extra}.")
+    for p in r.get("profile", []):
+        cum = {x["where"]: x for x in p["top_ours_cumulative"]}
+        hand = cum.get("llmdispatch_nb/_stream.py:send")
+        if p["streamed"] and hand:
+            out.append(
+                f"- Streamed, {p['concurrency']} at once: handing each text event to the caller's "
+                f"loop (`_stream.py` StreamSink.send -> `call_soon_threadsafe`, one self-pipe write "
+                f"and thread wake-up per event) takes {hand['cum_share']:.0%} of the profiled busy "
+                f"time, {hand['cum_us_per_call']:,.0f} µs per call of 64 events.")
+        if not p["streamed"] and p["concurrency"] > 1:
+            pool = sum(x["self_share"] for x in p["top_others_self"]
+                       if any(k in x["where"] for k in _POOL))
+            if pool:
+                out.append(
+                    f"- Plain, {p['concurrency']} at once: httpcore 1.x's connection-pool "
+                    f"bookkeeping (is_idle / has_expired -> getpeername, is_socket_readable on every "
+                    f"pooled connection, per request) is at least {pool:.0%} of the profiled busy time; "
+                    f"raw httpx pays it too. The openai SDK here runs on httpx2/httpcore2 and LiteLLM "
+                    f"on aiohttp, which do not, so at 64 at once the peers' HTTP stacks differ from "
+                    f"ours and raw httpx's.")
+        if not p["streamed"] and p["concurrency"] == 1:
+            top = ", ".join(f"{x['where'].split('/', 1)[-1]} {x['cum_us_per_call']:,.0f} µs"
+                            for x in p["top_ours_cumulative"][4:9])
+            out.append(f"- Plain, sequential, our largest pieces besides the HTTP exchange "
+                       f"(cumulative µs per call, profiled): {top}.")
+    i = r.get("imports")
+    if i:
+        out.append(f"- `import llmdispatch_nb` takes {i['ratio_llmdispatch_vs_httpx']}x `import httpx` "
+                   f"(the package is lazy); `from llmdispatch_nb import Dispatcher` "
+                   f"{i['ratio_dispatcher_vs_httpx']}x, httpx included.")
+    m = r.get("memory")
+    if m:
+        out.append(f"- Memory: {m['samples'][-1]['rss_mib']} MiB after {m['calls_made']:,} calls, "
+                   f"{m['growth_mib_per_10k_second_half']} MiB per 10,000 calls over the second half; "
+                   f"the ledger's queue stayed at most {max(x['ledger_pending'] for x in m['samples'])}.")
+    sk = r.get("soak")
+    if sk:
+        ok = (sk["lost"] == 0 and sk["calls_with_count_mismatch"] == 0
+              and sk["ledger_rows"] == sk["emulator_total"] == sk["wire_requests"]
+              and sk["early_retries_wire"] == 0 and sk["early_retries_ledger"] == 0)
+        out.append(f"- Soak: {'every check holds' if ok else 'A CHECK FAILED'} (lost {sk['lost']}, "
+                   f"ledger {sk['ledger_rows']} = emulators {sk['emulator_total']} = wire "
+                   f"{sk['wire_requests']}, early retries {sk['early_retries_wire']}/"
+                   f"{sk['early_retries_ledger']}); RSS {sk['rss_mb'][0][1]} -> "
+                   f"{sk['rss_mb'][-1][1]} MiB, {sk.get('rss_growth_second_half_mb', '–')} MiB "
+                   f"of it over the second half.")
+    return ["## Findings", "", *out, ""] if out else []
+
+
 def render(results: dict[str, Any], command: str) -> str:
     out = ["# llmdispatch-nb benchmarks", "",
            f"Written by `{command}` (see bench/README.md). The same figures, by name, are in "
            "bench/results.json.", ""]
     out += machine(results["machine"])
+    out += findings(results)
     if "overhead" in results:
         out += overhead(results["overhead"])
     if results.get("profile"):

@@ -147,6 +147,7 @@ class SoakResult:
     lost_examples: list[str] = field(default_factory=list)
     ledger_rows: int = 0
     emulator_requests: dict[str, int] = field(default_factory=dict)
+    ledger_by_vendor: dict[str, int] = field(default_factory=dict)
     wire_requests: int = 0
     calls_with_count_mismatch: int = 0
     mismatch_examples: list[str] = field(default_factory=list)
@@ -175,10 +176,18 @@ class SoakResult:
             return 0.0
         return round(self.rss_mb[-1][1] - self.rss_mb[0][1], 1)
 
+    @property
+    def rss_growth_second_half_mb(self) -> float:
+        """Resident memory at the end minus halfway through (once caches have filled)."""
+        if len(self.rss_mb) < 2:
+            return 0.0
+        return round(self.rss_mb[-1][1] - self.rss_mb[(len(self.rss_mb) - 1) // 2][1], 1)
+
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["emulator_total"] = self.emulator_total
         out["rss_growth_mb"] = self.rss_growth_mb
+        out["rss_growth_second_half_mb"] = self.rss_growth_second_half_mb
         return out
 
     def summary(self) -> str:
@@ -196,7 +205,7 @@ class SoakResult:
 
 
 def run_soak(calls: int = 20_000, *, concurrency: int = 64, fault_rate: float = 0.25,
-             stream_share: float = 0.5, read_timeout_s: float = 1.0, phases: int = 10,
+             stream_share: float = 0.5, read_timeout_s: float = 2.0, phases: int = 10,
              seed: int = 0, home: str | None = None,
              log: Callable[[str], None] = lambda s: None) -> SoakResult:
     """Run the soak in this process (emulators on loopback threads); see the module doc."""
@@ -243,6 +252,7 @@ async def _soak(n_calls: int, concurrency: int, fault_rate: float, stream_share:
     emu_counts: Counter[str] = Counter()
     faults: Counter[str] = Counter()
     statuses: Counter[str] = Counter()
+    ledger_vendors: Counter[str] = Counter()
     durations: list[float] = []
     started = time.monotonic()
     guard = d.deadline_s + 30.0
@@ -299,6 +309,7 @@ async def _soak(n_calls: int, concurrency: int, fault_rate: float, stream_share:
                 faults.update(r.fault or "none" for r in items)
             rows = await asyncio.to_thread(_phase_rows, ledger, d.session, phase_start)
             statuses.update(f"{r.status}:{r.error_class or ''}" for r in rows)
+            ledger_vendors.update(r.vendor for r in rows)
             _compare(res, ids, sent, rows, port_vendor)
             res.wire_requests += len(sent)
             log(f"  soak phase {p + 1}/{phases}: {done} calls, {res.answered} answered, "
@@ -314,6 +325,7 @@ async def _soak(n_calls: int, concurrency: int, fault_rate: float, stream_share:
     res.call_ms = {f"p{q}": round(pct(durations, q) * 1e3, 1) for q in (50, 90, 99, 100)}
     res.typed_errors = dict(typed)
     res.emulator_requests = dict(emu_counts)
+    res.ledger_by_vendor = dict(ledger_vendors)
     res.faults_injected = dict(faults)
     res.attempts_by_status = dict(statuses)
     res.ledger_rows = await asyncio.to_thread(ledger.count)
@@ -405,7 +417,7 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=20_000)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--phases", type=int, default=10)
-    ap.add_argument("--read-timeout", type=float, default=1.0)
+    ap.add_argument("--read-timeout", type=float, default=2.0)
     args = ap.parse_args()
     res = run_soak(args.calls, concurrency=args.concurrency, phases=args.phases,
                    read_timeout_s=args.read_timeout, log=print)
