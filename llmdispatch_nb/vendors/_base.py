@@ -168,6 +168,18 @@ def load_event_json(event: SSEEvent, vendor: str) -> Any:
         raise ProtocolError("sent a stream event that is not JSON", vendor=vendor) from exc
 
 
+def error_body(response: httpx.Response) -> tuple[Any, Any]:
+    """An error response's JSON body (None when it is not JSON) and its `error` member.
+
+    Leniently: error bodies come from vendors, gateways and proxies alike, and a body that
+    is not what the vendor documents must still become a typed error, never a crash."""
+    try:
+        data = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        return None, None
+    return data, data.get("error") if isinstance(data, dict) else None
+
+
 def parse_retry_after(headers: httpx.Headers, now: float | None = None) -> float | None:
     """Seconds to wait, from `retry-after-ms`, then `retry-after` (seconds or HTTP date)."""
     ms = headers.get("retry-after-ms")

@@ -32,6 +32,7 @@ from ..errors import (
 from ._base import (
     Endpoint,
     StreamParser,
+    error_body,
     parse_retry_after,
     parse_should_retry,
     request_id_of,
@@ -73,11 +74,7 @@ class CompatAdapter(OpenAIAdapter):
 
     def map_error(self, response: httpx.Response, endpoint: Endpoint) -> VendorError:
         status = response.status_code
-        try:
-            data = json.loads(response.content)
-        except ValueError:
-            data = None
-        err = data.get("error") if isinstance(data, dict) else None
+        data, err = error_body(response)
         if isinstance(err, str):
             err = {"message": err}  # Ollama's native shape, vLLM's bare 401
         elif not isinstance(err, dict):

@@ -34,6 +34,7 @@ from ._base import (
     Adapter,
     Endpoint,
     StreamParser,
+    error_body,
     error_class_for_status,
     finish_from,
     load_event_json,
@@ -149,11 +150,7 @@ class OpenAIAdapter(Adapter):
 
     def map_error(self, response: httpx.Response, endpoint: Endpoint) -> VendorError:
         status = response.status_code
-        try:
-            data = json.loads(response.content)
-        except ValueError:
-            data = None
-        err = data.get("error") if isinstance(data, dict) else None
+        data, err = error_body(response)
         if not isinstance(err, dict):
             err = data if isinstance(data, dict) and "message" in data else {}  # vLLM's flat shape
         message = str(err.get("message") or response.reason_phrase or "error")
