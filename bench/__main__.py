@@ -23,7 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import imports, memory, overhead, profile_ours, report, soak
-from bench._common import loadavg, machine
+from bench._common import loadavg, machine, source_version
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = ("imports", "overhead", "profile", "memory", "soak")
@@ -38,6 +38,12 @@ SIZES: dict[str, dict[str, Any]] = {
               "memory": {"calls": 3_000, "budget_s": 40.0, "every": 500},
               "soak": {"calls": 600, "phases": 2}},
 }
+
+
+def stamp() -> dict[str, Any]:
+    """When and on what a section was measured (sections may come from different runs)."""
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "source": source_version(),
+            "loadavg_start": loadavg()}
 
 
 def log(msg: str) -> None:
@@ -73,14 +79,19 @@ def main() -> None:
 
     if "imports" in only:
         log("import times ...")
+        at = stamp()
         results["imports"] = imports.measure(**size["imports"])
+        results["imports"]["measured"] = {**at, "loadavg_end": loadavg()}
         log(f"  {results['imports']['ms']}")
     if "overhead" in only:
         log("per-call overhead (6 clients x 4 phases, interleaved) ...")
+        at = stamp()
         results["overhead"] = overhead.measure(**size["overhead"], log=log)
+        results["overhead"]["measured"] = {**at, "loadavg_end": loadavg()}
         overhead.print_table(results["overhead"])
     if "profile" in only:
         log("profile of the Dispatcher path ...")
+        at = stamp()
         results["profile"] = [
             profile_ours.profile(size["profile"]["calls"]),
             profile_ours.profile(size["profile"]["calls"], concurrency=64),
@@ -88,14 +99,19 @@ def main() -> None:
             profile_ours.profile(max(64, size["profile"]["calls"] // 4), stream=True,
                                  concurrency=64),
         ]
+        for p in results["profile"]:
+            p["measured"] = at
     if "memory" in only:
         log("memory over many calls ...")
+        at = stamp()
         results["memory"] = memory.measure_in_fresh_process(**size["memory"])
+        results["memory"]["measured"] = {**at, "loadavg_end": loadavg()}
     if "soak" in only:
         log("soak ...")
+        at = stamp()
         res = soak.run_soak(size["soak"]["calls"], phases=size["soak"]["phases"], log=log)
         log("  " + res.summary())
-        results["soak"] = res.as_dict()
+        results["soak"] = {**res.as_dict(), "measured": {**at, "loadavg_end": loadavg()}}
 
     results["machine"]["loadavg_end"] = loadavg()
     results["machine"]["bench_minutes"] = round((time.monotonic() - started) / 60, 1)

@@ -171,9 +171,22 @@ PACKAGES = ("llmdispatch-nb", "httpx", "httpcore", "openai", "litellm", "uvicorn
             "ipython", "anyio", "h11")
 
 
+def source_version() -> str:
+    """The commit measured, and whether the package had uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=ROOT, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "llmdispatch_nb"],
+                               capture_output=True, text=True, cwd=ROOT, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + (" (llmdispatch_nb has uncommitted changes)" if dirty else "")
+
+
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     return {
+        "source": source_version(),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu_model": _cpu_model(),
         "cores": os.cpu_count(),

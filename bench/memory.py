@@ -97,7 +97,8 @@ def measure(calls: int = 100_000, budget_s: float = 300.0, concurrency: int = 32
         "rss_before_dispatcher_mib": round(rss_before, 1), "ledger_rows": rows,
         "samples": samples,
         "growth_mib_per_10k_second_half": round(growth, 3),
-        "extrapolated_rss_at_100k_mib": round(last["rss_mib"] + growth * (100_000 - done) / 10_000, 1),
+        "extrapolated_rss_at_100k_mib": round(
+            last["rss_mib"] + max(0.0, growth) * (100_000 - done) / 10_000, 1),
         "loadavg_end": loadavg(),
     }
 

@@ -31,15 +31,25 @@ def machine(m: dict[str, Any]) -> list[str]:
     pk = ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
     return [f"- Date: {m['date']}",
             f"- Machine: {m['cores']} cores, {m['memory_gib']} GiB, CPU {m['cpu_model']}, {m['os']}",
-            f"- Python: {m['python']}",
+            f"- Python: {m['python']}; llmdispatch-nb at commit {m.get('source', 'unknown')}",
             f"- Packages: {pk}",
             f"- Load average (1/5/15 min) at start: {_load(m['loadavg_start'])}; at end: "
             f"{_load(m.get('loadavg_end'))}. This machine is shared with other jobs (2 cores): "
             f"absolute figures are inflated by it; the ratios come from interleaved runs.", ""]
 
 
+def measured(section: dict[str, Any]) -> list[str]:
+    m = section.get("measured")
+    if not m:
+        return []
+    end = f", at the end {_load(m['loadavg_end'])}" if m.get("loadavg_end") else ""
+    return [f"_Measured {m['date']} at commit {m['source']}; load average at the start "
+            f"{_load(m['loadavg_start'])}{end}._", ""]
+
+
 def overhead(o: dict[str, Any]) -> list[str]:
     out = ["## 1. Per-call overhead (OpenAI emulator on loopback, its own process, time_scale 0)", "",
+           *measured(o),
            f"{o['n_seq']} sequential and {o['n_conc']} concurrent ({o['concurrency']} at once) "
            f"calls per client and phase, in {o['rounds']} interleaved rounds (order rotated each "
            f"round), each client in its own worker process. 64 output tokens per answer. "
@@ -108,6 +118,8 @@ def profile(ps: list[dict[str, Any]]) -> list[str]:
            "cProfile in the caller's and the dispatcher's loop threads (waiting in the selector "
            "or on a lock left out), same setup as `ours`; per-thread CPU from /proc. cProfile's "
            "own cost per Python call inflates Python-heavy code; read shares, not absolutes.", ""]
+    if ps:
+        out += measured(ps[0])
     for p in ps:
         kind = "streamed" if p["streamed"] else "plain"
         out.append(f"### {p['calls']} {kind} calls, {p['concurrency']} at once "
@@ -129,7 +141,7 @@ def profile(ps: list[dict[str, Any]]) -> list[str]:
 
 
 def imports(i: dict[str, Any]) -> list[str]:
-    out = ["## 2. Import time (fresh interpreters)", "",
+    out = ["## 2. Import time (fresh interpreters)", "", *measured(i),
            f"Median of {i['runs']} runs (LiteLLM: fewer), interpreter start subtracted; "
            "`%load_ext` is an IPython `InteractiveShell` that loads the extension minus the same "
            "shell without it (the shell's own start is the row above it). LiteLLM with "
@@ -147,7 +159,7 @@ def imports(i: dict[str, Any]) -> list[str]:
 
 
 def memory(m: dict[str, Any]) -> list[str]:
-    out = ["## 3. Memory over many calls (Dispatcher, ledger on)", "",
+    out = ["## 3. Memory over many calls (Dispatcher, ledger on)", "", *measured(m),
            f"{m['calls_made']:,} calls made of {m['calls_requested']:,} asked "
            f"({m['concurrency']} at once, distinct prompts, time budget {m['budget_s']:.0f} s"
            + ("; stopped by the budget" if m["stopped_by_budget"] else "") + "). "
@@ -163,16 +175,19 @@ def memory(m: dict[str, Any]) -> list[str]:
              x["elapsed_s"], x["emulator_rss_mib"]] for x in picked]
     out += _table(["calls", "RSS MiB", "ledger queue", "Python objects", "elapsed s",
                    "emulator RSS MiB (other process)"], rows)
-    out.append(f"Growth over the second half of the run: {m['growth_mib_per_10k_second_half']} MiB "
-               f"per 10,000 calls" + (f"; extrapolated to 100,000 calls: "
-                                      f"{m['extrapolated_rss_at_100k_mib']} MiB"
-                                      if m["stopped_by_budget"] else "") + ".")
+    g = m["growth_mib_per_10k_second_half"]
+    line = f"Growth over the second half of the run: {g} MiB per 10,000 calls"
+    if g <= 0.5:
+        line += " (none measurable: the samples wander by a few MiB as allocator arenas come and go)"
+    elif m["stopped_by_budget"]:
+        line += f"; extrapolated to 100,000 calls: {m['extrapolated_rss_at_100k_mib']} MiB"
+    out.append(line + ".")
     return [*out, ""]
 
 
 def soak(s: dict[str, Any]) -> list[str]:
     st = s["settings"]
-    out = ["## 4. Reliability soak (four emulated vendors, in process)", "",
+    out = ["## 4. Reliability soak (four emulated vendors, in process)", "", *measured(s),
            f"{s['calls']:,} calls, {st['concurrency']} at once, {st['stream_share']:.0%} streamed, "
            f"{st['fault_rate']:.0%} of answers faulty per vendor, mix: {', '.join(st['fault_mix'])}. "
            f"Fallbacks: every call lists the four vendors. Retry: {st['retry']}. Breaker: "
@@ -202,6 +217,10 @@ def soak(s: dict[str, Any]) -> list[str]:
         ["call wall time ms", ", ".join(f"{k} {v:,.0f}" for k, v in s["call_ms"].items()), ""],
     ]
     out += _table(["", "count", "note"], rows)
+    out.append("Resident memory here is that of one process holding the four emulators, the "
+               "client and this checker (which reads each phase's ledger rows back): section 3 "
+               "measures the Dispatcher alone.")
+    out.append("")
     out.append("Faults served: " + ", ".join(f"{k} {v}" for k, v in sorted(
         s["faults_injected"].items(), key=lambda kv: -kv[1])) + ".")
     out.append("")
@@ -241,10 +260,10 @@ def findings(r: dict[str, Any]) -> list[str]:
         hand = cum.get("llmdispatch_nb/_stream.py:send")
         if p["streamed"] and hand:
             out.append(
-                f"- Streamed, {p['concurrency']} at once: handing each text event to the caller's "
-                f"loop (`_stream.py` StreamSink.send -> `call_soon_threadsafe`, one self-pipe write "
-                f"and thread wake-up per event) takes {hand['cum_share']:.0%} of the profiled busy "
-                f"time, {hand['cum_us_per_call']:,.0f} µs per call of 64 events.")
+                f"- Streamed, {p['concurrency']} at once: handing the text events to the caller's "
+                f"loop (`_stream.py` StreamSink.send, across threads) takes {hand['cum_share']:.0%} "
+                f"of the profiled busy time, {hand['cum_us_per_call']:,.0f} µs per call of 64 "
+                f"events.")
         if not p["streamed"] and p["concurrency"] > 1:
             pool = sum(x["self_share"] for x in p["top_others_self"]
                        if any(k in x["where"] for k in _POOL))
@@ -268,7 +287,8 @@ def findings(r: dict[str, Any]) -> list[str]:
                    f"{i['ratio_dispatcher_vs_httpx']}x, httpx included.")
     m = r.get("memory")
     if m:
-        out.append(f"- Memory: {m['samples'][-1]['rss_mib']} MiB after {m['calls_made']:,} calls, "
+        out.append(f"- Memory: {m['samples'][-1]['rss_mib']} MiB after {m['calls_made']:,} calls"
+                   f"{' (the time budget ran out before 100,000)' if m['stopped_by_budget'] else ''}, "
                    f"{m['growth_mib_per_10k_second_half']} MiB per 10,000 calls over the second half; "
                    f"the ledger's queue stayed at most {max(x['ledger_pending'] for x in m['samples'])}.")
     sk = r.get("soak")
