@@ -89,12 +89,14 @@ async def make_httpx(base: str) -> tuple[Call, Call, Callable[[], Awaitable[None
         parts: list[str] = []
         async with client.stream("POST", url, content=stream_body, headers=headers) as r:
             assert r.status_code == 200
+            # Read to the end of the body, past [DONE], as the SDKs and our dispatcher do:
+            # leaving early closes the connection instead of returning it to the pool.
             async for line in r.aiter_lines():
                 if not line.startswith("data:"):
                     continue
                 payload = line[5:].strip()
                 if payload == "[DONE]":
-                    break
+                    continue
                 choices = json.loads(payload).get("choices")
                 if choices:
                     piece = choices[0]["delta"].get("content")
