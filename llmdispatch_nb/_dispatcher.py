@@ -3,9 +3,10 @@
     send / asend      -> Response
     stream / astream  -> Stream / AsyncStream of events, then .response
 
-All network work happens on the dispatcher's own loop (see `_loop.py`) over one pooled
-`httpx.AsyncClient`. Latency and time to first token are measured from the moment the
-request is handed to httpx.
+Sync calls run on the dispatcher's own loop thread (see `_loop.py`); async calls run on
+the caller's loop, each loop with its own pooled `httpx.AsyncClient` (`_clients.py`).
+Breaker, limiter, budget and ledger are shared by all of them (thread-safe). Latency and
+time to first token are measured from the moment the request is handed to httpx.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -22,6 +24,7 @@ import httpx
 from . import _config
 from ._attempt import Exchange, send_plain, send_stream
 from ._call import NO_OPTIONS, CallOptions, CallState, request_params, split_options
+from ._clients import LoopClients
 from ._loop import LoopThread
 from ._recorded import serve_recorded
 from ._stream import AsyncStream, Stream, StreamSink
@@ -70,6 +73,9 @@ from .routing import (
 from .vendors import Endpoint, adapter_for
 
 RecordSink = Callable[[CallRecord], None]
+
+_LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 # Less time than this left before the call's deadline: start no new attempt. One started
 # anyway could not answer in time; it would only race the deadline and blame the vendor.
@@ -142,8 +148,8 @@ class Dispatcher:
                                 for ep in self.endpoints.values() for m in ep.models[:8]],)).start()
         self.session = session or new_call_id()[:12]
         self._loop = LoopThread()
-        self._client = client
-        self._own_client = client is None
+        self._client = client  # the caller's own client: used on our loop only
+        self._clients = LoopClients(self._new_client)
         if ledger is None:
             from .ledger import default_ledger
 
@@ -166,6 +172,7 @@ class Dispatcher:
         for path in [replay] if isinstance(replay, str) else list(replay or ()):
             self.load_replay(path)
         self._sinks: list[RecordSink] = []
+        self._tasks: set[asyncio.Task[Response]] = set()
         self._closed = False
 
     # -- configuration ----------------------------------------------------------------
@@ -186,17 +193,33 @@ class Dispatcher:
     def aliases(self) -> dict[str, str]:
         return self.resolver.aliases
 
+    def _new_client(self) -> httpx.AsyncClient:
+        # One connection pool per vendor host. httpcore walks every connection of a pool
+        # each time a request starts or ends, and closes idle connections whenever the
+        # pool holds more than it keeps alive; one pool shared by four vendors at 50 calls
+        # each spent more CPU on that, and on reconnecting, than on the calls.
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+        # Loopback (the emulators, a local Ollama) never goes through an HTTP(S)_PROXY
+        # from the environment, which would otherwise swallow every demo call. A remote
+        # host gets a pool of its own only when no proxy is set (httpx applies those).
+        proxied = any(k != "no" for k in urllib.request.getproxies_environment())
+        mounts: dict[str, httpx.AsyncBaseTransport | None] = {
+            f"all://{host}": httpx.AsyncHTTPTransport(limits=limits) for host in _LOOPBACK}
+        for ep in self.endpoints.values():
+            url = httpx.URL(ep.base_url)
+            if url.host and (not proxied or url.host in _LOOPBACK_NAMES):
+                host = f"[{url.host}]" if ":" in url.host else url.host
+                where = f"{host}:{url.port}" if url.port else host
+                mounts.setdefault(f"all://{where}", httpx.AsyncHTTPTransport(limits=limits))
+        return httpx.AsyncClient(timeout=self.timeout, limits=limits, mounts=mounts)
+
     def _client_for_loop(self) -> httpx.AsyncClient:
-        if self._client is None:
-            limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-            # Loopback (the emulators, a local Ollama) never goes through an HTTP(S)_PROXY
-            # from the environment, which would otherwise swallow every demo call.
-            direct = httpx.AsyncHTTPTransport(limits=limits)
-            self._client = httpx.AsyncClient(
-                timeout=self.timeout, limits=limits,
-                mounts={f"all://{host}": direct for host in ("127.0.0.1", "localhost", "[::1]")},
-            )
-        return self._client
+        return self._client if self._client is not None else self._clients.get()
+
+    def _runs_here(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether an async call runs on the caller's loop `loop` rather than ours: yes,
+        unless the caller gave us their own client (its connections live on our loop)."""
+        return self._client is None and loop is not self._loop.running_loop
 
     # -- public API -------------------------------------------------------------------
 
@@ -217,6 +240,9 @@ class Dispatcher:
     async def asend(self, prompt: Any, target: str | None = None, **params: Any) -> Response:
         opts = split_options(params)
         req = self.request(prompt, target, **params)
+        if self._runs_here(asyncio.get_running_loop()):
+            await self._clients.adopt()
+            return await self._call(req, None, opts)
         return await self._loop.arun(self._call(req, None, opts))
 
     def stream(self, prompt: Any, target: str | None = None, **params: Any) -> Stream:
@@ -230,9 +256,21 @@ class Dispatcher:
     def astream(self, prompt: Any, target: str | None = None, **params: Any) -> AsyncStream:
         opts = split_options(params)
         req = self.request(prompt, target, **params)
-        s = AsyncStream(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        if self._runs_here(loop):
+            s = AsyncStream(loop, same_loop=True)
+            task = loop.create_task(self._call_here(req, s.sink, opts))
+            self._tasks.add(task)  # a task nobody holds may be collected mid-call
+            task.add_done_callback(self._tasks.discard)
+            s.attach(task)
+            return s
+        s = AsyncStream(loop)
         s.attach(self._loop.submit(self._call(req, s.sink, opts)))
         return s
+
+    async def _call_here(self, req: Request, sink: StreamSink, opts: CallOptions) -> Response:
+        await self._clients.adopt()
+        return await self._call(req, sink, opts)
 
     def models(self, vendor: str) -> list[str]:
         """The models a vendor lists (asks its models endpoint)."""
@@ -259,9 +297,10 @@ class Dispatcher:
         if self._closed:
             return
         self._closed = True
-        if self._client is not None and self._own_client:
+        self._clients.close_others(self._loop.running_loop)
+        if self._loop.running_loop is not None:
             try:
-                self._loop.run(self._client.aclose())
+                self._loop.run(self._clients.aclose_here())
             except Exception:
                 pass
         self._loop.stop()
@@ -269,6 +308,17 @@ class Dispatcher:
             self.ledger.flush()
         if self.sim is not None:
             self.sim.close()
+
+    async def aclose(self) -> None:
+        """`close()` for async code: also waits for this loop's connections to close."""
+        await self._clients.aclose_here()
+        await asyncio.to_thread(self.close)
+
+    async def __aenter__(self) -> Dispatcher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     def __enter__(self) -> Dispatcher:
         return self

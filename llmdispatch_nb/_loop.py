@@ -43,6 +43,11 @@ class LoopThread:
                     self._loop = loop
         return self._loop
 
+    @property
+    def running_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop if its thread has started (unlike `loop`, never starts it)."""
+        return self._loop
+
     def in_loop_thread(self) -> bool:
         return self._thread is not None and threading.current_thread() is self._thread
 

@@ -1,5 +1,6 @@
 """Streams handed to callers: events cross from the dispatcher's loop to the caller's
-thread (a `queue.Queue`) or the caller's loop (`call_soon_threadsafe`), never blocking it.
+thread (a `queue.Queue`) or the caller's loop (`call_soon_threadsafe`), never blocking it;
+an async call that runs on the caller's own loop queues its events directly.
 
 Iterate for `TextDelta`, `UsageUpdate` and `Finish` events; afterwards `.response` is the
 whole `Response` (or iteration raised the call's typed error). Breaking out of the loop,
@@ -13,7 +14,7 @@ import concurrent.futures
 import queue
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from ._types import Response, StreamEvent, TextDelta
@@ -34,9 +35,14 @@ class StreamSink:
         self._put(event)
 
 
+# The running call: a concurrent future (on the dispatcher's loop) or a task (on the
+# caller's loop); both have done / cancel / result / add_done_callback.
+Running = concurrent.futures.Future[Response] | asyncio.Task[Response]
+
+
 class _Base:
     def __init__(self) -> None:
-        self._future: concurrent.futures.Future[Response] | None = None
+        self._future: Running | None = None
         self.response: Response | None = None
         self._parts: list[str] = []
 
@@ -96,7 +102,7 @@ class Stream(_Base):
 
 
 class AsyncStream(_Base):
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, same_loop: bool = False) -> None:
         super().__init__()
         self._loop = loop
         self._q: asyncio.Queue[Any] = asyncio.Queue()
@@ -106,9 +112,12 @@ class AsyncStream(_Base):
         self._pending: deque[Any] = deque()
         self._lock = threading.Lock()
         self._wake_scheduled = False
-        self.sink = StreamSink(self._put)
+        # Produced on the caller's own loop: straight into the queue.
+        self._deliver: Callable[[Any], None] = (
+            self._q.put_nowait if same_loop else self._put_threadsafe)
+        self.sink = StreamSink(self._deliver)
 
-    def _put(self, item: Any) -> None:
+    def _put_threadsafe(self, item: Any) -> None:
         """On the dispatcher's thread: queue `item`; wake the caller's loop if it sleeps."""
         with self._lock:
             self._pending.append(item)
@@ -128,9 +137,9 @@ class AsyncStream(_Base):
         for item in items:
             self._q.put_nowait(item)
 
-    def attach(self, future: concurrent.futures.Future[Response]) -> None:
+    def attach(self, future: Running) -> None:
         self._future = future
-        future.add_done_callback(lambda _: self._put(_END))
+        future.add_done_callback(lambda _: self._deliver(_END))
 
     async def __aiter__(self) -> AsyncIterator[StreamEvent]:
         try:

@@ -16,13 +16,15 @@ request back every second, up to 60 saved). A request larger than a whole minute
 allowance waits for a full bucket and then overdraws it, so later calls pay the debt.
 `Lease.settle(actual)` corrects the tokens taken to what the vendor reported.
 
-Runs on one asyncio loop without locks (the dispatcher runs every call on its loop); do
-not share one limiter across loops or threads.
+One limiter serves calls from several threads and event loops at once (async callers'
+calls run on their own loops, sync ones on the dispatcher's): its state changes under a
+lock, never held across an await, and a waiter is woken on its own loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -96,12 +98,34 @@ def _rebucket(old: _Bucket | None, per_minute: float | None, now: float) -> _Buc
     return new
 
 
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class _Waiter:
-    __slots__ = ("event", "tokens")
+    """A call waiting for room. `wake` may come from any thread (a call on another loop
+    releasing its slot); the waiter sleeps on a future of its own loop."""
+
+    __slots__ = ("fut", "loop", "thread", "tokens")
 
     def __init__(self, tokens: int) -> None:
         self.tokens = tokens
-        self.event = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+        self.thread = threading.get_ident()
+        self.fut: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        fut = self.fut
+        if fut is None or fut.done():
+            return
+        if threading.get_ident() == self.thread:
+            fut.set_result(None)
+            return
+        try:
+            self.loop.call_soon_threadsafe(_resolve, fut)
+        except RuntimeError:  # its loop has closed: nobody is waiting any more
+            pass
 
 
 class _KeyState:
@@ -117,7 +141,7 @@ class _KeyState:
 
     def wake_head(self) -> None:
         if self.queue:
-            self.queue[0].event.set()
+            self.queue[0].wake()
 
     def why_full(self, tokens: int, now: float, ahead: int) -> str:
         if ahead:
@@ -154,23 +178,27 @@ class Lease:
         """Count `actual_tokens` instead of the estimate (a refund or an extra charge)."""
         delta = self.tokens - actual_tokens
         self.tokens = actual_tokens
-        if not delta:
+        if not delta or not self._states:
             return
-        now = self._limiter.clock()
-        for s in self._states:
-            if s.tpm is not None:
-                s.tpm.refill(now)
-                s.tpm.level = min(s.tpm.capacity, s.tpm.level + delta)
-                s.wake_head()
+        with self._limiter._lock:
+            now = self._limiter.clock()
+            for s in self._states:
+                if s.tpm is not None:
+                    s.tpm.refill(now)
+                    s.tpm.level = min(s.tpm.capacity, s.tpm.level + delta)
+                    s.wake_head()
 
     def release(self) -> None:
         if self._released:
             return
         self._released = True
-        for s in self._states:
-            if s.limit.concurrent is not None:
-                s.in_flight -= 1
-                s.wake_head()
+        if not self._states:
+            return
+        with self._limiter._lock:
+            for s in self._states:
+                if s.limit.concurrent is not None:
+                    s.in_flight -= 1
+                    s.wake_head()
 
 
 class RateLimiter:
@@ -185,12 +213,17 @@ class RateLimiter:
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
         self.clock = clock
         self._sleep = sleep
+        self._lock = threading.RLock()
         self._states: dict[str, _KeyState] = {}
         for key, limit in (limits or {}).items():
             self.set_limit(key, limit)
 
     def set_limit(self, key: str, limit: Limit | None) -> None:
         """Limit `key` (None removes its limit). Calls in flight and waiting still count."""
+        with self._lock:
+            self._set_limit(key, limit)
+
+    def _set_limit(self, key: str, limit: Limit | None) -> None:
         now = self.clock()
         s = self._states.get(key)
         if s is None:
@@ -227,42 +260,48 @@ class RateLimiter:
         `self.clock`) passes first. Its `retryable` is False: the call's own deadline is
         what ran out.
         """
-        states = tuple(self._states[k] for k in dict.fromkeys(keys) if k in self._states)
+        got = self._states.get
+        states = tuple(s for k in dict.fromkeys(keys) if (s := got(k)) is not None)
         if not states:
             return Lease(self, (), tokens)
-        now = self.clock()
-        if not any(s.queue for s in states) and self._room(states, tokens, now) == 0.0:
-            self._take(states, tokens)
-            return Lease(self, states, tokens)
-        w = _Waiter(tokens)
-        for s in states:
-            s.queue.append(w)
+        with self._lock:
+            now = self.clock()
+            if not any(s.queue for s in states) and self._room(states, tokens, now) == 0.0:
+                self._take(states, tokens)
+                return Lease(self, states, tokens)
+            w = _Waiter(tokens)
+            for s in states:
+                s.queue.append(w)
         try:
             while True:
-                now = self.clock()
-                wait: float | None = None
-                if all(s.queue[0] is w for s in states):
-                    wait = self._room(states, tokens, now)
-                    if wait == 0.0:
-                        self._take(states, tokens)
-                        return Lease(self, states, tokens)
-                if deadline is not None:
-                    left = deadline - now
-                    if left <= 0:
-                        raise self._gave_up(states, w, tokens, now)
-                    wait = left if wait is None else min(wait, left)
-                w.event.clear()
-                await self._wait(w.event, wait)
+                with self._lock:
+                    now = self.clock()
+                    wait: float | None = None
+                    if all(s.queue[0] is w for s in states):
+                        wait = self._room(states, tokens, now)
+                        if wait == 0.0:
+                            self._take(states, tokens)
+                            return Lease(self, states, tokens)
+                    if deadline is not None:
+                        left = deadline - now
+                        if left <= 0:
+                            raise self._gave_up(states, w, tokens, now)
+                        wait = left if wait is None else min(wait, left)
+                    # A wake from now on (any thread) resolves this future.
+                    w.fut = fut = w.loop.create_future()
+                await self._wait(fut, wait)
         finally:
-            for s in states:
-                if s.queue and s.queue[0] is w:
-                    s.queue.popleft()
-                else:
-                    try:
-                        s.queue.remove(w)
-                    except ValueError:  # the key's limit was removed meanwhile
-                        pass
-                s.wake_head()
+            with self._lock:
+                w.fut = None
+                for s in states:
+                    if s.queue and s.queue[0] is w:
+                        s.queue.popleft()
+                    else:
+                        try:
+                            s.queue.remove(w)
+                        except ValueError:  # the key's limit was removed meanwhile
+                            pass
+                    s.wake_head()
 
     # -- internals --------------------------------------------------------------------
 
@@ -291,13 +330,12 @@ class RateLimiter:
             if s.tpm is not None:
                 s.tpm.level -= tokens
 
-    async def _wait(self, event: asyncio.Event, timeout: float | None) -> None:
+    async def _wait(self, woken: asyncio.Future[None], timeout: float | None) -> None:
         if timeout is None:
-            await event.wait()
+            await woken
             return
-        if event.is_set():
+        if woken.done():
             return
-        woken = asyncio.ensure_future(event.wait())
         slept = asyncio.ensure_future(self._sleep(timeout))
         try:
             await asyncio.wait((woken, slept), return_when=asyncio.FIRST_COMPLETED)
@@ -320,6 +358,10 @@ class RateLimiter:
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Per key: calls in flight, what is left of each rate, how many wait."""
+        with self._lock:
+            return self._snapshot()
+
+    def _snapshot(self) -> dict[str, dict[str, Any]]:
         now = self.clock()
         out: dict[str, dict[str, Any]] = {}
         for key, s in sorted(self._states.items()):

@@ -1,0 +1,95 @@
+"""One pooled `httpx.AsyncClient` per event loop the dispatcher's calls run on.
+
+Async callers' calls run on the caller's own loop (no hop to the dispatcher's thread and
+back, which cost about a third of our per-call overhead); sync calls run on the
+dispatcher's loop thread. An httpx client's connections belong to the loop that opened
+them, so each loop gets its own client.
+
+A caller's loop may end before the dispatcher does (`asyncio.run` per cell or per script).
+Its client is closed when the loop shuts down: `adopt` starts a small async generator on
+that loop, and every loop closes the async generators still open as it shuts down
+(`loop.shutdown_asyncgens`, which `asyncio.run` calls), which runs its `finally`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Callable
+
+import httpx
+
+
+class LoopClients:
+    def __init__(self, make: Callable[[], httpx.AsyncClient]) -> None:
+        self._make = make
+        self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+        self._closers: dict[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def get(self) -> httpx.AsyncClient:
+        """The running loop's client (made on first use)."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = self._make()
+        return client
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    async def adopt(self) -> None:
+        """Make sure the running loop has a client, closed when the loop shuts down."""
+        loop = asyncio.get_running_loop()
+        if loop in self._closers:
+            return
+        closer = self._close_at_end(loop, self.get())
+        self._closers[loop] = closer
+        await closer.asend(None)
+
+    async def _close_at_end(self, loop: asyncio.AbstractEventLoop,
+                            client: httpx.AsyncClient) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            self._closers.pop(loop, None)
+            if self._clients.get(loop) is client:
+                del self._clients[loop]
+            await client.aclose()
+
+    async def aclose_here(self) -> None:
+        """Close the running loop's client, if it has one."""
+        loop = asyncio.get_running_loop()
+        closer = self._closers.get(loop)
+        if closer is not None:
+            await closer.aclose()
+            return
+        client = self._clients.pop(loop, None)
+        if client is not None:
+            await client.aclose()
+
+    def close_others(self, own: asyncio.AbstractEventLoop | None) -> None:
+        """Close the clients of the loops other than `own` (from a sync `close()`)."""
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for loop in list(self._clients):
+            if loop is own:
+                continue
+            if loop.is_closed():
+                # Its connections went with it; nothing can be awaited there any more.
+                self._clients.pop(loop, None)
+                self._closers.pop(loop, None)
+            elif loop is running:
+                # A sync close() inside that loop cannot wait for it: close as soon as the
+                # caller yields (and, failing that, when the loop shuts down).
+                task = loop.create_task(self.aclose_here())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+            elif loop.is_running():
+                fut = asyncio.run_coroutine_threadsafe(self.aclose_here(), loop)
+                try:
+                    fut.result(timeout=5)
+                except Exception:  # timed out, or that loop stopped meanwhile
+                    fut.cancel()
+            # A loop neither running nor closed closes its client when it shuts down.

@@ -1,0 +1,141 @@
+"""Async calls run on the caller's own event loop (no hop to the dispatcher's thread), with
+a client per loop that closes when that loop ends; the shared limiter serves calls on
+several loops and threads at once. Over loopback against the OpenAI emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from itertools import pairwise
+
+import httpx
+import pytest
+
+from llmdispatch_nb import CallRecord, Dispatcher, Endpoint, Secret, TextDelta
+from llmdispatch_nb.ledger import MemoryLedger
+from llmdispatch_nb.resilience import Limit, RetryPolicy
+from llmdispatch_nb.sim import SimServer
+from tests.conftest import CANARY_KEY
+
+TARGET = "openai:gpt-4o-mini"
+
+
+def make(sim: SimServer, **kw: object) -> Dispatcher:
+    ep = Endpoint("openai", "openai", sim.base_url("openai"), key=Secret(CANARY_KEY),
+                  simulated=True)
+    return Dispatcher([ep], dotenv=False, ledger=MemoryLedger(), retry=RetryPolicy.none(),
+                      timeout=httpx.Timeout(5.0, connect=5.0), **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def d(openai_sim: SimServer) -> Iterator[Dispatcher]:
+    openai_sim.emulators["openai"].reset()
+    disp = make(openai_sim)
+    yield disp
+    disp.close()
+
+
+def test_async_calls_run_on_the_callers_thread_and_sync_ones_on_the_dispatchers(
+        d: Dispatcher) -> None:
+    threads: list[str] = []
+    d.on_record(lambda rec: threads.append(threading.current_thread().name))
+
+    async def main() -> None:
+        await d.asend("async, plain", TARGET)
+        async for _ in d.astream("async, streamed", TARGET):
+            pass
+
+    asyncio.run(main())
+    me = threading.current_thread().name
+    assert threads == [me, me]
+    assert not any(t.name == "llmdispatch-loop" for t in threading.enumerate()), \
+        "async calls alone need no loop thread"
+    d.send("sync", TARGET)
+    assert threads[-1] == "llmdispatch-loop"
+
+
+def test_the_callers_client_closes_when_its_loop_ends(d: Dispatcher) -> None:
+    seen: list[httpx.AsyncClient] = []
+
+    async def main() -> str:
+        r = await d.asend("first loop", TARGET)
+        seen.append(d._client_for_loop())
+        return r.text
+
+    assert asyncio.run(main())
+    assert seen[0].is_closed and len(d._clients) == 0
+    # A second asyncio.run gets a fresh client; the dispatcher works on, undisturbed.
+    assert asyncio.run(main()) and seen[1] is not seen[0] and seen[1].is_closed
+
+
+def test_async_with_closes_the_dispatcher_and_its_connections(openai_sim: SimServer) -> None:
+    async def main() -> tuple[httpx.AsyncClient, str]:
+        async with make(openai_sim) as disp:
+            text = (await disp.asend("inside async with", TARGET)).text
+            client = disp._client_for_loop()
+        assert client.is_closed
+        return client, text
+
+    _, text = asyncio.run(main())
+    assert text
+
+
+def test_close_from_inside_the_callers_loop_still_closes_its_client(
+        openai_sim: SimServer) -> None:
+    async def main() -> httpx.AsyncClient:
+        disp = make(openai_sim)
+        await disp.asend("then a sync close", TARGET)
+        client = disp._client_for_loop()
+        disp.close()  # sync, inside the running loop: it cannot wait there
+        await asyncio.sleep(0.05)
+        return client
+
+    assert asyncio.run(main()).is_closed
+
+
+def test_breaking_out_of_an_async_stream_cancels_the_call(d: Dispatcher) -> None:
+    async def main() -> str:
+        s = d.astream("A long answer, please.", TARGET, max_tokens=400)
+        async for ev in s:
+            assert isinstance(ev, TextDelta)
+            break
+        await asyncio.sleep(0.05)
+        assert s._future is not None and s._future.cancelled()
+        return (await d.asend("still fine?", TARGET)).text
+
+    assert asyncio.run(main())
+    statuses = [r.status for r in d.ledger.records]
+    assert statuses == ["cancelled", "ok"]
+
+
+def test_one_limiter_serves_loops_in_several_threads_one_call_at_a_time(
+        openai_sim: SimServer) -> None:
+    # Each thread runs its own loop; a slot freed on one loop must wake a call waiting on
+    # another, or these calls would wait until the deadline.
+    disp = make(openai_sim, limits={"openai": Limit(concurrent=1)}, deadline_s=30)
+    records: list[CallRecord] = []
+    disp.on_record(records.append)
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        async def main() -> None:
+            await asyncio.gather(*(disp.asend(f"thread {n} call {i}", TARGET, max_tokens=30)
+                                   for i in range(6)))
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    disp.close()
+    assert not errors and len(records) == 18 and all(r.status == "ok" for r in records)
+    # One at a time: each attempt started after the one before it had finished.
+    spans = sorted((r.timestamp, r.timestamp + (r.latency_s or 0)) for r in records)
+    assert all(start >= prev_end - 0.002 for (_, prev_end), (start, _) in pairwise(spans))
+    assert disp.limiter.snapshot()["openai"]["in_flight"] == 0
+    assert disp.limiter.snapshot()["openai"]["waiting"] == 0
