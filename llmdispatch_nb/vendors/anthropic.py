@@ -49,6 +49,7 @@ from ._base import (
     load_event_json,
     parse_retry_after,
     parse_should_retry,
+    post_json,
     read_json,
     request_id_of,
 )
@@ -161,8 +162,7 @@ class AnthropicAdapter(Adapter):
             **self.auth_headers(endpoint),
         }
         content = json.dumps(self.body(request, model, stream=stream)).encode()
-        return httpx.Request("POST", self.api_url(endpoint, "messages"), headers=headers,
-                             content=content)
+        return post_json(self.api_url(endpoint, "messages"), headers, content)
 
     # -- response --------------------------------------------------------------------
 

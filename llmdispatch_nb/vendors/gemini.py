@@ -51,6 +51,7 @@ from ._base import (
     load_event_json,
     parse_retry_after,
     parse_should_retry,
+    post_json,
     read_json,
     request_id_of,
 )
@@ -256,7 +257,7 @@ class GeminiAdapter(Adapter):
             **self.headers(endpoint),
         }
         content = json.dumps(self.body(request, model, endpoint)).encode()
-        return httpx.Request("POST", url, params=params, headers=headers, content=content)
+        return post_json(url, headers, content, params)
 
     # -- response --------------------------------------------------------------------
 

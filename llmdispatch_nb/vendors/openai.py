@@ -40,6 +40,7 @@ from ._base import (
     load_event_json,
     parse_retry_after,
     parse_should_retry,
+    post_json,
     read_json,
     request_id_of,
 )
@@ -114,7 +115,7 @@ class OpenAIAdapter(Adapter):
             **self.auth_headers(endpoint),
         }
         content = json.dumps(self.body(request, model, endpoint, stream=stream)).encode()
-        return httpx.Request("POST", self.chat_url(model, endpoint), headers=headers, content=content)
+        return post_json(self.chat_url(model, endpoint), headers, content)
 
     # -- response --------------------------------------------------------------------
 
