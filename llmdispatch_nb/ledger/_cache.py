@@ -32,6 +32,11 @@ Policy = Callable[[Request], bool]
 Chunks = tuple[tuple[float, str], ...]
 
 
+# One encoder for every key: json.dumps with options builds a new encoder per call, which
+# cost more than the hash (this runs once per call, on the caller's path).
+_canonical = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
+
+
 def key_for(vendor: str, model: str, request: Request) -> str:
     """The cache (and replay) key of sending `request` to `vendor`'s `model`."""
     payload = {
@@ -47,7 +52,7 @@ def key_for(vendor: str, model: str, request: Request) -> str:
         "stop": list(request.stop),
         "seed": request.seed,
     }
-    text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    text = _canonical(payload)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
