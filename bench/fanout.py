@@ -213,8 +213,13 @@ async def raw_fan_out(urls: dict[str, str], n: int, max_tokens: int, cap: int) -
 
     eps = {ep.name: ep for ep in endpoints(urls)}
     gates = {v: asyncio.Semaphore(cap) for v in VENDORS}
-    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0), limits=httpx.Limits(
-            max_connections=256, max_keepalive_connections=64)) as client:
+    # A client (a connection pool) per vendor, keeping every connection alive, as the
+    # Dispatcher does: one pool shared by all four vendors spends its CPU walking the
+    # pool and reconnecting (httpcore closes idle connections above its keep-alive limit).
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    clients = {v: httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0), limits=limits)
+               for v in VENDORS}
+    try:
 
         async def one(i: int) -> None:
             vendor = VENDORS[i % len(VENDORS)]
@@ -223,13 +228,16 @@ async def raw_fan_out(urls: dict[str, str], n: int, max_tokens: int, cap: int) -
             req = adapter_for(ep.kind).build_request(
                 Request(prompt_for(i), max_tokens=max_tokens), model, ep, stream=i % 4 == 3)
             async with gates[vendor]:
-                r = await client.send(req, stream=True)
+                r = await clients[vendor].send(req, stream=True)
                 await r.aread()
                 await r.aclose()
 
         t0 = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(n)))
         return time.perf_counter() - t0
+    finally:
+        for client in clients.values():
+            await client.aclose()
 
 
 def run_fanout(emus: Emulators, args: argparse.Namespace, fault_rate: float) -> dict[str, Any]:

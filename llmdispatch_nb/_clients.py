@@ -14,9 +14,40 @@ that loop, and every loop closes the async generators still open as it shuts dow
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable
+import urllib.request
+from collections.abc import AsyncGenerator, Callable, Iterable
+from typing import TYPE_CHECKING
 
 import httpx
+
+from ._pool import ShardedTransport
+
+if TYPE_CHECKING:
+    from .vendors import Endpoint
+
+_LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+def new_client(endpoints: Iterable[Endpoint], timeout: httpx.Timeout) -> httpx.AsyncClient:
+    """A client with a transport per vendor host, its connections in small pools
+    (`_pool.py`: httpcore walks a whole pool on every request, which at 50 calls in flight
+    cost more CPU than the calls).
+
+    Loopback (the emulators, a local Ollama) never goes through an HTTP(S)_PROXY from the
+    environment, which would otherwise swallow every demo call; a remote host gets its
+    own transport only when no proxy is set (httpx applies those)."""
+    proxied = any(k != "no" for k in urllib.request.getproxies_environment())
+    mounts: dict[str, httpx.AsyncBaseTransport | None] = {
+        f"all://{host}": ShardedTransport() for host in _LOOPBACK}
+    for ep in endpoints:
+        url = httpx.URL(ep.base_url)
+        if url.host and (not proxied or url.host in _LOOPBACK_NAMES):
+            host = f"[{url.host}]" if ":" in url.host else url.host
+            where = f"{host}:{url.port}" if url.port else host
+            mounts.setdefault(f"all://{where}", ShardedTransport())
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+    return httpx.AsyncClient(timeout=timeout, limits=limits, mounts=mounts)
 
 
 class LoopClients:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -24,7 +23,7 @@ import httpx
 from . import _config
 from ._attempt import Exchange, send_plain, send_stream
 from ._call import NO_OPTIONS, CallOptions, CallState, request_params, split_options
-from ._clients import LoopClients
+from ._clients import LoopClients, new_client
 from ._loop import LoopThread
 from ._recorded import serve_recorded
 from ._stream import AsyncStream, Stream, StreamSink
@@ -73,9 +72,6 @@ from .routing import (
 from .vendors import Endpoint, adapter_for
 
 RecordSink = Callable[[CallRecord], None]
-
-_LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
-_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 # Less time than this left before the call's deadline: start no new attempt. One started
 # anyway could not answer in time; it would only race the deadline and blame the vendor.
@@ -194,24 +190,7 @@ class Dispatcher:
         return self.resolver.aliases
 
     def _new_client(self) -> httpx.AsyncClient:
-        # One connection pool per vendor host. httpcore walks every connection of a pool
-        # each time a request starts or ends, and closes idle connections whenever the
-        # pool holds more than it keeps alive; one pool shared by four vendors at 50 calls
-        # each spent more CPU on that, and on reconnecting, than on the calls.
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-        # Loopback (the emulators, a local Ollama) never goes through an HTTP(S)_PROXY
-        # from the environment, which would otherwise swallow every demo call. A remote
-        # host gets a pool of its own only when no proxy is set (httpx applies those).
-        proxied = any(k != "no" for k in urllib.request.getproxies_environment())
-        mounts: dict[str, httpx.AsyncBaseTransport | None] = {
-            f"all://{host}": httpx.AsyncHTTPTransport(limits=limits) for host in _LOOPBACK}
-        for ep in self.endpoints.values():
-            url = httpx.URL(ep.base_url)
-            if url.host and (not proxied or url.host in _LOOPBACK_NAMES):
-                host = f"[{url.host}]" if ":" in url.host else url.host
-                where = f"{host}:{url.port}" if url.port else host
-                mounts.setdefault(f"all://{where}", httpx.AsyncHTTPTransport(limits=limits))
-        return httpx.AsyncClient(timeout=self.timeout, limits=limits, mounts=mounts)
+        return new_client(self.endpoints.values(), self.timeout)
 
     def _client_for_loop(self) -> httpx.AsyncClient:
         return self._client if self._client is not None else self._clients.get()
