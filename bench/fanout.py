@@ -25,6 +25,9 @@ What it reports:
 * wall time against the ideal. Answers are cut to `max_tokens` (every profile's shortest
   answer is longer), so each successful request holds a slot for a known time, the
   model's time to first token plus max_tokens / tokens per second (times time_scale).
+  With `--max-tokens 0` answers keep their natural length (60-260 tokens, as the
+  profiles give them) and each answered request's service time comes from its own
+  reported output tokens.
   A faulted request fails at once and its retry waits outside the slot, so it costs a
   slot next to nothing. The vendors run side by side, each behind its own cap, so
 
@@ -186,19 +189,22 @@ def prompt_for(i: int) -> str:
     return f"fan-out call {i}: say something about rivers."
 
 
-async def fan_out(d: Any, n: int, max_tokens: int) -> list[Any]:
-    """All `n` calls at once through the dispatcher; a quarter of them streamed."""
+async def fan_out(d: Any, n: int, max_tokens: int, ended: list[float]) -> list[Any]:
+    """All `n` calls at once through the dispatcher; a quarter of them streamed. Each
+    call's end time (perf_counter) goes into `ended`."""
     async def one(i: int) -> Any:
         target = TARGETS[VENDORS[i % len(VENDORS)]]
         try:
             if i % 4 == 3:
-                s = d.astream(prompt_for(i), target, max_tokens=max_tokens)
+                s = d.astream(prompt_for(i), target, max_tokens=max_tokens or None)
                 async for _ in s:
                     pass
                 return s.response
-            return await d.asend(prompt_for(i), target, max_tokens=max_tokens)
+            return await d.asend(prompt_for(i), target, max_tokens=max_tokens or None)
         except BaseException as exc:  # counted by the caller: typed or lost
             return exc
+        finally:
+            ended.append(time.perf_counter())
 
     return await asyncio.gather(*(one(i) for i in range(n)))
 
@@ -226,7 +232,8 @@ async def raw_fan_out(urls: dict[str, str], n: int, max_tokens: int, cap: int) -
             ep = eps[vendor]
             model = TARGETS[vendor].partition(":")[2]
             req = adapter_for(ep.kind).build_request(
-                Request(prompt_for(i), max_tokens=max_tokens), model, ep, stream=i % 4 == 3)
+                Request(prompt_for(i), max_tokens=max_tokens or None), model, ep,
+                stream=i % 4 == 3)
             async with gates[vendor]:
                 r = await clients[vendor].send(req, stream=True)
                 await r.aread()
@@ -264,7 +271,8 @@ def run_fanout(emus: Emulators, args: argparse.Namespace, fault_rate: float) -> 
             d.send("warm up", TARGETS[v], max_tokens=1, fallbacks=list(TARGETS.values()))
         before = emus.stats()
         cpu0, t0 = time.process_time(), time.perf_counter()
-        out = asyncio.run(fan_out(d, args.calls, args.max_tokens))
+        ended: list[float] = []
+        out = asyncio.run(fan_out(d, args.calls, args.max_tokens, ended))
         wall = time.perf_counter() - t0
         cpu = time.process_time() - cpu0
         server = emus.stats()
@@ -283,8 +291,13 @@ def run_fanout(emus: Emulators, args: argparse.Namespace, fault_rate: float) -> 
             and r.error_class != "LimitWaitTimeoutError"]
     sent_by_vendor = Counter(r.vendor for r in sent)
     ok_by_vendor = Counter(r.vendor for r in records if r.status == "ok")
-    ideal_by_vendor = {v: ok_by_vendor[v] * service_s(v, args.max_tokens, args.time_scale)
-                       / args.concurrent for v in VENDORS}
+    if args.max_tokens:
+        ideal_by_vendor = {v: ok_by_vendor[v] * service_s(v, args.max_tokens, args.time_scale)
+                           / args.concurrent for v in VENDORS}
+    else:  # answers at their natural length: each answered request's own service time
+        ideal_by_vendor = {v: sum(service_s(v, r.output_tokens or 0, args.time_scale)
+                                  for r in records if r.vendor == v and r.status == "ok")
+                           / args.concurrent for v in VENDORS}
     observed_by_vendor = {v: sum(r.latency_s or 0.0 for r in records if r.vendor == v)
                           / args.concurrent for v in VENDORS}
     ideal = max(ideal_by_vendor.values())
@@ -302,6 +315,10 @@ def run_fanout(emus: Emulators, args: argparse.Namespace, fault_rate: float) -> 
         "retries": stats["retries"], "fallbacks": stats["fallbacks"],
         "breaker": "default" if args.default_breaker else "min_calls=50, window=100",
         "wall_s": round(wall, 2),
+        # How long the body of the calls took, and the tail after it (retry waits, the
+        # slowest answers): when 50%, 90%, 99% of the calls had ended.
+        "ended_by_s": {f"p{q}": round(sorted(ended)[int(len(ended) * q / 100) - 1] - t0, 2)
+                       for q in (50, 90, 99)},
         "ideal_s": round(ideal, 2),
         "ideal_by_vendor_s": {v: round(x, 2) for v, x in ideal_by_vendor.items()},
         "ideal_if_vendors_took_turns_s": round(sum(ideal_by_vendor.values()), 2),
@@ -325,8 +342,10 @@ def run_raw(emus: Emulators, args: argparse.Namespace) -> dict[str, Any]:
     cpu = time.process_time() - cpu0
     answered = {v: args.calls // len(VENDORS) + (i < args.calls % len(VENDORS))
                 for i, v in enumerate(VENDORS)}
+    # With answers at their natural length the ideal comes from the answers' lengths: the
+    # caller fills it in from ours without faults (the same prompts get the same answers).
     ideal = max(n * service_s(v, args.max_tokens, args.time_scale) / args.concurrent
-                for v, n in answered.items())
+                for v, n in answered.items()) if args.max_tokens else 0.0
     return {"calls": args.calls, "wall_s": round(wall, 2), "ideal_s": round(ideal, 2),
             "ratio_to_ideal": round(wall / ideal, 3) if ideal else None,
             "client_cpu_ms_per_call": round(1000 * cpu / args.calls, 3),
@@ -434,7 +453,8 @@ def main() -> None:
     ap.add_argument("--fault-rate", type=float, default=0.2)
     ap.add_argument("--concurrent", type=int, default=50, help="cap per vendor")
     ap.add_argument("--time-scale", type=float, default=1.0)
-    ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument("--max-tokens", type=int, default=48,
+                    help="0: answers at their profile's natural length (60-260 tokens)")
     ap.add_argument("--in-process", action="store_true", help="serve the emulators from this process")
     ap.add_argument("--default-breaker", action="store_true")
     ap.add_argument("--no-baseline", action="store_true",
@@ -459,8 +479,11 @@ def main() -> None:
                 # What a client with no routing, retries or ledger reaches on this machine
                 # now, then ours with no faults: the part of the gap to the ideal that is
                 # not ours.
-                out["raw_httpx_no_faults"] = run_raw(emus, args)
-                out["ours_no_faults"] = run_fanout(emus, args, 0.0)
+                raw = out["raw_httpx_no_faults"] = run_raw(emus, args)
+                ours = out["ours_no_faults"] = run_fanout(emus, args, 0.0)
+                if not args.max_tokens:
+                    raw["ideal_s"] = ours["ideal_s"]
+                    raw["ratio_to_ideal"] = round(raw["wall_s"] / ours["ideal_s"], 3)
             out["ours_with_faults"] = run_fanout(emus, args, args.fault_rate)
         finally:
             emus.close()

@@ -82,7 +82,7 @@ def test_many_calls_at_once_spread_over_small_pools_and_all_slots_come_back(
 
     shards, in_flight, failed = asyncio.run(main())
     assert failed == 3
-    assert shards >= 40 // 8 and in_flight == [0] * shards
+    assert shards > 8 and in_flight == [0] * shards
 
 
 def test_a_remote_host_has_its_own_transport_unless_a_proxy_is_set(
