@@ -11,8 +11,8 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._types import CallRecord
-from ._blocks import BLOCK_COLUMNS, NULL_I4, decode, encode_rows
-from ._rows import to_row
+from ._blocks import BLOCK_COLUMNS, NULL_I4, decode, encode
+from ._rows import to_columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,9 +35,10 @@ _TYPES = dict(BLOCK_COLUMNS)
 
 
 def frame_from_records(records: Sequence[CallRecord]) -> pd.DataFrame:
-    rows = [to_row(r, "off") for r in records]  # texts are not frame columns
-    ids = range(1, len(rows) + 1)
-    return frame_from_blocks([encode_rows(ids, rows)] if rows else [], len(rows))
+    if not records:
+        return frame_from_blocks([], 0)
+    ids = range(1, len(records) + 1)
+    return frame_from_blocks([encode(ids, to_columns(records, "off"))], len(records))
 
 
 def frame_from_blocks(blobs: Iterable[bytes], total: int) -> pd.DataFrame:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime as dt
+import functools
 import itertools
 import logging
 import os
@@ -28,7 +29,16 @@ from .._types import CallRecord
 from . import _blocks
 from ._errors import LedgerError
 from ._migrations import migrate
-from ._rows import ROW_FIELDS, TextMode, check_text_mode, from_row, to_row
+from ._rows import (
+    ROW_FIELDS,
+    TextMode,
+    check_text_mode,
+    columns_of,
+    from_row,
+    omissible,
+    to_columns,
+    to_row,
+)
 from ._writer import BatchWriter
 
 if TYPE_CHECKING:
@@ -37,12 +47,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("llmdispatch_nb.ledger")
 
 FILE_NAME = "ledger.db"
-_INSERT = (f"INSERT INTO calls ({', '.join(ROW_FIELDS)}) "
-           f"VALUES ({', '.join('?' for _ in ROW_FIELDS)})")
 _SELECT_WITH_ID = f"SELECT id, {', '.join(ROW_FIELDS)} FROM calls"
+_BLOCK_FIELDS = tuple(name for name, type_ in _blocks.BLOCK_COLUMNS if type_ != "id")
+_SELECT_FOR_BLOCKS = f"SELECT id, {', '.join(_BLOCK_FIELDS)} FROM calls"
 # 16 KiB pages write a batch with fewer page splits than the 4 KiB default (~40% faster here);
 # it only takes effect on a new file.
 _PAGE_SIZE = 16384
+
+
+@functools.lru_cache(maxsize=64)
+def _insert(names: tuple[str, ...]) -> str:
+    """The INSERT for these columns (the others take their defaults: see `omissible`)."""
+    return (f"INSERT INTO calls ({', '.join(names)}) "
+            f"VALUES ({', '.join('?' for _ in names)})")
 
 
 def _fast_binding() -> None:
@@ -97,9 +114,10 @@ class Ledger:
         self._conn: sqlite3.Connection | None = None
         self._wconn: sqlite3.Connection | None = None
         self._migrated = False
-        # Rows this writer wrote that no column block covers yet: packing them from here
-        # saves reading them back (the tail is packed once it reaches MIN_ROWS rows).
-        self._recent: list[tuple[Sequence[int], list[tuple[Any, ...]]]] = []
+        # Rows this writer wrote that no column block covers yet, as ids and block columns:
+        # packing them from here saves reading them back (the tail is packed once it
+        # reaches MIN_ROWS rows).
+        self._recent: list[tuple[Sequence[int], dict[str, list[Any]]]] = []
         self._writer = BatchWriter(self._write_batch, name=f"llmdispatch-ledger-{id(self):x}",
                                    batch_size=batch_size, on_exit=self._close_writer)
         _LIVE.add(self)
@@ -189,36 +207,47 @@ class Ledger:
         """Records queued but not yet in the database."""
         return self._writer.pending()
 
-    def _write_batch(self, batch: list[CallRecord]) -> None:
-        mode = self.text
+    def _columns(self, batch: list[CallRecord]) -> dict[str, list[Any]] | None:
+        """The batch as columns; a record that cannot be stored is logged and left out."""
         try:
-            rows = [to_row(r, mode) for r in batch]
+            return to_columns(batch, self.text)
         except Exception:  # one record that cannot become a row must not hold up the rest
             rows = []
             for r in batch:
                 try:
-                    rows.append(to_row(r, mode))
+                    rows.append(to_row(r, self.text))
                 except Exception as exc:
                     log.error("the ledger dropped a record it cannot store (%s: %s): %r",
                               type(exc).__name__, exc, r)
-            if not rows:
-                return
+            return columns_of(rows) if rows else None
+
+    def _write_batch(self, batch: list[CallRecord]) -> None:
+        cols = self._columns(batch)
+        if cols is None:
+            return
+        skip = omissible(cols)
+        names = tuple(name for name in ROW_FIELDS if name not in skip)
+        n = len(cols["call_id"])
+        packed = {name: cols[name] for name in _BLOCK_FIELDS}
         conn = self._writer_conn()
         with self._lock if self._memory else contextlib.nullcontext():
             conn.execute("BEGIN IMMEDIATE")
             try:
                 first = conn.execute("SELECT ifnull(max(id), 0) FROM calls").fetchone()[0] + 1
-                conn.executemany(_INSERT, rows)
+                # Rows straight from the columns: zip hands sqlite3 one tuple, refilled row
+                # after row, rather than a list of thousands of new tuples (whose allocation
+                # ran the garbage collector over every object in the process, again and again).
+                conn.executemany(_insert(names), zip(*[cols[k] for k in names], strict=True))
                 last = conn.execute("SELECT max(id) FROM calls").fetchone()[0]
-                if last - first + 1 == len(rows):
+                if last - first + 1 == n:
                     ids: Sequence[int] = range(first, last + 1)
                 else:  # not the usual max+1 numbering: ask which ids the rows got
                     ids = [r[0] for r in conn.execute(
                         "SELECT id FROM calls WHERE id >= ? ORDER BY id", (first,))]
-                self._recent.append((ids, rows))
+                self._recent.append((ids, packed))
                 covered = _covered_last(conn)
                 if last - covered >= _blocks.MIN_ROWS:
-                    if last - covered <= _blocks.FINAL_ROWS:
+                    if last - covered <= _blocks.TAIL_ROWS:
                         _cover_tail(conn, self._recent)
                     self._recent = []
                 elif self._recent and self._recent[0][0][0] <= covered:
@@ -286,15 +315,13 @@ class Ledger:
                     tail_n = conn.execute("SELECT count(*) FROM calls WHERE id > ?",
                                           (covered_last,)).fetchone()[0]
                     consistent = covered + tail_n == total
-                    if consistent and tail_n <= _blocks.FINAL_ROWS:
-                        tail = conn.execute(f"{_SELECT_WITH_ID} WHERE id > ? ORDER BY id",
+                    if consistent and tail_n <= _blocks.TAIL_ROWS:
+                        tail = conn.execute(f"{_SELECT_FOR_BLOCKS} WHERE id > ? ORDER BY id",
                                             (covered_last,)).fetchall()
                         blocks: Iterable[bytes] = (r[0] for r in conn.execute(
                             "SELECT data FROM call_blocks ORDER BY first_id"))
                         if tail:
-                            tail_block = _blocks.encode_rows([r[0] for r in tail],
-                                                             [r[1:] for r in tail])
-                            blocks = itertools.chain(blocks, [tail_block])
+                            blocks = itertools.chain(blocks, [_encode_selected(tail)])
                         try:
                             return frame_from_blocks(blocks, total)
                         except ValueError as exc:  # a block from another format version
@@ -366,26 +393,35 @@ def _covered_last(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
+def _encode_selected(rows: Sequence[Sequence[Any]]) -> bytes:
+    """The block of rows read with _SELECT_FOR_BLOCKS."""
+    ids, *cols = zip(*rows, strict=True)
+    return _blocks.encode(ids, dict(zip(_BLOCK_FIELDS, cols, strict=True)))
+
+
 def _cover_tail(conn: sqlite3.Connection,
-                recent: Sequence[tuple[Sequence[int], list[tuple[Any, ...]]]] = ()) -> None:
+                recent: Sequence[tuple[Sequence[int], dict[str, list[Any]]]] = ()) -> None:
     """Pack the rows no block covers yet into blocks, then merge small blocks (inside the
-    caller's write transaction). `recent` are rows this process just wrote, with their
-    ids: when they are exactly the tail, they are packed without reading them back."""
+    caller's write transaction). `recent` are columns of rows this process just wrote, with
+    their ids: when they are exactly the tail, they are packed without reading them back."""
     start = _covered_last(conn) + 1
     ids = [i for batch_ids, _ in recent for i in batch_ids]
     last = conn.execute("SELECT ifnull(max(id), 0) FROM calls").fetchone()[0]
     if ids and ids[0] == start and ids[-1] == last and len(ids) == last - start + 1:
-        rows = [row for _, batch_rows in recent for row in batch_rows]
-        chunks: Iterable[tuple[list[int], list[Any]]] = [(ids, rows)]
+        if len(recent) == 1:
+            blobs: Iterable[tuple[int, int, int, bytes]] = [
+                (len(ids), ids[0], ids[-1], _blocks.encode(recent[0][0], recent[0][1]))]
+        else:
+            cols = {name: list(itertools.chain.from_iterable(c[name] for _, c in recent))
+                    for name in _BLOCK_FIELDS}
+            blobs = [(len(ids), ids[0], ids[-1], _blocks.encode(range(start, last + 1), cols))]
     else:
-        cur = conn.execute(f"{_SELECT_WITH_ID} WHERE id >= ? ORDER BY id", (start,))
-        chunks = ((([r[0] for r in c]), [r[1:] for r in c])
-                  for c in iter(lambda: cur.fetchmany(_blocks.FINAL_ROWS), []))
-    for chunk_ids, chunk_rows in chunks:
-        if chunk_ids:
-            conn.execute("INSERT INTO call_blocks (n, first_id, last_id, data) VALUES (?, ?, ?, ?)",
-                         (len(chunk_ids), chunk_ids[0], chunk_ids[-1],
-                          _blocks.encode_rows(chunk_ids, chunk_rows)))
+        cur = conn.execute(f"{_SELECT_FOR_BLOCKS} WHERE id >= ? ORDER BY id", (start,))
+        blobs = ((len(c), c[0][0], c[-1][0], _encode_selected(c))
+                 for c in iter(lambda: cur.fetchmany(_blocks.TAIL_ROWS), []))
+    for row in blobs:
+        conn.execute("INSERT INTO call_blocks (n, first_id, last_id, data) VALUES (?, ?, ?, ?)",
+                     row)
     _compact(conn)
 
 
