@@ -39,8 +39,7 @@ What it reports:
   emulator (in its own process) with no emulated delay, as bench/overhead.py measures it,
   for the bare dispatcher and for one with a group, the cheapest strategy, fallbacks,
   breaker, limits (vendor and candidate), a budget with a tag budget, and the SQLite
-  ledger; called from the caller's loop (the public way) and, as a diagnostic, awaited
-  on the dispatcher's own loop (no hop between threads).
+  ledger; awaited from the caller's loop, where async calls run.
 """
 
 from __future__ import annotations
@@ -373,8 +372,7 @@ async def raw_call(client: Any, base: str) -> float:
 
 
 async def overhead_run(mode: str, n: int, base: str) -> list[float]:
-    """`n` sequential calls by one client: raw httpx, the bare dispatcher, the full path,
-    or the full path awaited on the dispatcher's own loop (a diagnostic: no thread hop)."""
+    """`n` sequential calls by one client: raw httpx, the bare dispatcher or the full path."""
     import httpx
 
     seq: list[float] = []
@@ -415,7 +413,7 @@ async def overhead_run(mode: str, n: int, base: str) -> list[float]:
         return out
 
     try:
-        seq = await (d._loop.arun(calls()) if mode == "full_on_loop" else calls())
+        seq = await calls()
     finally:
         d.close()
         tmp.cleanup()
@@ -425,7 +423,7 @@ async def overhead_run(mode: str, n: int, base: str) -> list[float]:
 def run_overhead(n: int, rounds: int = 8) -> dict[str, Any]:
     from bench._common import emulators, pct
 
-    modes = ("raw", "bare", "full", "full_on_loop")
+    modes = ("raw", "bare", "full")
     results: dict[str, list[float]] = {m: [] for m in modes}
     per_round = max(1, n // rounds)
     with emulators(0.0) as urls:
@@ -441,7 +439,6 @@ def run_overhead(n: int, rounds: int = 8) -> dict[str, Any]:
         "p95_ms": {m: round(pct(v, 95) * 1e3, 3) for m, v in results.items()},
         "ratio_p50_bare_to_raw": round(p50["bare"] / p50["raw"], 3),
         "ratio_p50_full_path_to_raw": round(p50["full"] / p50["raw"], 3),
-        "ratio_p50_full_path_on_loop_to_raw": round(p50["full_on_loop"] / p50["raw"], 3),
         "full_path_overhead_ms_p50": round((p50["full"] - p50["raw"]) * 1e3, 3),
         "loadavg_1min_at_end": round(os.getloadavg()[0], 2),
     }

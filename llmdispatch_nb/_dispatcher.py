@@ -182,7 +182,8 @@ class Dispatcher:
         self.endpoints[endpoint.name] = endpoint
 
     def on_record(self, sink: RecordSink) -> None:
-        """Call `sink(record)` for every attempt (on the dispatcher's loop; keep it quick)."""
+        """Call `sink(record)` for every attempt, on the loop the call runs on (the
+        caller's own for `asend`/`astream`, the dispatcher's for sync calls); keep it quick."""
         self._sinks.append(sink)
 
     @property
