@@ -84,7 +84,7 @@ def main() -> None:
         results["imports"]["measured"] = {**at, "loadavg_end": loadavg()}
         log(f"  {results['imports']['ms']}")
     if "overhead" in only:
-        log("per-call overhead (6 clients x 4 phases, interleaved) ...")
+        log("per-call overhead (5 clients x 4 phases, interleaved) ...")
         at = stamp()
         results["overhead"] = overhead.measure(**size["overhead"], log=log)
         results["overhead"]["measured"] = {**at, "loadavg_end": loadavg()}
