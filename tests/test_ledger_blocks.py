@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 import sqlite3
 import sys
+import threading
+import time
 from array import array
 from pathlib import Path
 from typing import Any
@@ -183,3 +185,50 @@ def test_small_blocks_merge_and_a_busy_writers_batches_stay_as_they_are() -> Non
     frame = ledger.dataframe()
     assert list(frame["id"]) == list(range(1, n + 1))
     assert list(frame["call_id"].astype(str)) == [f"call-{i // 2}" for i in range(n)]
+
+
+# -- many rows to an INSERT, and checkpoints off the writer's thread ------------------------
+
+
+@pytest.mark.parametrize("variables", [None, 100])
+def test_batches_of_every_size_go_in_whole_and_in_order(variables: int | None) -> None:
+    ledger = Ledger.memory()
+    if variables is not None:  # an SQLite built with a small limit: one row at a time
+        with ledger._reading() as conn:
+            conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variables)
+    sizes = [1, 7, 8, 9, 63, 64, 65, 72, 200, 1000]
+    recs = [record(i) for i in range(sum(sizes))]
+    start = 0
+    for size in sizes:
+        ledger._write_batch(recs[start:start + size])
+        start += size
+    assert ledger.records() == recs
+    with ledger._reading() as conn:
+        ids = [r[0] for r in conn.execute("SELECT id FROM calls ORDER BY id")]
+        assert ids == list(range(1, len(recs) + 1))
+    assert list(ledger.dataframe()["call_id"].astype(str)) == [r.call_id for r in recs]
+
+
+def test_checkpoints_run_on_their_own_thread_and_end_with_close(tmp_path: Path) -> None:
+    def checkpointers() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.endswith("-ckpt")]
+
+    before = checkpointers()
+    ledger = Ledger(tmp_path)
+    text = "x" * 3000
+    for i in range(4000):  # ~12 MB of text: past the point where the writer asks for one
+        ledger.write(record(i, prompt=text))
+    ledger.flush()
+    deadline = time.monotonic() + 60
+    while ledger._checkpointer.done == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ledger._checkpointer.done >= 1
+    # The rows reached the database file itself, not only the write-ahead log (the writer's
+    # own connection would checkpoint only past 64 MB).
+    assert (tmp_path / "ledger.db").stat().st_size > 8 << 20
+    assert len(checkpointers()) == len(before) + 1
+    ledger.close()
+    assert checkpointers() == before
+    assert ledger.count() == 4000
+    with sqlite3.connect(tmp_path / "ledger.db") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
