@@ -18,6 +18,7 @@ import pytest
 from llmdispatch_nb._types import CallRecord
 from llmdispatch_nb.ledger import Ledger, _blocks
 from llmdispatch_nb.ledger._rows import (
+    FEW_ROWS,
     ROW_FIELDS,
     TextMode,
     columns_of,
@@ -52,12 +53,13 @@ def test_a_batch_as_columns_holds_each_records_row(mode: TextMode) -> None:
     cols = to_columns(recs, mode)
     assert list(cols) == list(ROW_FIELDS)
     rows = list(zip(*cols.values(), strict=True))
-    assert rows == [to_row(r, mode) for r in recs]
+    assert rows == [to_row(r, mode) for r in recs]  # (1 == True)
     assert columns_of(rows) == cols
+    # Flags in columns as the ints SQLite stores (sqlite3 binds an int directly, a bool via
+    # an adapter); a row keeps bools (sqlite3 binds them as 0/1 all the same).
+    assert cols["retried"][:3] == [0, 1, 0] and {type(v) for v in cols["retried"]} == {int}
     row = dict(zip(ROW_FIELDS, to_row(record(1), mode), strict=True))
-    # Flags as the ints SQLite stores (sqlite3 binds an int directly, a bool via an adapter).
-    assert (row["retried"], row["fell_back"]) == (1, 0)
-    assert type(row["retried"]) is int and type(row["fell_back"]) is int
+    assert (row["retried"], row["fell_back"]) == (True, False)
     assert row["tags"] == '["demo","t1"]'.replace(",", ", ")
     assert row["params"] == '{"seed": 1, "temperature": 0}'
     if mode == "full":
@@ -87,22 +89,31 @@ def test_batches_with_columns_left_out_read_back_exactly(tmp_path: Path) -> None
                          simulated=True, cache_key=f"k{i}", reasoning_tokens=i,
                          cache_read_tokens=1, cache_write_tokens=2, usage_source="reported",
                          price_source="p", finish_reason="stop", request_id=f"r{i}",
-                         route_reason="explicit", error_message="m") for i in range(30)]
+                         route_reason="explicit", error_message="m") for i in range(40)]
     bare = [CallRecord(call_id=f"bare{i}", attempt=1, timestamp=float(i), vendor="v",
                        model_requested="m", model_served=None, status="error")
-            for i in range(30)]
-    mixed = [record(i) for i in range(30)]
+            for i in range(40)]
+    mixed = [record(i) for i in range(40)]
+    assert len(bare) >= FEW_ROWS  # batches that go in column by column
     ledger = Ledger(tmp_path)
     for batch in (every_flag, bare, mixed, bare[:1], every_flag[:1]):
-        for r in batch:
-            ledger.write(r)
-        ledger.flush()  # one batch each
+        ledger._write_batch(batch)  # one batch each (as a busy writer takes them)
     assert ledger.records() == every_flag + bare + mixed + bare[:1] + every_flag[:1]
     with sqlite3.connect(tmp_path / "ledger.db") as conn:  # defaults as SQLite stores them
         assert conn.execute("SELECT DISTINCT retried, cache_hit, chunks, tags FROM calls "
                             "WHERE call_id LIKE 'bare%'").fetchall() == [(0, 0, None, None)]
     frame = ledger.dataframe()
-    assert list(frame["cache_hit"]) == [True] * 30 + [False] * 60 + [False, True]
+    assert list(frame["cache_hit"]) == [True] * 40 + [False] * 80 + [False, True]
+
+
+def test_a_record_that_cannot_be_stored_leaves_the_rest_of_a_big_batch(
+        caplog: pytest.LogCaptureFixture) -> None:
+    ledger = Ledger.memory()
+    recs = [record(i) for i in range(50)]
+    bad = record(99, chunks=(("not a time", "text"),))
+    ledger._write_batch([*recs[:20], bad, *recs[20:]])
+    assert ledger.records() == recs
+    assert "dropped a record" in caplog.text
 
 
 # -- column blocks --------------------------------------------------------------------------
@@ -216,7 +227,7 @@ def test_checkpoints_run_on_their_own_thread_and_end_with_close(tmp_path: Path) 
     before = checkpointers()
     ledger = Ledger(tmp_path)
     text = "x" * 3000
-    for i in range(4000):  # ~12 MB of text: past the point where the writer asks for one
+    for i in range(6000):  # ~18 MB of text: past the point where the writer asks for one
         ledger.write(record(i, prompt=text))
     ledger.flush()
     deadline = time.monotonic() + 60
@@ -229,6 +240,6 @@ def test_checkpoints_run_on_their_own_thread_and_end_with_close(tmp_path: Path) 
     assert len(checkpointers()) == len(before) + 1
     ledger.close()
     assert checkpointers() == before
-    assert ledger.count() == 4000
+    assert ledger.count() == 6000
     with sqlite3.connect(tmp_path / "ledger.db") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -48,6 +49,12 @@ def _make_field_reader() -> Any:
 
 
 _read_fields = _make_field_reader()
+_plain = operator.attrgetter(*PLAIN_FIELDS)
+_encoded = operator.attrgetter(*ENCODED_FIELDS)
+# Batches smaller than this are written row by row, every column in every row (`to_row`):
+# building columns, and finding those to leave out, pays off only over many rows (each
+# column costs a few list and dict operations per batch).
+FEW_ROWS = 32
 # What the table stores when a column is left out of an INSERT (see `omissible`).
 _DEFAULTS: dict[str, Any] = {name: 0 if name in BOOL_FIELDS else None for name in ROW_FIELDS}
 for _name in ("call_id", "attempt", "timestamp", "vendor", "model_requested", "status"):
@@ -125,8 +132,19 @@ def to_columns(records: Sequence[CallRecord], mode: TextMode) -> dict[str, list[
 
 
 def to_row(record: CallRecord, mode: TextMode) -> tuple[Any, ...]:
-    """The values for ROW_FIELDS (without the row id)."""
-    return tuple(col[0] for col in to_columns((record,), mode).values())
+    """The values for ROW_FIELDS (without the row id): what `to_columns` gives a record,
+    but for flags, kept as bools (sqlite3 binds them as 0/1)."""
+    tags, params, prompt, response, chunks = _encoded(record)
+    if mode == "full":
+        chunk_json = _chunks(chunks)
+    else:
+        chunk_json = None
+        if mode == "hash":
+            prompt = None if prompt is None else hash_text(prompt)
+            response = None if response is None else hash_text(response)
+        else:
+            prompt = response = None
+    return (*_plain(record), _tags(tags), _params(params), prompt, response, chunk_json)
 
 
 def columns_of(rows: Sequence[Sequence[Any]]) -> dict[str, list[Any]]:

@@ -17,6 +17,7 @@ import datetime as dt
 import functools
 import itertools
 import logging
+import operator
 import os
 import sqlite3
 import threading
@@ -30,6 +31,7 @@ from . import _blocks
 from ._errors import LedgerError
 from ._migrations import migrate
 from ._rows import (
+    FEW_ROWS,
     ROW_FIELDS,
     TextMode,
     check_text_mode,
@@ -57,11 +59,13 @@ _PAGE_SIZE = 16384
 # many bytes of rows, and SQLite checkpoints in the writer's COMMIT only past BACKSTOP_PAGES
 # (4x its default), if that thread falls behind. A restarted log is cut back to
 # _WAL_LIMIT_BYTES so one burst does not leave a big file behind.
-_CHECKPOINT_BYTES = 8 << 20
+_CHECKPOINT_BYTES = 16 << 20
 _BACKSTOP_PAGES = 4000
 _WAL_LIMIT_BYTES = 64 << 20
 _ROW_BYTES = 160  # a row less its texts, roughly: to estimate the log's growth
 _ROWS_PER_INSERT = (64, 8)  # see `_insert_rows`
+_TEXT_FIELDS = ("prompt", "response", "chunks")
+_texts_of = operator.itemgetter(*(ROW_FIELDS.index(name) for name in _TEXT_FIELDS))
 
 
 @functools.lru_cache(maxsize=64)
@@ -72,9 +76,9 @@ def _insert(names: tuple[str, ...], rows: int = 1) -> str:
     return f"INSERT INTO calls ({', '.join(names)}) VALUES {', '.join([one] * rows)}"
 
 
-def _insert_rows(conn: sqlite3.Connection, names: tuple[str, ...],
-                 cols: dict[str, list[Any]], n: int) -> None:
-    """Insert the n rows of `cols` (only the columns `names`), in order.
+def _insert_rows(conn: sqlite3.Connection, cols: dict[str, list[Any]], n: int) -> None:
+    """Insert the n rows of `cols`, in order, leaving out the columns that hold only their
+    default (see `omissible`).
 
     Mostly 64 rows to a statement: SQLite then sets up the statement, its three b-tree
     cursors and its end once per 64 rows, and appends to the two indexes without seeking
@@ -82,9 +86,11 @@ def _insert_rows(conn: sqlite3.Connection, names: tuple[str, ...],
     off the cost of a row. The values go in as one flat list filled column by column in
     C (no tuple per row). What is left over goes in 8 rows or 1 row at a time.
     """
+    skip = omissible(cols)
+    names = tuple(name for name in ROW_FIELDS if name not in skip) if skip else ROW_FIELDS
     start = 0
-    most = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(names)
     m = len(names)
+    most = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // m if n >= 8 else 0
     for per in _ROWS_PER_INSERT:
         count = (n - start) // per * per if per <= most else 0
         if not count:
@@ -99,7 +105,8 @@ def _insert_rows(conn: sqlite3.Connection, names: tuple[str, ...],
         start += count
     if start < n:
         # zip hands sqlite3 one tuple, refilled row after row, not a new tuple per row.
-        conn.executemany(_insert(names), zip(*[cols[k][start:] for k in names], strict=True))
+        rest = [cols[k][start:] if start else cols[k] for k in names]
+        conn.executemany(_insert(names), zip(*rest, strict=True))
 
 
 def _fast_binding() -> None:
@@ -154,14 +161,15 @@ class Ledger:
         self._conn: sqlite3.Connection | None = None
         self._wconn: sqlite3.Connection | None = None
         self._migrated = False
-        # Rows this writer wrote that no column block covers yet, as ids and block columns:
-        # packing them from here saves reading them back (the tail is packed once it
-        # reaches MIN_ROWS rows).
-        self._recent: list[tuple[Sequence[int], dict[str, list[Any]]]] = []
+        # Rows this writer wrote that no column block covers yet, each batch as its ids and
+        # its columns (or rows): packing them from here saves reading them back (the tail is
+        # packed once it reaches MIN_ROWS rows).
+        self._recent: list[tuple[Sequence[int], Any]] = []
         self._writer = BatchWriter(self._write_batch, name=f"llmdispatch-ledger-{id(self):x}",
                                    batch_size=batch_size, on_exit=self._close_writer)
         self._checkpointer = Checkpointer(self._open, name=f"llmdispatch-ledger-{id(self):x}-ckpt")
         self._logged = 0  # bytes of rows written since the last checkpoint request (roughly)
+        self._page_size = _PAGE_SIZE
         _LIVE.add(self)
 
     @classmethod
@@ -218,6 +226,7 @@ class Ledger:
             self._wconn = self._open()
             self._wconn.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_PAGES}")
             self._wconn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
+            self._page_size = self._wconn.execute("PRAGMA page_size").fetchone()[0]
         return self._wconn
 
     def _close_writer(self) -> None:
@@ -253,10 +262,10 @@ class Ledger:
         """Records queued but not yet in the database."""
         return self._writer.pending()
 
-    def _columns(self, batch: list[CallRecord]) -> dict[str, list[Any]] | None:
-        """The batch as columns; a record that cannot be stored is logged and left out."""
+    def _rows(self, batch: list[CallRecord]) -> list[tuple[Any, ...]]:
+        """The batch as rows; a record that cannot be stored is logged and left out."""
         try:
-            return to_columns(batch, self.text)
+            return [to_row(r, self.text) for r in batch]
         except Exception:  # one record that cannot become a row must not hold up the rest
             rows = []
             for r in batch:
@@ -265,29 +274,38 @@ class Ledger:
                 except Exception as exc:
                     log.error("the ledger dropped a record it cannot store (%s: %s): %r",
                               type(exc).__name__, exc, r)
-            return columns_of(rows) if rows else None
+            return rows
 
     def _write_batch(self, batch: list[CallRecord]) -> None:
-        cols = self._columns(batch)
-        if cols is None:
+        # Many records go in column by column (see `_insert_rows`), a few row by row.
+        cols: dict[str, list[Any]] | None = None
+        rows: list[tuple[Any, ...]] = []
+        if len(batch) >= FEW_ROWS:
+            try:
+                cols = to_columns(batch, self.text)
+            except Exception:  # some record cannot be stored: find it, row by row
+                rows = self._rows(batch)
+        else:
+            rows = self._rows(batch)
+        if cols is None and not rows:
             return
-        skip = omissible(cols)
-        names = tuple(name for name in ROW_FIELDS if name not in skip)
-        n = len(cols["call_id"])
-        packed = {name: cols[name] for name in _BLOCK_FIELDS}
+        n = len(cols["call_id"]) if cols is not None else len(rows)
         conn = self._writer_conn()
         with self._lock if self._memory else contextlib.nullcontext():
             conn.execute("BEGIN IMMEDIATE")
             try:
                 first = conn.execute("SELECT ifnull(max(id), 0) FROM calls").fetchone()[0] + 1
-                _insert_rows(conn, names, cols, n)
+                if cols is not None:
+                    _insert_rows(conn, cols, n)
+                else:
+                    conn.executemany(_insert(ROW_FIELDS), rows)
                 last = conn.execute("SELECT max(id) FROM calls").fetchone()[0]
                 if last - first + 1 == n:
                     ids: Sequence[int] = range(first, last + 1)
                 else:  # not the usual max+1 numbering: ask which ids the rows got
                     ids = [r[0] for r in conn.execute(
                         "SELECT id FROM calls WHERE id >= ? ORDER BY id", (first,))]
-                self._recent.append((ids, packed))
+                self._recent.append((ids, cols if cols is not None else rows))
                 covered = _covered_last(conn)
                 if last - covered >= _blocks.MIN_ROWS:
                     if last - covered <= _blocks.TAIL_ROWS:
@@ -302,11 +320,21 @@ class Ledger:
                 self._recent = []
                 raise
         if not self._memory:
-            self._logged += n * _ROW_BYTES + sum(
-                sum(map(len, filter(None, cols[name]))) for name in ("prompt", "response", "chunks"))
-            if self._logged >= _CHECKPOINT_BYTES:
-                self._logged = 0
-                self._checkpointer.request()
+            self._log_grew(n, cols, rows)
+
+    def _log_grew(self, n: int, cols: dict[str, list[Any]] | None,
+                  rows: list[tuple[Any, ...]]) -> None:
+        """Count what this commit added to the write-ahead log, roughly, and ask for a
+        checkpoint every _CHECKPOINT_BYTES: the rows, plus the pages every commit rewrites
+        whole (the last page of the table and of each index)."""
+        if cols is not None:
+            texts = sum(sum(map(len, filter(None, cols[name]))) for name in _TEXT_FIELDS)
+        else:
+            texts = sum(map(len, filter(None, itertools.chain.from_iterable(map(_texts_of, rows)))))
+        self._logged += n * _ROW_BYTES + texts + 4 * self._page_size
+        if self._logged >= _CHECKPOINT_BYTES:
+            self._logged = 0
+            self._checkpointer.request()
 
     def close(self) -> None:
         """Flush, then let go of connections and the writer thread (reopened on next use)."""
@@ -450,21 +478,29 @@ def _encode_selected(rows: Sequence[Sequence[Any]]) -> bytes:
 
 
 def _cover_tail(conn: sqlite3.Connection,
-                recent: Sequence[tuple[Sequence[int], dict[str, list[Any]]]] = ()) -> None:
+                recent: Sequence[tuple[Sequence[int], Any]] = ()) -> None:
     """Pack the rows no block covers yet into blocks, then merge small blocks (inside the
-    caller's write transaction). `recent` are columns of rows this process just wrote, with
-    their ids: when they are exactly the tail, they are packed without reading them back."""
+    caller's write transaction). `recent` are rows this process just wrote, each batch as
+    its ids and its columns (or rows): when they are exactly the tail, they are packed
+    without reading them back."""
     start = _covered_last(conn) + 1
     ids = [i for batch_ids, _ in recent for i in batch_ids]
     last = conn.execute("SELECT ifnull(max(id), 0) FROM calls").fetchone()[0]
     if ids and ids[0] == start and ids[-1] == last and len(ids) == last - start + 1:
-        if len(recent) == 1:
-            blobs: Iterable[tuple[int, int, int, bytes]] = [
-                (len(ids), ids[0], ids[-1], _blocks.encode(recent[0][0], recent[0][1]))]
-        else:
-            cols = {name: list(itertools.chain.from_iterable(c[name] for _, c in recent))
-                    for name in _BLOCK_FIELDS}
-            blobs = [(len(ids), ids[0], ids[-1], _blocks.encode(range(start, last + 1), cols))]
+        # Batches written as columns stay columns; runs of batches written as rows become
+        # columns in one go.
+        parts: list[dict[str, list[Any]]] = []
+        for is_cols, run in itertools.groupby((part for _, part in recent),
+                                              key=lambda part: isinstance(part, dict)):
+            if is_cols:
+                parts.extend(run)
+            else:
+                parts.append(columns_of([row for rows in run for row in rows]))
+        cols = parts[0] if len(parts) == 1 else {
+            name: list(itertools.chain.from_iterable(p[name] for p in parts))
+            for name in _BLOCK_FIELDS}
+        blobs: Iterable[tuple[int, int, int, bytes]] = [
+            (len(ids), ids[0], ids[-1], _blocks.encode(range(start, last + 1), cols))]
     else:
         cur = conn.execute(f"{_SELECT_FOR_BLOCKS} WHERE id >= ? ORDER BY id", (start,))
         blobs = ((len(c), c[0][0], c[-1][0], _encode_selected(c))
