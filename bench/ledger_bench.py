@@ -1,4 +1,5 @@
-"""Ledger speed and memory, by hand: `python bench/ledger_bench.py [--rows 1000000]`.
+"""Ledger speed and memory, by hand: `python bench/ledger_bench.py [--rows 1000000]`
+(`--skip read overhead` for the write rate alone, `--text full` for one text setting).
 
 Prints:
   * sustained write rate: records/s from the first `write()` to `flush()` returning, with
@@ -93,8 +94,8 @@ def write_rate(records: list[CallRecord], passes: int, text: str, directory: Pat
     cpu = time.process_time() - cpu0
     ledger.close()
     assert ledger.count() == n + 1
-    # Records per CPU-second of this process (caller and writer thread): what the machine's
-    # other load does not change much, unlike the wall-clock rate.
+    # Records per CPU-second of this process (caller, writer and checkpoint threads): what
+    # the machine's other load changes less than the wall-clock rate.
     return {"records_per_s": n / elapsed, "records_per_cpu_s": n / cpu,
             "write_call_us": caller / n * 1e6, "n": n}
 
@@ -196,16 +197,19 @@ def main() -> None:
     parser.add_argument("--rate-passes", type=int, default=3)
     parser.add_argument("--calls", type=int, default=2000, help="dispatcher calls per side")
     parser.add_argument("--skip", nargs="*", default=[], choices=["rate", "read", "overhead"])
+    parser.add_argument("--text", nargs="*", default=["full", "hash", "off"],
+                        choices=["full", "hash", "off"], help="text settings for the write rate")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         if "rate" not in args.skip:
             records = make_records(args.rate_records)
-            for text in ("full", "hash", "off"):
+            for text in args.text:
                 r = write_rate(records, args.rate_passes, text, directory)
                 print(f"write rate, text={text:<4}: {r['records_per_s']:>9,.0f} records/s "
                       f"({r['records_per_cpu_s']:,.0f} per CPU-second; {r['n']:,} records; "
-                      f"write() costs the caller {r['write_call_us']:.2f} us)")
+                      f"write() costs the caller {r['write_call_us']:.2f} us; "
+                      f"load average {os.getloadavg()[0]:.1f})")
             del records
         if "read" not in args.skip:
             path = directory / "big.db"

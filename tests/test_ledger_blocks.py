@@ -4,6 +4,7 @@ merge)."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sqlite3
 import sys
@@ -22,6 +23,7 @@ from llmdispatch_nb.ledger._rows import (
     ROW_FIELDS,
     TextMode,
     columns_of,
+    hash_text,
     omissible,
     to_columns,
     to_row,
@@ -69,6 +71,11 @@ def test_a_batch_as_columns_holds_each_records_row(mode: TextMode) -> None:
         assert row["prompt"].startswith("sha256:") and row["chunks"] is None
     else:
         assert (row["prompt"], row["response"], row["chunks"]) == (None, None, None)
+
+
+def test_hashed_text_is_the_sha256_of_its_utf8_even_with_a_lone_surrogate() -> None:
+    assert hash_text("héllo") == "sha256:" + hashlib.sha256("héllo".encode()).hexdigest()
+    assert hash_text("a\ud800") == "sha256:" + hashlib.sha256(b"a\xed\xa0\x80").hexdigest()
 
 
 def test_only_columns_holding_nothing_but_their_default_are_left_out() -> None:

@@ -65,6 +65,7 @@ _tag_json: dict[tuple[str, ...], str] = {}
 _param_json: dict[tuple[tuple[str, Any], ...], str] = {}
 _MEMO_LIMIT = 4096
 _encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str).encode
+_sha256 = hashlib.sha256
 
 
 def check_text_mode(mode: str) -> TextMode:
@@ -74,7 +75,11 @@ def check_text_mode(mode: str) -> TextMode:
 
 
 def hash_text(text: str) -> str:
-    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    try:
+        data = text.encode()  # the fast path; an error handler takes the slow one throughout
+    except UnicodeEncodeError:  # a lone surrogate
+        data = text.encode("utf-8", "surrogatepass")
+    return "sha256:" + _sha256(data).hexdigest()
 
 
 def _tags(tags: tuple[str, ...]) -> str | None:
