@@ -210,19 +210,23 @@ def test_only_call_records_are_taken_and_a_bad_one_does_not_stall_the_rest(
 
 
 def test_close_ends_the_writer_thread_and_the_ledger_reopens(tmp_path: Path) -> None:
-    def writers() -> list[threading.Thread]:
-        return [t for t in threading.enumerate() if t.name.startswith("llmdispatch-ledger")]
-
-    before = len(writers())
     ledger = Ledger(tmp_path)
+
+    def threads() -> list[str]:  # this ledger's (other tests' ledgers come and go)
+        return sorted(t.name for t in threading.enumerate()
+                      if t.name.startswith(f"llmdispatch-ledger-{id(ledger):x}"))
+
     ledger.write(record(0))
     ledger.flush()
-    assert len(writers()) == before + 1
+    assert threads() == [f"llmdispatch-ledger-{id(ledger):x}"]
+    ledger._checkpointer.request()  # and its checkpoint thread, when there is one
+    assert len(threads()) == 2
     ledger.close()
-    assert len(writers()) == before
+    assert threads() == []
     ledger.write(record(1))
     assert ledger.count() == 2
     ledger.close()
+    assert threads() == []
 
 
 def test_flushed_records_are_visible_to_another_connection(tmp_path: Path) -> None:
