@@ -254,14 +254,14 @@ def findings(r: dict[str, Any]) -> list[str]:
                          f"{hop['cpu_ms_per_call'] / raw['cpu_ms_per_call']:.2f}x")
             out.append(f"- {what}: ours {ours['p50_ms'] / raw['p50_ms']:.2f}x raw httpx at p50, "
                        f"{ours['cpu_ms_per_call'] / raw['cpu_ms_per_call']:.2f}x its CPU per call "
-                       f"(+{ours['cpu_ms_per_call'] - raw['cpu_ms_per_call']:.2f} ms){extra}.")
+                       f"({ours['cpu_ms_per_call'] - raw['cpu_ms_per_call']:+.2f} ms){extra}.")
     for p in r.get("profile", []):
         cum = {x["where"]: x for x in p["top_ours_cumulative"]}
         hand = cum.get("llmdispatch_nb/_stream.py:send")
         if p["streamed"] and hand:
             out.append(
-                f"- Streamed, {p['concurrency']} at once: handing the text events to the caller's "
-                f"loop (`_stream.py` StreamSink.send, across threads) takes {hand['cum_share']:.0%} "
+                f"- Streamed, {p['concurrency']} at once: handing the text events to the caller "
+                f"(`_stream.py` StreamSink.send) takes {hand['cum_share']:.0%} "
                 f"of the profiled busy time, {hand['cum_us_per_call']:,.0f} µs per call of 64 "
                 f"events.")
         if not p["streamed"] and p["concurrency"] > 1:
@@ -276,8 +276,13 @@ def findings(r: dict[str, Any]) -> list[str]:
                     f"on aiohttp, which do not, so at 64 at once the peers' HTTP stacks differ from "
                     f"ours and raw httpx's.")
         if not p["streamed"] and p["concurrency"] == 1:
+            # Leave out the call chain itself and the HTTP exchange it wraps.
+            chain = (":asend", ":_call", ":_try_candidate", ":_attempt", "_attempt.py:send_plain",
+                     "_attempt.py:send_stream", "_pool.py:")
+            pieces = [x for x in p["top_ours_cumulative"]
+                      if not any(x["where"].endswith(c) or c in x["where"] for c in chain)]
             top = ", ".join(f"{x['where'].split('/', 1)[-1]} {x['cum_us_per_call']:,.0f} µs"
-                            for x in p["top_ours_cumulative"][4:9])
+                            for x in pieces[:5])
             out.append(f"- Plain, sequential, our largest pieces besides the HTTP exchange "
                        f"(cumulative µs per call, profiled): {top}.")
     i = r.get("imports")
