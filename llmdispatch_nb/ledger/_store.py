@@ -76,6 +76,9 @@ def _insert(names: tuple[str, ...], rows: int = 1) -> str:
     return f"INSERT INTO calls ({', '.join(names)}) VALUES {', '.join([one] * rows)}"
 
 
+_INSERT_ROW = _insert(ROW_FIELDS)
+
+
 def _insert_rows(conn: sqlite3.Connection, cols: dict[str, list[Any]], n: int) -> None:
     """Insert the n rows of `cols`, in order, leaving out the columns that hold only their
     default (see `omissible`).
@@ -298,7 +301,7 @@ class Ledger:
                 if cols is not None:
                     _insert_rows(conn, cols, n)
                 else:
-                    conn.executemany(_insert(ROW_FIELDS), rows)
+                    conn.executemany(_INSERT_ROW, rows)
                 last = conn.execute("SELECT max(id) FROM calls").fetchone()[0]
                 if last - first + 1 == n:
                     ids: Sequence[int] = range(first, last + 1)
