@@ -7,6 +7,11 @@
 Several kernels may share one file: WAL lets readers run beside the one writer, and every
 connection waits (busy_timeout) rather than failing while another holds the write lock.
 Writes are acknowledged by `flush()`; what was flushed survives the process being killed.
+
+The writer thread takes what has piled up in one transaction: a few records row by row, a
+busy stream column by column, 64 rows to an INSERT (`_insert_rows`), and packs the analysis
+columns of the new rows into a block as it goes. Copying the write-ahead log into the file
+(a checkpoint, with its fsyncs) happens on a thread of its own (`Checkpointer`).
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ A batch that fails to write is kept and retried with backoff, never dropped; `fl
 gives up after its timeout and says why. The thread exits after `idle_exit_s` without
 work (so a test suite that opens hundreds of ledgers does not keep hundreds of threads)
 and is started again by the next `put`.
+
+`Checkpointer` is the ledger's second thread: it copies the write-ahead log into the
+database file when the writer asks, so the writer never waits on that copy.
 """
 
 from __future__ import annotations
