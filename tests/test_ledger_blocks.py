@@ -76,6 +76,8 @@ def test_a_batch_as_columns_holds_each_records_row(mode: TextMode) -> None:
 def test_hashed_text_is_the_sha256_of_its_utf8_even_with_a_lone_surrogate() -> None:
     assert hash_text("héllo") == "sha256:" + hashlib.sha256("héllo".encode()).hexdigest()
     assert hash_text("a\ud800") == "sha256:" + hashlib.sha256(b"a\xed\xa0\x80").hexdigest()
+    recs = [record(i, prompt="a\ud800" if i == 40 else f"p{i}") for i in range(50)]
+    assert to_columns(recs, "hash")["prompt"] == [hash_text(r.prompt or "") for r in recs]
 
 
 def test_only_columns_holding_nothing_but_their_default_are_left_out() -> None:

@@ -109,6 +109,15 @@ def _params(params: Any) -> str | None:
         return _encode(dict(params))
 
 
+def _hashed(texts: list[str | None]) -> list[str | None]:
+    """`hash_text` of each text, inline (a function call per text cost a tenth of a hash)."""
+    try:
+        return [None if t is None else "sha256:" + _sha256(t.encode()).hexdigest()
+                for t in texts]
+    except UnicodeEncodeError:  # a lone surrogate somewhere
+        return [None if t is None else hash_text(t) for t in texts]
+
+
 def _chunks(chunks: Any) -> str | None:
     return _encode([[round(float(o), 6), t] for o, t in chunks]) if chunks else None
 
@@ -128,8 +137,7 @@ def to_columns(records: Sequence[CallRecord], mode: TextMode) -> dict[str, list[
         # Chunks are the response's text in pieces: never kept when the text is not.
         chunks = [None] * len(records)
         if mode == "hash":
-            prompts = [None if t is None else hash_text(t) for t in prompts]
-            responses = [None if t is None else hash_text(t) for t in responses]
+            prompts, responses = _hashed(prompts), _hashed(responses)
         else:
             prompts, responses = chunks, chunks
     cols["prompt"], cols["response"], cols["chunks"] = prompts, responses, chunks
