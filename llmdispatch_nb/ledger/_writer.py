@@ -40,6 +40,18 @@ class _Marker:
         self.done = threading.Event()
 
 
+def _end_thread(owner: BatchWriter | Checkpointer, timeout: float | None) -> None:
+    """Wake `owner`'s thread with `_stopping` set and wait for it to end (a thread cannot
+    wait for itself; the next use starts another)."""
+    thread = owner._thread
+    if thread is None or thread is threading.current_thread():
+        return
+    owner._stopping = True
+    owner._wake.set()
+    thread.join(timeout)
+    owner._stopping = False
+
+
 class BatchWriter:
     def __init__(self, sink: Callable[[list[Any]], None], *, name: str,
                  batch_size: int = 5000, idle_exit_s: float = 5.0, linger_s: float = 0.02,
@@ -101,13 +113,7 @@ class BatchWriter:
     def stop(self, timeout: float | None = 10.0) -> None:
         """Write what is queued, then end the thread (the next `put` starts another)."""
         self.flush(timeout)
-        thread = self._thread
-        if thread is None or thread is threading.current_thread():
-            return
-        self._stopping = True
-        self._wake.set()
-        thread.join(timeout)
-        self._stopping = False
+        _end_thread(self, timeout)
 
     def _kick(self) -> None:
         if self._thread is None:
@@ -226,13 +232,7 @@ class Checkpointer:
                     self._thread.start()
 
     def stop(self, timeout: float | None = 10.0) -> None:
-        thread = self._thread
-        if thread is None or thread is threading.current_thread():
-            return
-        self._stopping = True
-        self._wake.set()
-        thread.join(timeout)
-        self._stopping = False
+        _end_thread(self, timeout)
 
     def _run(self) -> None:
         conn = None
