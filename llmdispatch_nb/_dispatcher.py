@@ -191,7 +191,7 @@ class Dispatcher:
         return self.resolver.aliases
 
     def _new_client(self) -> httpx.AsyncClient:
-        return new_client(self.endpoints.values(), self.timeout)
+        return new_client(self.timeout)
 
     def _client_for_loop(self) -> httpx.AsyncClient:
         return self._client if self._client is not None else self._clients.get()
