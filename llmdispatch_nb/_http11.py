@@ -77,6 +77,12 @@ class _Connection(asyncio.Protocol):
         self.reading_paused = False
         self.writing_paused = False
         self.idle_since = -1.0  # >= 0 while in the pool's idle stack
+        # The current wait's deadline and what missing it raises. One timer per connection
+        # checks it and re-arms itself while waits go on: a timer per wait (one per
+        # streamed event) cost a twentieth of the client's CPU.
+        self.deadline: float | None = None
+        self.timeout_error: tuple[type[httpx.TimeoutException], str] = (httpx.ReadTimeout, "")
+        self.timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -129,14 +135,28 @@ class _Connection(asyncio.Protocol):
             self.reading_paused = False
             self.transport.resume_reading()
         waiter = self.waiter = self.loop.create_future()
-        timer = None if timeout is None else self.loop.call_later(
-            timeout, _expire, waiter, exc, what)
+        if timeout is None:
+            self.deadline = None
+        else:
+            self.deadline = deadline = self.loop.time() + timeout
+            self.timeout_error = (exc, what)
+            if self.timer is None:
+                self.timer = self.loop.call_at(deadline, self._check_deadline)
         try:
             await waiter
         finally:
             self.waiter = None
-            if timer is not None:
-                timer.cancel()
+
+    def _check_deadline(self) -> None:
+        self.timer = None
+        waiter, deadline = self.waiter, self.deadline
+        if waiter is None or waiter.done() or deadline is None:
+            return  # no wait going on; the next one arms a timer again
+        if self.loop.time() >= deadline:
+            exc, what = self.timeout_error
+            waiter.set_exception(exc(what))
+        else:  # a later wait than the one this timer was set for
+            self.timer = self.loop.call_at(deadline, self._check_deadline)
 
     async def more(self, timeout: float | None) -> bool:
         """Wait for more bytes; False once the peer has closed."""
@@ -404,6 +424,9 @@ class _Origin:
             self.close(conn)
 
     def close(self, conn: _Connection) -> None:
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
         if conn.transport is not None:
             conn.transport.abort()  # nothing of ours is left to send; do not linger
             conn.transport = None

@@ -62,3 +62,36 @@ def test_sim_command_prints_one_line_per_vendor_and_serves_until_stopped() -> No
             pytest.fail("the sim command did not stop on SIGTERM")
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_emulated_tokens_keep_their_schedule_when_the_server_wakes_late(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server loop that wakes late for one token does not push every later token back:
+    each is due at a time fixed from the start, as a model's tokens are. Checked on a
+    clock of our own, every sleep overshooting by 4 ms."""
+    import asyncio
+    import random
+
+    from llmdispatch_nb.sim import _core
+
+    profile = _core.Profile("m", ttft_s=0.3, tokens_per_s=50.0, jitter=0.0)
+    now = [0.0]
+    woken_at: list[float] = []
+
+    async def late_sleep(seconds: float) -> None:
+        now[0] += seconds + 0.004
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.time = lambda: now[0]  # type: ignore[method-assign]
+        async for _ in _core.paced([f"t{i}" for i in range(40)], profile, 1.0,
+                                   random.Random(1)):
+            woken_at.append(now[0])
+        woken_at.append(now[0])
+
+    monkeypatch.setattr(_core.asyncio, "sleep", late_sleep)
+    asyncio.run(main())
+    # The first token at ttft, the answer over at ttft + 40 gaps: each within one
+    # overshoot, not forty of them.
+    assert 0.3 <= woken_at[0] <= 0.3 + 0.0045
+    assert _core.total_time(profile, 40, 1.0) <= woken_at[-1] <= 0.3 + 40 / 50 + 0.0045

@@ -328,6 +328,29 @@ def test_a_reset_is_a_read_error_and_a_silent_server_a_read_timeout() -> None:
     assert asyncio.run(main()) < 2.0
 
 
+def test_the_read_timeout_counts_silence_not_the_whole_answer() -> None:
+    async def dribble(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(8):  # 0.8 s in all, never 0.3 s without a byte
+            await asyncio.sleep(0.1)
+            writer.write(b"1\r\n.\r\n")
+        await asyncio.sleep(1.0)  # then silence
+        writer.write(b"0\r\n\r\n")
+
+    async def main() -> bytes:
+        t = Http11Transport()
+        got = b""
+        async with Scripted(dribble) as url, httpx.AsyncClient(transport=t) as client:
+            with pytest.raises(httpx.ReadTimeout):
+                async with client.stream("POST", url, content=b"x",
+                                         timeout=httpx.Timeout(0.3)) as r:
+                    async for part in r.aiter_raw():
+                        got += part
+        return got
+
+    assert asyncio.run(main()) == b"." * 8
+
+
 def test_a_connection_the_server_closes_is_not_reused() -> None:
     async def main() -> tuple[int, int]:
         t = Http11Transport()
