@@ -94,7 +94,12 @@ def test_close_from_inside_the_callers_loop_still_closes_its_client(
     assert asyncio.run(main()).is_closed
 
 
-def test_breaking_out_of_an_async_stream_cancels_the_call(d: Dispatcher) -> None:
+def test_breaking_out_of_an_async_stream_cancels_the_call(
+        d: Dispatcher, openai_sim: SimServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # At the model's real pace, so the answer is still coming when the loop breaks off
+    # (with no pacing all 400 tokens can arrive before the break is seen).
+    monkeypatch.setattr(openai_sim.emulators["openai"], "time_scale", 1.0)
+
     async def main() -> str:
         s = d.astream("A long answer, please.", TARGET, max_tokens=400)
         async for ev in s:

@@ -95,3 +95,45 @@ def test_emulated_tokens_keep_their_schedule_when_the_server_wakes_late(
     # overshoot, not forty of them.
     assert 0.3 <= woken_at[0] <= 0.3 + 0.0045
     assert _core.total_time(profile, 40, 1.0) <= woken_at[-1] <= 0.3 + 40 / 50 + 0.0045
+
+
+def test_a_reset_cuts_only_its_own_connection_when_a_client_port_is_shared() -> None:
+    """One client port can hold connections to two emulators at once (Linux shares an
+    ephemeral port across destinations): a reset fault on one must leave the other be."""
+    import socket
+
+    from llmdispatch_nb.sim import serve
+
+    def connect(port: int, local_port: int) -> socket.socket:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", local_port))
+        s.connect(("127.0.0.1", port))
+        s.settimeout(5)
+        return s
+
+    def ask(s: socket.socket, body: bytes) -> bytes:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                  % (len(body), body))
+        return s.recv(65536)
+
+    body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}'
+    with serve(["openai", "azure"], time_scale=0) as sim:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            local_port = probe.getsockname()[1]
+        to_openai = connect(sim.ports["openai"], local_port)
+        to_azure = connect(sim.ports["azure"], local_port)  # the same client port
+        try:
+            assert ask(to_openai, body).startswith(b"HTTP/1.1 200")
+            sim.emulators["openai"].faults.script("reset")
+            with pytest.raises(ConnectionError):
+                if not ask(to_openai, body):
+                    raise ConnectionResetError("closed")
+            # The connection to the other emulator is still there and answers.
+            to_azure.sendall(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert to_azure.recv(65536).startswith(b"HTTP/1.1 404")
+        finally:
+            to_openai.close()
+            to_azure.close()

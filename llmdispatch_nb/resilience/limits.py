@@ -336,6 +336,15 @@ class RateLimiter:
             return
         if woken.done():
             return
+        if self._sleep is asyncio.sleep:
+            # A timer that resolves the same future: a sleeping task and asyncio.wait per
+            # waiting call were a tenth of a 2,000-call fan-out's CPU.
+            timer = woken.get_loop().call_later(timeout, _resolve, woken)
+            try:
+                await woken
+            finally:
+                timer.cancel()
+            return
         slept = asyncio.ensure_future(self._sleep(timeout))
         try:
             await asyncio.wait((woken, slept), return_when=asyncio.FIRST_COMPLETED)

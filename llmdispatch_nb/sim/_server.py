@@ -25,7 +25,15 @@ from starlette.responses import JSONResponse, Response
 
 from ._core import FaultPlan, Received, RequestLog, stamp
 
-_TRANSPORTS: dict[tuple[str, int], asyncio.Transport] = {}
+# Keyed by (client host, client port, server port): one client port can carry connections
+# to two emulators at once (Linux shares an ephemeral port across destinations), and a
+# reset meant for one must not cut the other.
+_TRANSPORTS: dict[tuple[str, int, int], asyncio.Transport] = {}
+
+
+def _key(transport: asyncio.BaseTransport) -> tuple[str, int, int] | None:
+    peer, own = transport.get_extra_info("peername"), transport.get_extra_info("sockname")
+    return (peer[0], peer[1], own[1]) if peer and own else None
 
 
 def _tracking_protocol() -> type[asyncio.Protocol]:
@@ -38,16 +46,16 @@ def _tracking_protocol() -> type[asyncio.Protocol]:
                 # Without this, headers and body leave as two segments and Nagle holds the
                 # second for the client's delayed ACK: ~40 ms added to every keep-alive call.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            peer = transport.get_extra_info("peername")
-            if peer:
-                _TRANSPORTS[(peer[0], peer[1])] = transport
+            key = _key(transport)
+            if key:
+                _TRANSPORTS[key] = transport
             super().connection_made(transport)
 
         def connection_lost(self, exc: Exception | None) -> None:
-            peer = self.transport.get_extra_info("peername") if self.transport else None
+            key = _key(self.transport) if self.transport else None
             # Only our own entry: a new connection may already reuse this client port.
-            if peer and _TRANSPORTS.get((peer[0], peer[1])) is self.transport:
-                del _TRANSPORTS[(peer[0], peer[1])]
+            if key and _TRANSPORTS.get(key) is self.transport:
+                del _TRANSPORTS[key]
             super().connection_lost(exc)
 
     return TrackingH11Protocol
@@ -55,8 +63,8 @@ def _tracking_protocol() -> type[asyncio.Protocol]:
 
 def reset_connection(request: Request) -> None:
     """Drop the client's TCP connection with a RST, as a crashed proxy or peer would."""
-    client = request.scope.get("client")
-    transport = _TRANSPORTS.get((client[0], client[1])) if client else None
+    client, server = request.scope.get("client"), request.scope.get("server")
+    transport = _TRANSPORTS.get((client[0], client[1], server[1])) if client and server else None
     if transport is None:
         raise RuntimeError("no transport for this connection; is the emulator served by serve()?")
     sock = transport.get_extra_info("socket")
