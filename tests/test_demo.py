@@ -113,10 +113,21 @@ def test_a_reset_cuts_only_its_own_connection_when_a_client_port_is_shared() -> 
         return s
 
     def ask(s: socket.socket, body: bytes) -> bytes:
+        """One request; the whole response back (b"" if the server closed instead)."""
         s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n"
                   b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                   % (len(body), body))
-        return s.recv(65536)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            part = s.recv(65536)
+            if not part:
+                return got
+            got += part
+        head, _, rest = got.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        while len(rest) < length:
+            rest += s.recv(65536)
+        return head + b"\r\n\r\n" + rest
 
     body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}'
     with serve(["openai", "azure"], time_scale=0) as sim:
