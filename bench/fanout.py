@@ -208,9 +208,11 @@ async def fan_out(d: Any, n: int, max_tokens: int, ended: list[float]) -> list[A
     return await asyncio.gather(*(one(i) for i in range(n)))
 
 
-async def raw_fan_out(urls: dict[str, str], n: int, max_tokens: int, cap: int) -> float:
+async def raw_fan_out(urls: dict[str, str], n: int, max_tokens: int, cap: int,
+                      our_transport: bool = False) -> float:
     """The baseline: the same calls with plain httpx and a semaphore per vendor (the
-    requests built by our sans-IO adapters, the bodies only read), no retries."""
+    requests built by our sans-IO adapters, the bodies only read), no retries; on httpx's
+    own transport, or (`our_transport`) on the HTTP/1.1 transport the Dispatcher uses."""
     import httpx
 
     from llmdispatch_nb import Request
@@ -222,7 +224,15 @@ async def raw_fan_out(urls: dict[str, str], n: int, max_tokens: int, cap: int) -
     # Dispatcher does: one pool shared by all four vendors spends its CPU walking the
     # pool and reconnecting (httpcore closes idle connections above its keep-alive limit).
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    clients = {v: httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0), limits=limits)
+    def transport() -> httpx.AsyncBaseTransport | None:
+        if not our_transport:
+            return None
+        from llmdispatch_nb._http11 import Http11Transport
+
+        return Http11Transport()
+
+    clients = {v: httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0), limits=limits,
+                                    transport=transport())
                for v in VENDORS}
     try:
 
@@ -334,10 +344,12 @@ def run_fanout(emus: Emulators, args: argparse.Namespace, fault_rate: float) -> 
     }
 
 
-def run_raw(emus: Emulators, args: argparse.Namespace) -> dict[str, Any]:
+def run_raw(emus: Emulators, args: argparse.Namespace, our_transport: bool = False
+            ) -> dict[str, Any]:
     emus.set_fault_rate(0.0)
     cpu0 = time.process_time()
-    wall = asyncio.run(raw_fan_out(emus.urls, args.calls, args.max_tokens, args.concurrent))
+    wall = asyncio.run(raw_fan_out(emus.urls, args.calls, args.max_tokens, args.concurrent,
+                                   our_transport))
     cpu = time.process_time() - cpu0
     answered = {v: args.calls // len(VENDORS) + (i < args.calls % len(VENDORS))
                 for i, v in enumerate(VENDORS)}
@@ -376,8 +388,12 @@ async def overhead_run(mode: str, n: int, base: str) -> list[float]:
     import httpx
 
     seq: list[float] = []
-    if mode == "raw":
-        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=256)) as client:
+    if mode in ("raw", "raw_our_transport"):
+        from llmdispatch_nb._http11 import Http11Transport
+
+        transport = Http11Transport() if mode == "raw_our_transport" else None
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=256),
+                                     transport=transport) as client:
             for _ in range(10):
                 await raw_call(client, base)
             for _ in range(n):
@@ -423,7 +439,7 @@ async def overhead_run(mode: str, n: int, base: str) -> list[float]:
 def run_overhead(n: int, rounds: int = 8) -> dict[str, Any]:
     from bench._common import emulators, pct
 
-    modes = ("raw", "bare", "full")
+    modes = ("raw", "raw_our_transport", "bare", "full")
     results: dict[str, list[float]] = {m: [] for m in modes}
     per_round = max(1, n // rounds)
     with emulators(0.0) as urls:
@@ -439,6 +455,10 @@ def run_overhead(n: int, rounds: int = 8) -> dict[str, Any]:
         "p95_ms": {m: round(pct(v, 95) * 1e3, 3) for m, v in results.items()},
         "ratio_p50_bare_to_raw": round(p50["bare"] / p50["raw"], 3),
         "ratio_p50_full_path_to_raw": round(p50["full"] / p50["raw"], 3),
+        # The Dispatcher runs on our HTTP/1.1 transport: against raw httpx on the same
+        # transport, what our layers alone cost.
+        "ratio_p50_full_path_to_raw_on_our_transport":
+            round(p50["full"] / p50["raw_our_transport"], 3),
         "full_path_overhead_ms_p50": round((p50["full"] - p50["raw"]) * 1e3, 3),
         "loadavg_1min_at_end": round(os.getloadavg()[0], 2),
     }
@@ -476,11 +496,13 @@ def main() -> None:
                 # What a client with no routing, retries or ledger reaches on this machine
                 # now, then ours with no faults: the part of the gap to the ideal that is
                 # not ours.
-                raw = out["raw_httpx_no_faults"] = run_raw(emus, args)
+                raws = [run_raw(emus, args), run_raw(emus, args, our_transport=True)]
+                out["raw_httpx_no_faults"], out["raw_httpx_our_transport_no_faults"] = raws
                 ours = out["ours_no_faults"] = run_fanout(emus, args, 0.0)
                 if not args.max_tokens:
-                    raw["ideal_s"] = ours["ideal_s"]
-                    raw["ratio_to_ideal"] = round(raw["wall_s"] / ours["ideal_s"], 3)
+                    for raw in raws:
+                        raw["ideal_s"] = ours["ideal_s"]
+                        raw["ratio_to_ideal"] = round(raw["wall_s"] / ours["ideal_s"], 3)
             out["ours_with_faults"] = run_fanout(emus, args, args.fault_rate)
         finally:
             emus.close()

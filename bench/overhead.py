@@ -37,16 +37,17 @@ MODEL = "gpt-4o-mini"
 MAX_TOKENS = 64
 KEY = "bench-key"
 
-# Peers first, then ours. "ours_on_loop" (not run by default) awaits the Dispatcher on its
-# own loop thread; since async calls run on the caller's loop, it takes the same path.
-CLIENTS = ("httpx", "ours", "openai", "litellm", "litellm_router")
+# Peers first, then ours. "httpx_http11" is raw httpx on our HTTP/1.1 transport: the
+# Dispatcher uses that transport, so ours against it is the cost of our layers alone, and
+# raw httpx against it what the transport saves.
+CLIENTS = ("httpx", "httpx_http11", "ours", "openai", "litellm", "litellm_router")
 LABELS = {
     "httpx": "raw httpx (hand-built request, hand-parsed SSE)",
     "ours": "llmdispatch_nb Dispatcher (asend/astream, full path)",
     "openai": "openai SDK (AsyncOpenAI)",
     "litellm": "LiteLLM acompletion",
     "litellm_router": "LiteLLM Router.acompletion",
-    "ours_on_loop": "Dispatcher awaited on its own loop (diagnostic)",
+    "httpx_http11": "raw httpx on llmdispatch_nb's HTTP/1.1 transport (the one it uses)",
 }
 PHASES = (("plain", "seq"), ("plain", "conc"), ("stream", "seq"), ("stream", "conc"))
 
@@ -66,12 +67,18 @@ def _raw_body(stream: bool) -> bytes:
     return json.dumps(body).encode()
 
 
-async def make_httpx(base: str) -> tuple[Call, Call, Callable[[], Awaitable[None]]]:
+async def make_httpx(base: str, our_transport: bool = False
+                     ) -> tuple[Call, Call, Callable[[], Awaitable[None]]]:
     import httpx
 
+    transport = None
+    if our_transport:
+        from llmdispatch_nb._http11 import Http11Transport
+
+        transport = Http11Transport()
     client = httpx.AsyncClient(limits=httpx.Limits(max_connections=256,
                                                    max_keepalive_connections=64),
-                               timeout=httpx.Timeout(60.0, connect=10.0))
+                               timeout=httpx.Timeout(60.0, connect=10.0), transport=transport)
     url = f"{base}/chat/completions"
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     plain_body, stream_body = _raw_body(False), _raw_body(True)
@@ -267,9 +274,9 @@ async def _phase(call: Call, mode: str, n: int, concurrency: int, warmup: int,
 
 async def worker(name: str, base: str) -> None:
     """Answer commands from stdin, one JSON line each, with result lines marked '@@'."""
-    if name == "httpx":
-        plain, stream, close = await make_httpx(base)
-    elif name in ("ours", "ours_on_loop"):
+    if name in ("httpx", "httpx_http11"):
+        plain, stream, close = await make_httpx(base, our_transport=name == "httpx_http11")
+    elif name == "ours":
         plain, stream, close = await make_ours(base)
     elif name == "openai":
         plain, stream, close = await make_openai(base)
@@ -292,10 +299,7 @@ async def worker(name: str, base: str) -> None:
         cmd = json.loads(line)
         call = stream if cmd["kind"] == "stream" else plain
         run = _phase(call, cmd["mode"], cmd["n"], cmd["concurrency"], cmd["warmup"], settle)
-        if name == "ours_on_loop":
-            out = await _OURS[0]._loop.arun(run)
-        else:
-            out = await run
+        out = await run
         print("@@" + json.dumps(out), flush=True)
     await close()
 
