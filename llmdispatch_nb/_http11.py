@@ -55,6 +55,7 @@ def shared_ssl_context() -> ssl_module.SSLContext:
     with _ssl_lock:
         if _ssl_context is None:
             _ssl_context = httpx.create_ssl_context()
+            _ssl_context.set_alpn_protocols(["http/1.1"])  # as httpcore asks, for HTTP/1.1
         return _ssl_context
 
 
@@ -398,10 +399,12 @@ class _Origin:
         tls = self.scheme == b"https"
         try:
             async with asyncio.timeout(timeout):
+                # Happy eyeballs (RFC 8305), as anyio does for httpcore: a host whose IPv6
+                # route is broken still connects over IPv4 after 0.25 s, not a timeout.
                 await self.loop.create_connection(
                     lambda: conn, self.host, self.port,
                     ssl=self.owner.ssl_context if tls else None,
-                    server_hostname=self.host if tls else None)
+                    server_hostname=self.host if tls else None, happy_eyeballs_delay=0.25)
         except TimeoutError:
             raise httpx.ConnectTimeout(f"timed out connecting to {self.host}:{self.port}") from None
         except (OSError, ssl_module.SSLError) as exc:

@@ -252,6 +252,36 @@ def test_a_streamed_request_body_goes_chunked() -> None:
     assert b"transfer-encoding: chunked" in head.lower() and body == b"one two three"
 
 
+def test_large_bodies_both_ways_go_through_flow_control() -> None:
+    """8 MiB up (the socket's buffer fills: writing waits) and 8 MiB down, in chunks and by
+    length (more than the read buffer's high-water mark: reading pauses)."""
+    big = bytes(range(256)) * (32 * 1024)
+
+    async def echo_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for i in range(0, len(big), 100_000):
+            part = big[i:i + 100_000]
+            writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async def main() -> tuple[bytes, bytes, int]:
+        t = Http11Transport()
+        script = Scripted(ok(big), echo_chunked)
+        async with script as url, httpx.AsyncClient(transport=t) as client:
+            by_length = (await client.post(url, content=big)).content
+            chunked = b""
+            async with client.stream("POST", url, content=b"x") as r:
+                async for part in r.aiter_raw():
+                    chunked += part
+                    await asyncio.sleep(0)  # a slow reader
+        return by_length, chunked, len(script.requests[0][1])
+
+    by_length, chunked, sent = asyncio.run(main())
+    assert by_length == big and chunked == big and sent == len(big)
+
+
 @pytest.mark.parametrize("reply, error, words", [
     (b"HTTP/1.1 2OO OK\r\n\r\n", httpx.RemoteProtocolError, "malformed status line"),
     (b"SSH-2.0-OpenSSH\r\n\r\n", httpx.RemoteProtocolError, "malformed status line"),
