@@ -209,6 +209,31 @@ def test_only_call_records_are_taken_and_a_bad_one_does_not_stall_the_rest(
     assert "dropped a record" in caplog.text
 
 
+def test_a_number_field_holding_something_else_is_refused_at_write(tmp_path: Path) -> None:
+    import dataclasses
+    from decimal import Decimal
+
+    ledger = Ledger(tmp_path)
+    for field, value, words in (
+            ("latency_s", "x", "latency_s must be a float or an int or None, not str"),
+            ("cost_usd", Decimal("0.25"), "cost_usd must be a float or an int or None, not Decimal"),
+            ("output_tokens", 3.5, "output_tokens must be an int or None, not float")):
+        with pytest.raises(TypeError, match=words):
+            ledger.write(dataclasses.replace(record(0), **{field: value}))
+    # Subclasses bind and pack: a bool, a float subclass.
+    class Seconds(float):
+        pass
+
+    ledger.write(dataclasses.replace(record(1), latency_s=Seconds(0.25), cache_hit=True,
+                                     output_tokens=True))
+    for i in range(2, 600):  # past a block's worth, so the rows are packed too
+        ledger.write(record(i))
+    ledger.flush()
+    assert ledger.count() == 599 and ledger.pending() == 0
+    assert ledger.records()[0].latency_s == 0.25
+    ledger.close()
+
+
 def test_close_ends_the_writer_thread_and_the_ledger_reopens(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path)
 

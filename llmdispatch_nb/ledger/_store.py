@@ -56,6 +56,11 @@ log = logging.getLogger("llmdispatch_nb.ledger")
 FILE_NAME = "ledger.db"
 _SELECT_WITH_ID = f"SELECT id, {', '.join(ROW_FIELDS)} FROM calls"
 _BLOCK_FIELDS = tuple(name for name, type_ in _blocks.BLOCK_COLUMNS if type_ != "id")
+# (field, the types SQLite and the block packing both take, what they are): subclasses
+# pass (bool, numpy.float64); numpy.int64 or Decimal would not bind.
+_NUMERIC_FIELDS = tuple(
+    (name, int, "an int") if type_ == "int" else (name, (float, int), "a float or an int")
+    for name, type_ in _blocks.BLOCK_COLUMNS if type_ in ("int", "float"))
 _SELECT_FOR_BLOCKS = f"SELECT id, {', '.join(_BLOCK_FIELDS)} FROM calls"
 # 16 KiB pages write a batch with fewer page splits than the 4 KiB default (~40% faster here);
 # it only takes effect on a new file.
@@ -260,6 +265,13 @@ class Ledger:
         if type(record) is not CallRecord and not isinstance(record, CallRecord):
             # Caught here, not on the writer thread, where it would stall every record after it.
             raise TypeError(f"the ledger keeps CallRecords, not {type(record).__name__}")
+        for name, types, what in _NUMERIC_FIELDS:  # under a microsecond a record
+            # Likewise a number field holding something else: it would fail in the writer's
+            # transaction (binding, or packing a block) and the batch be retried forever.
+            value = getattr(record, name)
+            if value is not None and not isinstance(value, types):
+                raise TypeError(f"CallRecord.{name} must be {what} or None, "
+                                f"not {type(value).__name__}")
         self._writer.put(record)
 
     def flush(self, timeout: float | None = 60.0) -> None:
