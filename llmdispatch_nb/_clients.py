@@ -37,7 +37,9 @@ def new_client(timeout: httpx.Timeout) -> httpx.AsyncClient:
     mounts: dict[str, httpx.AsyncBaseTransport | None] = {
         f"all://{host}": transport for host in _LOOPBACK}
     if any(k != "no" for k in urllib.request.getproxies()):  # as httpx reads them
-        return httpx.AsyncClient(timeout=timeout, mounts=mounts, verify=shared_ssl_context())
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)  # as ours
+        return httpx.AsyncClient(timeout=timeout, mounts=mounts, verify=shared_ssl_context(),
+                                 limits=limits)
     return httpx.AsyncClient(timeout=timeout, transport=transport, mounts=mounts)
 
 
