@@ -149,8 +149,11 @@ def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | Non
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # one encoder, not one per event
+
+
 def sse_frame(data: Any, event: str | None = None) -> bytes:
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    payload = data if isinstance(data, str) else _COMPACT.encode(data)
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {payload}\n\n".encode()
 

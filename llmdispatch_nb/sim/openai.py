@@ -16,6 +16,7 @@ The Azure emulator subclasses this one and overrides the methods marked "hook".
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import math
 import string
@@ -51,6 +52,13 @@ from ._openai_wire import (
 from ._server import Emulator, hang, json_response, reset_connection, sse_frame
 
 
+@functools.lru_cache(maxsize=256)
+def _fingerprint(served: str) -> str:
+    # Once per model, not once per streamed chunk (it was a fortieth of a fan-out's
+    # emulator CPU).
+    return "fp_" + hashlib.sha256(served.encode()).hexdigest()[:10]
+
+
 class OpenAIEmulator(Emulator):
     vendor = "openai"
     base_path = "/v1"
@@ -62,12 +70,14 @@ class OpenAIEmulator(Emulator):
         self.include_usage_supported = True
         self._seen_prompts: set[str] = set()
         self._window: deque[tuple[float, int]] = deque()
+        self._window_tokens = 0  # the sum over _window, kept as it moves
         super().__init__(**kw)
 
     def reset(self) -> None:
         super().reset()
         self._seen_prompts.clear()
         self._window.clear()
+        self._window_tokens = 0
         self.include_usage_supported = True
 
     def routes(self) -> list[Any]:
@@ -189,10 +199,11 @@ class OpenAIEmulator(Emulator):
             return {}
         now = time.monotonic()
         self._window.append((now, tokens))
+        self._window_tokens += tokens
         while self._window and now - self._window[0][0] > 60:
-            self._window.popleft()
+            self._window_tokens -= self._window.popleft()[1]
         used_r = len(self._window)
-        used_t = sum(t for _, t in self._window)
+        used_t = self._window_tokens
         return {
             "x-ratelimit-limit-requests": str(LIMIT_REQUESTS),
             "x-ratelimit-limit-tokens": str(LIMIT_TOKENS),
@@ -420,9 +431,7 @@ class OpenAIEmulator(Emulator):
         return chat.target.key if self.local else chat.target.profile.served
 
     def fingerprint(self, chat: Chat) -> str:
-        if self.local:
-            return "fp_ollama"
-        return "fp_" + hashlib.sha256(self.served(chat).encode()).hexdigest()[:10]
+        return "fp_ollama" if self.local else _fingerprint(self.served(chat))
 
     def thinks(self, chat: Chat) -> bool:
         return self.local and chat.target.key.startswith("qwen3")
