@@ -26,5 +26,7 @@ def map_httpx_error(exc: httpx.HTTPError, vendor: str, timeout_s: float | None =
         # A reset before any byte reads as ReadError; a cut body as RemoteProtocolError.
         if "reset" in str(exc).lower() or isinstance(exc, httpx.ReadError | httpx.WriteError):
             return ConnectError(f"the connection was reset ({type(exc).__name__})", vendor=vendor)
-        return ProtocolError(f"the connection closed mid-response ({exc})", vendor=vendor)
+        when = "before any response" if "without sending a response" in str(exc) \
+            else "mid-response"
+        return ProtocolError(f"the connection closed {when} ({exc})", vendor=vendor)
     return TransportError(f"{type(exc).__name__}: {exc}", vendor=vendor)

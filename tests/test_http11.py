@@ -316,18 +316,25 @@ def test_a_broken_response_is_one_httpx_error(reply: bytes, error: type[Exceptio
     asyncio.run(main())
 
 
-def test_a_broken_response_through_the_dispatcher_is_a_protocol_error() -> None:
-    async def main() -> str:
-        async with Scripted(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"id\"") as url:
+@pytest.mark.parametrize("reply, words", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"id\"", "closed mid-response"),
+    (b"", "closed before any response"),
+])
+def test_a_broken_response_through_the_dispatcher_is_a_protocol_error(
+        reply: bytes, words: str) -> None:
+    async def main() -> tuple[str, list[str | None]]:
+        async with Scripted(reply) as url:
             ep = Endpoint("local", "compat", url + "/v1", key=Secret(CANARY_KEY))
             async with Dispatcher([ep], dotenv=False, ledger=MemoryLedger(),
                                   retry=RetryPolicy.none()) as d:
                 with pytest.raises(ProtocolError) as info:
                     await d.asend("hi", "local:llama3")
-                return str(info.value)
+                d.ledger.flush()
+                return str(info.value), [r.error_class for r in d.ledger.records]
 
-    message = asyncio.run(main())
-    assert "closed mid-response" in message and CANARY_KEY not in message
+    message, recorded = asyncio.run(main())
+    assert words in message and CANARY_KEY not in message
+    assert recorded == ["ProtocolError"]  # the attempt is in the ledger
 
 
 def test_a_reset_is_a_read_error_and_a_silent_server_a_read_timeout() -> None:
