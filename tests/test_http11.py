@@ -467,13 +467,17 @@ def test_a_call_cancelled_mid_body_frees_its_connection() -> None:
     assert asyncio.run(main()) == 0
 
 
-def test_a_header_with_a_line_break_is_refused_before_sending() -> None:
+@pytest.mark.parametrize("name, value", [
+    (b"x-evil", b"a\r\nInjected: yes"), (b"x-evil", b"a\nInjected: yes"),
+    (b"x-evil", b"a\rb"), (b"x-evil", b"a\0b"), (b"x-evil\r\nInjected", b"yes"),
+])
+def test_a_header_with_a_line_break_is_refused_before_sending(name: bytes, value: bytes) -> None:
     async def main() -> int:
         script = Scripted(ok(b"never"))
         t = Http11Transport()
         async with script as url:
             request = httpx.Request("POST", url, content=b"x", headers={"X-Ok": "fine"})
-            request.headers._list.append((b"x-evil", b"x-evil", b"a\r\nInjected: yes"))
+            request.headers._list.append((name, name.lower(), value))
             with pytest.raises(httpx.LocalProtocolError):
                 await t.handle_async_request(request)
         await t.aclose()
