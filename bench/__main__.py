@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--render-only", action="store_true",
                     help="rewrite RESULTS.md from results.json without measuring")
     args = ap.parse_args()
+    results: dict[str, Any]
     if args.render_only:
         path = Path(args.out)
         results = json.loads((path / "results.json").read_text())
@@ -70,7 +71,7 @@ def main() -> None:
         ap.error(f"unknown sections {sorted(unknown)}; known: {', '.join(SECTIONS)}")
     out_dir = Path(args.out)
     json_path = out_dir / "results.json"
-    results: dict[str, Any] = {}
+    results = {}
     if args.only and json_path.exists():  # keep the sections not run this time
         results = json.loads(json_path.read_text())
     results["machine"] = machine()

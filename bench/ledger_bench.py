@@ -225,9 +225,9 @@ def main() -> None:
             print(f"peak RSS:  {r['peak_rss_mb']:.0f} MB (fresh process; pandas+plotly import "
                   f"{r['imports_s']:.2f} s)")
         if "overhead" not in args.skip:
-            r = dispatcher_overhead(args.calls, directory)
+            per_call = dispatcher_overhead(args.calls, directory)
             for what in ("wall_ms", "cpu_ms"):
-                off, on = r["ledger off"][what], r["ledger on"][what]
+                off, on = per_call["ledger off"][what], per_call["ledger on"][what]
                 print(f"per call via Dispatcher ({what[:-3]} time, median of rounds): ledger "
                       f"off {off:.3f} ms, on {on:.3f} ms ({(on / off - 1) * 100:+.1f}%)")
     # How fast this machine runs Python, to compare these figures with another machine's.

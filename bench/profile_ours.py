@@ -110,7 +110,12 @@ def profile(calls: int = 2000, stream: bool = False, top: int = 15,
             main_prof.disable()
             wall = time.perf_counter() - t
             done = threading.Event()
-            d._loop.loop.call_soon_threadsafe(lambda: (loop_prof.disable(), done.set()))
+
+            def stop_loop_profiler() -> None:
+                loop_prof.disable()
+                done.set()
+
+            d._loop.loop.call_soon_threadsafe(stop_loop_profiler)
             await asyncio.to_thread(done.wait)
             await asyncio.to_thread(d.ledger.flush)
             after = _thread_cpu()
@@ -125,7 +130,7 @@ def profile(calls: int = 2000, stream: bool = False, top: int = 15,
         finally:
             d.close()
     st = out.pop("stats")
-    stats: dict[Any, Any] = st.stats  # type: ignore[attr-defined]
+    stats: dict[Any, Any] = st.stats
     waiting = sum(v[2] for k, v in stats.items() if _is_wait(k[2]))
     total = sum(v[2] for v in stats.values()) - waiting
     by_group: dict[str, float] = {}
