@@ -151,7 +151,8 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
 
 class Scripted:
     """A loopback server answering each request with the next of `replies`: bytes, or a
-    handler of its own. It counts connections and keeps each request it read."""
+    handler of its own. It counts connections (and the most open at once) and keeps each
+    request it read. A connection is closed once no reply is left."""
 
     def __init__(self, *replies: bytes | Handler) -> None:
         self.replies = list(replies)
@@ -190,9 +191,8 @@ class Scripted:
                 if isinstance(reply, bytes):
                     writer.write(reply)
                     await writer.drain()
-                else:
+                else:  # the connection stays open for the next request, if any comes
                     await reply(reader, writer)
-                    return
         finally:
             self.open_now -= 1
             writer.close()
@@ -423,7 +423,7 @@ def test_the_connection_cap_queues_calls_and_the_pool_timeout_ends_a_wait() -> N
 
     async def main() -> tuple[list[bytes], int, float]:
         t = Http11Transport(max_connections=2)
-        script = Scripted(*[slow] * 6)
+        script = Scripted(*[slow] * 8)  # six calls, then two that hold both connections
         async with script as url, httpx.AsyncClient(transport=t) as client:
             async def one() -> bytes:
                 r = await client.post(url, content=b"x")
@@ -432,7 +432,6 @@ def test_the_connection_cap_queues_calls_and_the_pool_timeout_ends_a_wait() -> N
             answers = await asyncio.gather(*(one() for _ in range(6)))
             most = script.most_at_once
             # Two calls hold both connections; a third may wait 0.05 s for one.
-            script.replies = [slow, slow]
             held = [asyncio.create_task(one()) for _ in range(2)]
             await asyncio.sleep(0.05)
             loop = asyncio.get_running_loop()
