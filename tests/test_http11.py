@@ -128,6 +128,17 @@ def test_every_host_takes_this_transport_but_where_a_proxy_applies(
     assert isinstance(local, Http11Transport)  # loopback never through a proxy
 
 
+def test_demo_calls_reach_the_emulators_with_a_dead_proxy_set(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://proxy.invalid:3128")  # nothing answers there
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with Dispatcher(env={}, dotenv=False, ledger=MemoryLedger(), sim_time_scale=0) as d:
+        assert d.send("through no proxy", "openai:gpt-4o-mini").text
+        assert "".join(d.stream("nor this", "anthropic:claude-haiku-4-5").text_deltas())
+
+
 # -- against scripted bytes ------------------------------------------------------------------------
 
 
