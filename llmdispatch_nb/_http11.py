@@ -39,6 +39,8 @@ _HEAD_LIMIT = 64 * 1024  # a response head (status line and headers) larger than
 _HIGH_WATER = 256 * 1024  # stop reading the socket while this much is unread
 _NO_BODY_STATUS = frozenset({204, 304})
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_CHUNKED_CUT = "peer closed connection without sending complete message body: " \
+    "incomplete chunked read"
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: (.*))?")
 
 
@@ -204,18 +206,26 @@ class _Connection(asyncio.Protocol):
                 raise httpx.WriteError("the connection closed while sending the request")
             await self.wait(timeout, httpx.WriteTimeout, "timed out sending the request")
 
+    async def take_until(self, mark: bytes, timeout: float | None, what: str,
+                         closed: str) -> bytes:
+        """The bytes before the next `mark` (which is taken too); `what` names them in the
+        error when they run over 64 KiB, `closed` is the error if the peer closes first."""
+        start = 0
+        while (end := self.buffer.find(mark, start)) < 0:
+            if len(self.buffer) > _HEAD_LIMIT:
+                raise httpx.RemoteProtocolError(f"{what} is over 64 KiB")
+            start = max(0, len(self.buffer) - len(mark) + 1)
+            if not await self.more(timeout):
+                raise self.failure(closed)
+        taken = bytes(self.buffer[:end])
+        del self.buffer[:end + len(mark)]
+        return taken
+
     async def read_head(self, timeout: float | None) -> tuple[int, int, bytes, list[tuple[bytes, bytes]]]:
         """(minor version, status, reason, headers) of the next response that is not 1xx."""
         while True:
-            start = 0
-            while (end := self.buffer.find(b"\r\n\r\n", start)) < 0:
-                if len(self.buffer) > _HEAD_LIMIT:
-                    raise httpx.RemoteProtocolError("the response head is over 64 KiB")
-                start = max(0, len(self.buffer) - 3)
-                if not await self.more(timeout):
-                    raise self.failure("Server disconnected without sending a response")
-            head = bytes(self.buffer[:end])
-            del self.buffer[:end + 4]
+            head = await self.take_until(b"\r\n\r\n", timeout, "the response head",
+                                         "Server disconnected without sending a response")
             status_line, *header_lines = head.split(b"\r\n")
             match = _STATUS_LINE.fullmatch(status_line)
             if match is None:
@@ -279,17 +289,8 @@ class _Body(httpx.AsyncByteStream):
             self._done(reusable=False)
 
     async def _line(self, conn: _Connection) -> bytes:
-        start = 0
-        while (end := conn.buffer.find(b"\r\n", start)) < 0:
-            if len(conn.buffer) > _HEAD_LIMIT:
-                raise httpx.RemoteProtocolError("a chunk header or trailer is over 64 KiB")
-            start = max(0, len(conn.buffer) - 1)
-            if not await conn.more(self._timeout):
-                raise conn.failure("peer closed connection without sending complete message body: "
-                                   "incomplete chunked read")
-        line = bytes(conn.buffer[:end])
-        del conn.buffer[:end + 2]
-        return line
+        return await conn.take_until(b"\r\n", self._timeout, "a chunk header or trailer",
+                                     _CHUNKED_CUT)
 
     async def _chunks(self, conn: _Connection) -> AsyncIterator[bytes]:
         while True:
@@ -305,8 +306,7 @@ class _Body(httpx.AsyncByteStream):
             remaining = size
             while remaining:  # hand over what has arrived, not waiting for the whole chunk
                 if not conn.buffer and not await conn.more(self._timeout):
-                    raise conn.failure("peer closed connection without sending complete "
-                                       "message body: incomplete chunked read")
+                    raise conn.failure(_CHUNKED_CUT)
                 part = bytes(conn.buffer[:remaining])
                 del conn.buffer[:len(part)]
                 remaining -= len(part)
