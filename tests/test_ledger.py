@@ -304,11 +304,57 @@ WRITER = """
 """
 
 
+def test_a_new_ledger_waits_for_another_connection_holding_the_file(tmp_path: Path) -> None:
+    # Another kernel mid-write on a file still in rollback mode: switching to WAL needs an
+    # exclusive lock, and SQLite fails that at once instead of calling its busy handler.
+    # Seen in CI as two processes opening one new ledger together.
+    db = tmp_path / "held.db"
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        ledger = Ledger(db)
+        assert ledger.count() == 0
+        ledger.write(record(1))
+        ledger.flush()
+        assert ledger.count() == 1
+        check = sqlite3.connect(db)
+        assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        check.close()
+    finally:
+        release.join()
+        other.close()
+
+
+def test_a_ledger_held_past_its_patience_says_so(tmp_path: Path) -> None:
+    db = tmp_path / "held.db"
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        ledger = Ledger(db, busy_timeout_s=0.2)
+        with pytest.raises(LedgerError, match=r"locked by another connection for 0\.2 s"):
+            ledger.count()
+    finally:
+        other.close()
+    assert ledger.count() == 0  # once the other lets go, the same ledger opens
+
+
 def test_two_processes_and_a_thread_share_one_file(tmp_path: Path) -> None:
     db = str(tmp_path / "shared.db")
     procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(WRITER), db, name, "3000"],
                               cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True) for name in ("alpha", "beta")]
+    try:
+        _two_processes_and_a_thread(db, procs)
+    finally:  # a failure here must not leave writers running into the next test
+        for p in procs:
+            with p:
+                if p.poll() is None:
+                    p.kill()
+
+
+def _two_processes_and_a_thread(db: str, procs: list[subprocess.Popen[str]]) -> None:
     for p in procs:
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
     for p in procs:

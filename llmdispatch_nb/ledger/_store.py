@@ -35,6 +35,7 @@ from .._types import CallRecord
 from . import _blocks
 from ._errors import LedgerError
 from ._migrations import migrate
+from ._opening import create_private, fast_binding, switch_to_wal
 from ._rows import (
     FEW_ROWS,
     ROW_FIELDS,
@@ -122,20 +123,6 @@ def _insert_rows(conn: sqlite3.Connection, cols: dict[str, list[Any]], n: int) -
         conn.executemany(_insert(names), zip(*rest, strict=True))
 
 
-def _fast_binding() -> None:
-    """Bind None and bools without sqlite3's failed `__conform__` lookups.
-
-    Python 3.11's sqlite3 binds only exact int/float/str/bytes directly; any other value,
-    None and True included, goes through an adapter search that raises and clears two
-    AttributeErrors. With a row of ~35 columns, half of them NULL or flags, that search
-    cost more than SQLite's insert. Registered adapters bind exactly as before (None as
-    NULL, a bool as 0/1), for every user of sqlite3 in the process, only sooner; an
-    adapter someone else registered is left in place.
-    """
-    sqlite3.adapters.setdefault((type(None), sqlite3.PrepareProtocol), {}.get)
-    sqlite3.adapters.setdefault((bool, sqlite3.PrepareProtocol), int)
-
-
 def ledger_home() -> Path:
     """The data dir: $LLMDISPATCH_HOME, else ~/.llmdispatch (read at call time)."""
     return Path(os.environ.get("LLMDISPATCH_HOME") or "~/.llmdispatch").expanduser()
@@ -202,17 +189,17 @@ class Ledger:
     # -- connections ------------------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
-        _fast_binding()
+        fast_binding()
         if self._memory:
             conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         else:
             assert self.path is not None
-            new = _create_private(self.path)
+            new = create_private(self.path)
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                    timeout=self.busy_timeout_s)
             if new:
                 conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = switch_to_wal(conn, self.path, self.busy_timeout_s)
             if str(mode).lower() != "wal":
                 log.warning("the ledger at %s could not switch to WAL mode (%s); several "
                             "kernels writing at once may wait on each other", self.path, mode)
@@ -550,20 +537,6 @@ def _compact(conn: sqlite3.Connection) -> None:
                               "VALUES (?, ?, ?, ?)",
                               (n, rows[0][2], rows[-1][3], blob)).lastrowid
         tail = [*tail[:-len(chosen)], (int(new_id or 0), n)]
-
-
-def _create_private(path: Path) -> bool:
-    """Make the file (mode 0600, its directory 0700) if missing; True if it is new."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
-    except FileExistsError:
-        with contextlib.suppress(OSError):
-            if path.stat().st_mode & 0o077:
-                os.chmod(path, 0o600)
-        return path.stat().st_size == 0
-    os.close(fd)
-    return True
 
 
 # -- the process-wide ledger, and flushing at exit ----------------------------------------
