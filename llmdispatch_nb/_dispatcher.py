@@ -374,12 +374,12 @@ class Dispatcher:
             # count it (as budget refusals are counted), then its typed error.
             first = plan.candidates[0]
             if breaker_skipped:
-                soonest = self.breaker.soonest([c.key for c in plan.candidates])
+                key, wait = self.breaker.soonest([c.key for c in plan.candidates])
                 err: LLMDispatchError = CircuitOpenError(
-                    f"every candidate's circuit is open "
-                    f"({', '.join(c.key for c in plan.candidates)}); the soonest ({soonest[0]}) "
-                    f"half-opens in {soonest[1]:.1f} s. Wait, or add a fallback on another "
-                    f"vendor", reopens_in=soonest[1])
+                    f"every candidate's circuit is open or probing "
+                    f"({', '.join(c.key for c in plan.candidates)}); soonest: {key}, "
+                    f"{self.breaker.refusal(key)}. Wait, or add a fallback on another "
+                    f"vendor", reopens_in=wait)
             else:
                 err = VendorTimeoutError(f"the call deadline ({self.deadline_s:g} s) passed "
                                          f"before any attempt could start; nothing was sent",
@@ -405,7 +405,7 @@ class Dispatcher:
                 return "deadline"
             if not self.breaker.allow(cand.key):
                 call.trail.append(Attempt(cand.vendor, cand.model, "skipped",
-                                          f"circuit open ({self.breaker.opens_in(cand.key):.1f} s left)"))
+                                          self.breaker.refusal(cand.key)))
                 return "breaker"
             estimate = self.router.estimate_cost(request, cand)
             try:

@@ -9,6 +9,7 @@ import pytest
 
 import llmdispatch_nb
 from llmdispatch_nb import Dispatcher, Endpoint, Secret
+from llmdispatch_nb.resilience import Budget
 from llmdispatch_nb.sim import SimServer, serve
 
 from .conftest import CANARY_KEY, assert_no_canary
@@ -172,6 +173,28 @@ def test_budget_show_and_set(d: Dispatcher, nb: Notebook) -> None:
         d.budget.set_limit(before)
     assert "give US dollars" in one_error_line(nb.run("%llm budget lots"))
     assert "0 or more" in one_error_line(nb.run("%llm budget -1"))
+
+
+def test_budget_after_many_tagged_cells_shows_the_limited_and_the_biggest(
+        d: Dispatcher, nb: Notebook) -> None:
+    before = d.budget
+    d.budget = Budget(per_tag={"team-a": 1.0})
+    try:
+        for i in range(30):  # thirty cells' tags, cell i spending (i + 1) cents
+            d.budget.reserve(0.5, [f"cell-{i}"]).settle((i + 1) / 100)
+        d.budget.reserve(0.25, ["team-a"]).settle(0.25)
+        hold = d.budget.reserve(0.125, ["cell-0"])  # a call in flight
+        rows = table(nb, "%llm budget").splitlines()
+        hold.release()
+    finally:
+        d.budget = before
+    names = [r.split("  ")[0].strip() for r in rows[2:]]
+    # all calls, the limited tag, the nine biggest spenders, then one row for the rest
+    assert names[:2] == ["all calls", "tag team-a"]
+    assert names[2:11] == [f"tag cell-{i}" for i in range(29, 20, -1)]
+    assert names[11:] == ["21 more tags, no limit"]
+    rest = rows[-1].split()
+    assert rest[-3:] == ["$2.3100", "$0.1250", "–"]  # cents 1..21 settled; cell-0's hold
 
 
 def test_cache_info_and_clear(d: Dispatcher, nb: Notebook) -> None:

@@ -107,6 +107,7 @@ def test_half_open_lets_one_probe_through_and_closes_on_success(sim: SimServer) 
         after = d.send("Closed again.", MINI, max_tokens=8)
     assert probe.vendor == "openai"
     assert other.vendor == "anthropic" and other.attempts[0].status == "skipped"
+    assert (other.attempts[0].error or "").startswith("circuit half-open with its one probe")
     assert after.vendor == "openai"
     assert counts(sim)["openai"] == 2 + 1 + 1  # the failures, the probe, the call after
 
@@ -192,10 +193,32 @@ def test_circuit_open_error_at_once_when_waiting_is_switched_off(sim: SimServer)
     with dispatcher(sim, retry=NO_RETRY, breaker=CircuitBreaker(cooldown_s=30, min_calls=2),
                     wait_for_breaker=False, deadline_s=60.0) as d:
         open_circuit(sim, d, "openai", MINI)
-        with pytest.raises(CircuitOpenError, match="circuit is open") as caught:
+        with pytest.raises(CircuitOpenError, match=r"circuit open \(\d+\.\d s left\)") as caught:
             d.send("Do not wait.", MINI)
     assert caught.value.reopens_in is not None and caught.value.reopens_in > 20
     assert counts(sim)["openai"] == 2
+
+
+def test_circuit_open_error_while_the_probe_is_out_says_so(sim: SimServer) -> None:
+    # Half-open with the probe out: the error must not claim the circuit "half-opens in
+    # 120 s" (the probe timeout); the probe's answer is what decides.
+    with dispatcher(sim, retry=NO_RETRY, breaker=breaker(), wait_for_breaker=False) as d:
+        open_circuit(sim, d, "openai", MINI)
+        wait_until_half_open(d, MINI)
+        sim.emulators["openai"].time_scale = 1.0
+
+        async def both() -> tuple[Response, BaseException]:
+            probe = asyncio.ensure_future(d.asend("Probe.", MINI, max_tokens=8))
+            await asyncio.sleep(0.05)
+            with pytest.raises(CircuitOpenError) as caught:
+                await d.asend("Meanwhile.", MINI, max_tokens=8)
+            return await probe, caught.value
+
+        probe, error = asyncio.run(both())
+    assert probe.vendor == "openai" and d.breaker.state(MINI) == "closed"
+    assert "one probe call out (the probe's answer decides" in str(error)
+    assert "half-opens in" not in str(error)
+    assert counts(sim)["openai"] == 3  # two that opened it, the probe; nothing else sent
 
 
 def test_client_errors_do_not_open_the_circuit(sim: SimServer) -> None:

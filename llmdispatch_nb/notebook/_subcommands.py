@@ -215,14 +215,30 @@ def handle_budget(m: LLMMagics, sub: Subcommand) -> None:
     snapshot = budget.snapshot() if hasattr(budget, "snapshot") else {"*": {
         "limit": budget.limit_usd, "spent": budget.spent, "reserved": budget.reserved,
         "remaining": budget.remaining}}
-    rows = []
-    for scope, row in snapshot.items():
-        limit = row.get("limit")
-        rows.append(["all calls" if scope == "*" else f"tag {scope}",
-                     "none" if limit is None else fmt_cost(limit), fmt_cost(row.get("spent")),
-                     fmt_cost(row.get("reserved")),
-                     "–" if row.get("remaining") is None else fmt_cost(row.get("remaining"))])
+    # Spending is kept for every tag seen (each magic cell tags its calls), so after a
+    # sweep there may be hundreds: show the limited tags and the biggest spenders only.
+    tags = [(scope, row) for scope, row in snapshot.items() if scope != "*"]
+    limited = [t for t in tags if t[1].get("limit") is not None]
+    others = sorted((t for t in tags if t[1].get("limit") is None),
+                    key=lambda t: -((t[1].get("spent") or 0.0) + (t[1].get("reserved") or 0.0)))
+    room = max(0, _BUDGET_TAG_ROWS - len(limited))
+    shown, rest = limited + others[:room], others[room:]
+    rows = [_budget_row("all calls", snapshot["*"])]
+    rows += [_budget_row(f"tag {scope}", row) for scope, row in shown]
+    if rest:
+        rows.append([f"{len(rest)} more tags, no limit", "none",
+                     fmt_cost(sum(r.get("spent") or 0.0 for _, r in rest)),
+                     fmt_cost(sum(r.get("reserved") or 0.0 for _, r in rest)), "–"])
     _show(Table(["budget", "limit", "spent", "in flight", "remaining"], rows))
+
+
+_BUDGET_TAG_ROWS = 10
+
+
+def _budget_row(name: str, row: dict[str, Any]) -> list[str]:
+    limit, left = row.get("limit"), row.get("remaining")
+    return [name, "none" if limit is None else fmt_cost(limit), fmt_cost(row.get("spent")),
+            fmt_cost(row.get("reserved")), "–" if left is None else fmt_cost(left)]
 
 
 def handle_cache(m: LLMMagics, sub: Subcommand) -> None:

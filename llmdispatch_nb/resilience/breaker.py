@@ -266,6 +266,24 @@ class CircuitBreaker:
                 return max(0.0, c.probe_since + self.probe_timeout_s - now)
             return 0.0
 
+    def refusal(self, key: str) -> str:
+        """Why `allow(key)` says no, in words for a trail or an error message."""
+        now = self.clock()
+        with self._lock:
+            c = self._circuits.get(key)
+            if c is None:
+                return "circuit closed"
+            self._refresh(c, now)
+            if c.state == "open":
+                return f"circuit open ({max(0.0, c.open_until - now):.1f} s left)"
+            if c.state == "half_open" and c.probe_since is not None:
+                # Its answer decides; the probe timeout is only how long before a lost
+                # probe is given up on, not when the circuit turns.
+                lost_in = max(0.0, c.probe_since + self.probe_timeout_s - now)
+                return (f"circuit half-open with its one probe call out (the probe's answer "
+                        f"decides; a lost probe is given up in {lost_in:.0f} s)")
+            return f"circuit {c.state.replace('_', '-')}"
+
     def soonest(self, keys: Iterable[str]) -> tuple[str, float]:
         """The key that can be tried first, and in how many seconds (`wait_s`).
 
