@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigurationError
 from .vendors._base import Endpoint, Secret
 
 
@@ -136,6 +137,23 @@ def endpoints_from_env(env: Mapping[str, str]) -> list[Endpoint]:
 
 
 DEMO_KEY = "sim-demo-key"
+
+
+def sim_time_scale(given: float | None, env: Mapping[str, str]) -> float:
+    """The emulators' pace: `given`, else $LLMDISPATCH_SIM_TIME_SCALE, else 1 (the vendors'
+    own latencies). 0 answers at once; 0.1 runs ten times faster than the vendors."""
+    text = env.get("LLMDISPATCH_SIM_TIME_SCALE", "").strip()
+    if given is None and not text:
+        return 1.0
+    try:
+        scale = float(text if given is None else given)
+    except (TypeError, ValueError):
+        scale = float("nan")
+    if not 0 <= scale < float("inf") or isinstance(given, bool):
+        where = "sim_time_scale" if given is not None else "LLMDISPATCH_SIM_TIME_SCALE"
+        raise ConfigurationError(f"{where} must be a number >= 0 (1 = the vendors' pace, "
+                                 f"0 = answer at once), got {given if given is not None else text!r}")
+    return scale
 
 
 def demo_endpoints(sim: Any) -> list[Endpoint]:

@@ -102,7 +102,7 @@ class Dispatcher:
         prices: PriceBook | None = None,
         ledger: Any = None,
         session: str | None = None,
-        sim_time_scale: float = 1.0,
+        sim_time_scale: float | None = None,
         retry: RetryPolicy | None = None,
         breaker: CircuitBreaker | None = None,
         limits: RateLimiter | Mapping[str, Limit] | None = None,
@@ -125,7 +125,7 @@ class Dispatcher:
             if want_demo:
                 from .sim import serve
 
-                self.sim = serve(time_scale=sim_time_scale)
+                self.sim = serve(time_scale=_config.sim_time_scale(sim_time_scale, environ))
                 found = _config.demo_endpoints(self.sim)
             endpoints = found
         self.endpoints: dict[str, Endpoint] = {}

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from llmdispatch_nb import Dispatcher
+from llmdispatch_nb.errors import ConfigurationError
 from llmdispatch_nb.ledger import MemoryLedger
 
 
@@ -38,6 +39,28 @@ def test_demo_can_be_forced_even_with_keys() -> None:
     with Dispatcher(env={"OPENAI_API_KEY": "k", "LLMDISPATCH_DEMO": "1"}, dotenv=False,
                     ledger=MemoryLedger(), sim_time_scale=0) as d:
         assert d.demo and d.endpoints["openai"].simulated
+
+
+def test_the_emulators_pace_can_be_set_from_the_environment() -> None:
+    # 0: answers at once; the profile's time to first token alone is ~0.4 s at pace 1.
+    env = {"LLMDISPATCH_SIM_TIME_SCALE": "0"}
+    with Dispatcher(env=env, dotenv=False, ledger=MemoryLedger()) as d:
+        assert {e.time_scale for e in d.sim.emulators.values()} == {0.0}
+        r = d.send("Quick.", "anthropic:claude-haiku-4-5", max_tokens=40)
+        assert r.latency_s is not None and r.latency_s < 0.3
+    with Dispatcher(env={"LLMDISPATCH_SIM_TIME_SCALE": " 0.25 "}, dotenv=False,
+                    ledger=MemoryLedger()) as d:
+        assert {e.time_scale for e in d.sim.emulators.values()} == {0.25}
+    with Dispatcher(env=env, dotenv=False, ledger=MemoryLedger(), sim_time_scale=2) as d:
+        assert {e.time_scale for e in d.sim.emulators.values()} == {2.0}  # the argument wins
+
+
+@pytest.mark.parametrize("value", ["fast", "-1", "inf", "nan"])
+def test_a_bad_pace_in_the_environment_is_one_clear_error(value: str) -> None:
+    with pytest.raises(ConfigurationError, match="LLMDISPATCH_SIM_TIME_SCALE must be a number "
+                                                 r">= 0 \(1 = the vendors' pace, 0 = answer at once\)"):
+        Dispatcher(env={"LLMDISPATCH_SIM_TIME_SCALE": value}, dotenv=False,
+                   ledger=MemoryLedger())
 
 
 def test_sim_command_prints_one_line_per_vendor_and_serves_until_stopped() -> None:

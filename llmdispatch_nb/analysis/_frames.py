@@ -48,6 +48,12 @@ def calls(source: Source = None, *, session: str | None = None,
         mask = _and(mask, frame["tags"].isin(frame["tags"].cat.categories[has]).to_numpy())
     if mask is not None:
         frame = frame.loc[mask].reset_index(drop=True)
+    # Oldest first by when each attempt was sent. The ledger holds attempts in the order
+    # they ended (concurrent calls end out of order); the sort is stable, so attempts sent
+    # at the same instant keep that order.
+    sent = frame["timestamp"]
+    if not sent.is_monotonic_increasing:
+        frame = frame.take(sent.to_numpy().argsort(kind="stable")).reset_index(drop=True)
     return frame
 
 
