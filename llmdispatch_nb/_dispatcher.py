@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -72,6 +72,7 @@ from .routing import (
 from .vendors import Endpoint, adapter_for
 
 RecordSink = Callable[[CallRecord], None]
+T = TypeVar("T")
 
 # Less time than this left before the call's deadline: start no new attempt. One started
 # anyway could not answer in time; it would only race the deadline and blame the vendor.
@@ -251,6 +252,16 @@ class Dispatcher:
     async def _call_here(self, req: Request, sink: StreamSink, opts: CallOptions) -> Response:
         await self._clients.adopt()
         return await self._call(req, sink, opts)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine (an `async def` of `asend`/`astream` calls, say a gather) on the
+        dispatcher's own loop and wait for its result: from a notebook cell (where
+        `asyncio.run` refuses), a thread or a script. Ctrl-C cancels it."""
+        return self._loop.run(coro)
+
+    async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
+        """`run` for async code: awaits `coro` run on the dispatcher's loop."""
+        return await self._loop.arun(coro)
 
     def models(self, vendor: str) -> list[str]:
         """The models a vendor lists (asks its models endpoint)."""

@@ -55,6 +55,31 @@ def test_async_calls_run_on_the_callers_thread_and_sync_ones_on_the_dispatchers(
     assert threads[-1] == "llmdispatch-loop"
 
 
+def test_run_and_arun_put_a_whole_fan_out_on_the_dispatchers_loop(d: Dispatcher) -> None:
+    threads: list[str] = []
+    d.on_record(lambda rec: threads.append(threading.current_thread().name))
+
+    async def fan_out(n: int) -> list[str]:
+        rs = await asyncio.gather(*(d.asend(f"call {i}", TARGET) for i in range(n)))
+        return [r.text for r in rs]
+
+    assert len(d.run(fan_out(5))) == 5  # from plain sync code: no asyncio.run needed
+
+    async def from_a_cell() -> tuple[list[str], list[str]]:
+        # A notebook cell runs inside a loop, where asyncio.run refuses; arun awaits.
+        return await d.arun(fan_out(3)), d.run(fan_out(2))
+
+    three, two = asyncio.run(from_a_cell())
+    assert len(three) == 3 and len(two) == 2
+    assert threads == ["llmdispatch-loop"] * 10  # every call on the dispatcher's loop
+
+    async def inside() -> None:
+        d.run(fan_out(1))
+
+    with pytest.raises(RuntimeError, match="use `await dispatcher.asend"):
+        d.run(inside())  # a sync run from the dispatcher's own loop would deadlock
+
+
 def test_the_callers_client_closes_when_its_loop_ends(d: Dispatcher) -> None:
     seen: list[httpx.AsyncClient] = []
 

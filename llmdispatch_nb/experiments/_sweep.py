@@ -106,7 +106,7 @@ def sweep(prompts: Any, targets: str | Sequence[str], vars: Any = None, n: int =
     d = dispatcher if dispatcher is not None else _default_dispatcher()
     plan = _prepare(d, prompts, targets, vars, n, evaluators, system, max_tokens,
                     temperature, tags, resume, name, max_cost)
-    rows = d._loop.run(_execute(d, plan, concurrency, progress, max_cost))
+    rows = d.run(_execute(d, plan, concurrency, progress, max_cost))
     return _frame(rows, plan)
 
 
@@ -121,7 +121,7 @@ async def asweep(prompts: Any, targets: str | Sequence[str], vars: Any = None, n
     d = dispatcher if dispatcher is not None else _default_dispatcher()
     plan = await asyncio.to_thread(_prepare, d, prompts, targets, vars, n, evaluators, system,
                                    max_tokens, temperature, tags, resume, name, max_cost)
-    rows = await d._loop.arun(_execute(d, plan, concurrency, progress, max_cost))
+    rows = await d.arun(_execute(d, plan, concurrency, progress, max_cost))
     return _frame(rows, plan)
 
 
