@@ -102,23 +102,6 @@ def test_calls_is_tidy_and_typed(frame: pd.DataFrame, recs: list[CallRecord]) ->
     assert set(frame["tags"]) == {"demo", ""}
 
 
-def test_calls_are_in_the_order_they_were_sent_not_ended(tmp_path: Path) -> None:
-    # Three concurrent calls: sent at 0, 1, 2 s, ended (and so written) in reverse.
-    def rec(i: int, sent: float) -> CallRecord:
-        return CallRecord(call_id=f"c{i}", attempt=1, timestamp=sent, vendor="openai",
-                          model_requested="m", model_served="m", status="ok", latency_s=3 - sent)
-    ledger = Ledger(tmp_path / "order.db")
-    written = [rec(2, 1002.0), rec(1, 1001.0), rec(3, 1001.0), rec(0, 1000.0)]
-    for r in written:
-        ledger.write(r)
-    for source in (ledger, written, ledger.dataframe()):
-        frame = calls(source)
-        # by time sent; c1 and c3 were sent together and keep the order they were written
-        assert list(frame["call_id"].astype(str)) == ["c0", "c1", "c3", "c2"]
-        assert list(frame.index) == [0, 1, 2, 3]
-    assert list(calls(ledger, since=1001.0)["call_id"].astype(str)) == ["c1", "c3", "c2"]
-
-
 def test_every_source_gives_the_same_frame(frame: pd.DataFrame, recs: list[CallRecord],
                                            tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "file")

@@ -20,7 +20,10 @@ Source = Any  # a Ledger, a Dispatcher, records, a DataFrame, a path, or None
 def calls(source: Source = None, *, session: str | None = None,
           since: float | dt.datetime | None = None,
           tags: str | Iterable[str] | None = None) -> pd.DataFrame:
-    """Every attempt as a tidy DataFrame, one row per attempt, oldest first.
+    """Every attempt as a tidy DataFrame, one row per attempt, in the order they were
+    recorded: each when it ended, so concurrent calls come out of the order they were sent
+    (`timestamp` is the send time; `.sort_values("timestamp", kind="stable")` for that
+    order, not done here: at a million rows it costs a tenth to a fifth of this read).
 
     `source`: a `Ledger`, a `Dispatcher` (its ledger, this dispatcher's session only), a
     list of `CallRecord`s, a ledger file path, or None (the default ledger). Columns are
@@ -48,12 +51,6 @@ def calls(source: Source = None, *, session: str | None = None,
         mask = _and(mask, frame["tags"].isin(frame["tags"].cat.categories[has]).to_numpy())
     if mask is not None:
         frame = frame.loc[mask].reset_index(drop=True)
-    # Oldest first by when each attempt was sent. The ledger holds attempts in the order
-    # they ended (concurrent calls end out of order); the sort is stable, so attempts sent
-    # at the same instant keep that order.
-    sent = frame["timestamp"]
-    if not sent.is_monotonic_increasing:
-        frame = frame.take(sent.to_numpy().argsort(kind="stable")).reset_index(drop=True)
     return frame
 
 
