@@ -39,6 +39,7 @@ from llmdispatch_nb.sim.anthropic import AnthropicEmulator
 from llmdispatch_nb.vendors import Endpoint, Secret, adapter_for, register
 from llmdispatch_nb.vendors.anthropic import AnthropicAdapter, AnthropicStream
 
+from ._vendor_support import Calls, emulator, reset_around
 from .conftest import CANARY_KEY, assert_no_canary
 
 MODEL = "claude-haiku-4-5"
@@ -66,11 +67,7 @@ def dispatcher(sim: SimServer, key: str = CANARY_KEY, **kw: Any) -> Dispatcher:
 
 @pytest.fixture
 def emu(anthropic_sim: SimServer) -> Iterator[AnthropicEmulator]:
-    e = anthropic_sim.emulators["anthropic"]
-    assert isinstance(e, AnthropicEmulator)
-    e.reset()
-    yield e
-    e.reset()
+    yield from reset_around(emulator(anthropic_sim, "anthropic", AnthropicEmulator))
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +87,8 @@ def expected_input_tokens(prompt: str = PROMPT, system: str | None = None) -> in
     return count_tokens(text) + 3
 
 
-def run_stream(d: Dispatcher, prompt: str = PROMPT, target: str = TARGET,
-               **kw: Any) -> tuple[Response, list[Any]]:
-    s = d.stream(prompt, target, **kw)
-    events = list(s)
-    assert s.response is not None
-    return s.response, events
+# Only run_stream: this module's `call` (below) is its own, and returns the error as well.
+run_stream = Calls(PROMPT, TARGET).run_stream
 
 
 def raw(sim: SimServer, method: str, path: str, *, key: str | None = CANARY_KEY,

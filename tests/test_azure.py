@@ -5,7 +5,6 @@ clients."""
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -27,19 +26,10 @@ from llmdispatch_nb._types import (
 from llmdispatch_nb.errors import (
     AuthenticationError,
     BadRequestError,
-    ConnectError,
     ContentFilterError,
-    ContextLengthError,
-    LLMDispatchError,
     MidStreamError,
-    OverloadedError,
-    ProtocolError,
-    QuotaExhaustedError,
     RateLimitError,
-    ServerError,
-    TransportError,
     VendorError,
-    VendorTimeoutError,
 )
 from llmdispatch_nb.resilience import RetryPolicy
 from llmdispatch_nb.sim import FAULT_KINDS, Fault, SimServer, generate, serve
@@ -47,6 +37,14 @@ from llmdispatch_nb.sim.azure import AzureEmulator
 from llmdispatch_nb.vendors import Endpoint, Secret, adapter_for
 from llmdispatch_nb.vendors.azure import AzureAdapter
 
+from ._vendor_support import (
+    OPENAI_WIRE_FAULTS,
+    Calls,
+    check_openai_wire_fault,
+    close,
+    emulator,
+    reset_around,
+)
 from .conftest import CANARY_KEY, assert_no_canary
 
 DEPLOYMENT = "prod-4o"
@@ -77,19 +75,13 @@ def dispatcher(sim: SimServer, route: str = "deployments", key: str = CANARY_KEY
 
 @pytest.fixture(scope="module")
 def sim(azure_sim: SimServer) -> SimServer:
-    e = azure_sim.emulators["azure"]
-    assert isinstance(e, AzureEmulator)
-    e.add_deployment(DEPLOYMENT, MODEL)
+    emulator(azure_sim, "azure", AzureEmulator).add_deployment(DEPLOYMENT, MODEL)
     return azure_sim
 
 
 @pytest.fixture
 def emu(sim: SimServer) -> Iterator[AzureEmulator]:
-    e = sim.emulators["azure"]
-    assert isinstance(e, AzureEmulator)
-    e.reset()
-    yield e
-    e.reset()
+    yield from reset_around(emulator(sim, "azure", AzureEmulator))
 
 
 # Dispatchers are function-scoped, so one test's tripped circuit breaker never reaches the next.
@@ -115,17 +107,8 @@ def expected(prompt: str = PROMPT, model: str = MODEL, **kw: Any) -> Any:
     return generate(prompt, model, vendor="azure", **kw)
 
 
-def run_stream(d: Dispatcher, prompt: str = PROMPT, target: str = TARGET,
-               **kw: Any) -> tuple[Response, list[Any]]:
-    s = d.stream(prompt, target, **kw)
-    events = list(s)
-    assert s.response is not None
-    return s.response, events
-
-
-def call(d: Dispatcher, stream: bool, prompt: str = PROMPT, target: str = TARGET,
-         **kw: Any) -> Response:
-    return run_stream(d, prompt, target, **kw)[0] if stream else d.send(prompt, target, **kw)
+calls = Calls(PROMPT, TARGET)
+run_stream, call = calls.run_stream, calls.call
 
 
 def gpt_4o_cost(u: Usage) -> float:
@@ -136,14 +119,6 @@ def chat_path(d: Dispatcher, deployment: str = DEPLOYMENT) -> str:
     if d.endpoints["azure"].route == "v1":
         return "/openai/v1/chat/completions"
     return f"/openai/deployments/{deployment}/chat/completions"
-
-
-def close(a: float | None, b: float | None) -> bool:
-    # math.isclose, not pytest.approx: approx peeks at numpy, which the ledger's writer
-    # thread may be importing at that moment (a partially initialised module).
-    if a is None or b is None:
-        return a is b
-    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
 
 
 # -- happy paths -------------------------------------------------------------------------
@@ -367,68 +342,25 @@ def test_auth_failures_have_string_codes(sim: SimServer, emu: AzureEmulator) -> 
 
 # -- faults ------------------------------------------------------------------------------
 
-# kind -> (class when plain, class when streamed, HTTP status, retry_after, retryable)
-FAULTS: dict[str, tuple[type[LLMDispatchError] | None, type[LLMDispatchError] | None,
-                        int | None, float | None, bool]] = {
-    "429": (RateLimitError, RateLimitError, 429, 1.0, True),
-    "429-ms": (RateLimitError, RateLimitError, 429, 1.5, True),
-    "429-long": (RateLimitError, RateLimitError, 429, 3600.0, True),
-    "429-no-retry": (RateLimitError, RateLimitError, 429, 1.0, False),
-    "quota": (QuotaExhaustedError, QuotaExhaustedError, 429, None, False),
-    "408": (ServerError, ServerError, 408, None, True),
-    "409": (ServerError, ServerError, 409, None, True),
-    "500": (ServerError, ServerError, 500, None, True),
-    "503": (OverloadedError, OverloadedError, 503, None, True),
-    "529": (OverloadedError, OverloadedError, 503, None, True),
-    "401": (AuthenticationError, AuthenticationError, 401, None, False),
-    "400": (BadRequestError, BadRequestError, 400, None, False),
-    "context-length": (ContextLengthError, ContextLengthError, 400, None, False),
-    "content-filter": (ContentFilterError, ContentFilterError, 400, None, False),
-    "content-filter-output": (None, None, None, None, False),
-    "blocked": (ContentFilterError, ContentFilterError, 400, None, False),
-    "hang": (VendorTimeoutError, VendorTimeoutError, None, None, True),
-    "reset": (ConnectError, ConnectError, None, None, True),
-    "midstream-error": (ServerError, MidStreamError, 500, None, True),
-    "midstream-disconnect": (ConnectError, MidStreamError, None, None, True),
-    "malformed-json": (ProtocolError, ProtocolError, None, None, True),
-}
-
 
 def test_the_fault_table_covers_every_kind() -> None:
-    assert set(FAULTS) == set(FAULT_KINDS)
+    assert set(OPENAI_WIRE_FAULTS) == set(FAULT_KINDS)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("kind", FAULT_KINDS)
 def test_fault(kind: str, stream: bool, dep: Dispatcher, quick: Dispatcher,
                emu: AzureEmulator) -> None:
-    plain_cls, stream_cls, status, retry_after, retryable = FAULTS[kind]
-    cls = stream_cls if stream else plain_cls
-    emu.faults.script(kind)
-    disp = quick if kind == "hang" else dep
-    if cls is None:
-        r = call(disp, stream)
-        assert r.finish_reason == "content_filter"
-        assert r.text and expected().text.startswith(r.text) and r.text != expected().text
+    out = check_openai_wire_fault(kind, stream, quick if kind == "hang" else dep, emu, call,
+                                  expected(), "azure")
+    if isinstance(out, Response):
         if not stream:
-            assert r.extra["content_filter"]["filtered"] == ["violence"]
+            assert out.extra["content_filter"]["filtered"] == ["violence"]
         return
-    with pytest.raises(LLMDispatchError) as info:
-        call(disp, stream)
-    err = info.value
-    assert type(err) is cls, f"{kind}: {type(err).__name__}: {err}"
-    assert getattr(err, "vendor", None) == "azure"
-    assert_no_canary(str(err), repr(err), getattr(err, "body_excerpt", ""))
-    assert len(emu.requests.chat()) == 1
-    if isinstance(err, MidStreamError):
-        assert err.partial_text == "".join(expected().tokens[:3]) and not err.retryable
-        return
-    assert isinstance(err, VendorError | TransportError)
-    assert err.retryable is retryable and err.status == status
-    assert close(err.retry_after, retry_after)
-    if isinstance(err, VendorError):
-        assert err.request_id and UUID.fullmatch(err.request_id)
-        assert err.code is None or isinstance(err.code, str)
+    assert_no_canary(str(out), repr(out), getattr(out, "body_excerpt", ""))
+    if isinstance(out, VendorError) and not isinstance(out, MidStreamError):
+        assert out.request_id and UUID.fullmatch(out.request_id)
+        assert out.code is None or isinstance(out.code, str)
 
 
 def test_rate_limits_read_retry_after_ms_first(dep: Dispatcher, sim: SimServer,

@@ -5,7 +5,6 @@ servers' looser wire, read from their literal shapes."""
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +17,6 @@ from llmdispatch_nb._types import (
     Cost,
     Finish,
     Request,
-    Response,
     StreamStart,
     TextDelta,
     Usage,
@@ -28,25 +26,25 @@ from llmdispatch_nb._types import (
 from llmdispatch_nb.errors import (
     AuthenticationError,
     BadRequestError,
-    ConnectError,
-    ContentFilterError,
     ContextLengthError,
-    LLMDispatchError,
     MidStreamError,
     OverloadedError,
     ProtocolError,
-    QuotaExhaustedError,
-    RateLimitError,
     ServerError,
-    TransportError,
     VendorError,
-    VendorTimeoutError,
 )
 from llmdispatch_nb.resilience import RetryPolicy
 from llmdispatch_nb.sim import FAULT_KINDS, SimServer, generate
 from llmdispatch_nb.sim.openai import OpenAIEmulator
 from llmdispatch_nb.vendors import Endpoint, Secret, adapter_for
 
+from ._vendor_support import (
+    OPENAI_WIRE_FAULTS,
+    Calls,
+    check_openai_wire_fault,
+    emulator,
+    reset_around,
+)
 from .conftest import CANARY_KEY, assert_no_canary
 
 MODEL = "llama3.2"
@@ -79,11 +77,9 @@ def local_sim() -> Iterator[SimServer]:
 
 @pytest.fixture
 def emu(local_sim: SimServer) -> Iterator[OpenAIEmulator]:
-    e = local_sim.emulators["local"]
-    assert isinstance(e, OpenAIEmulator) and e.local
-    e.reset()
-    yield e
-    e.reset()
+    e = emulator(local_sim, "local", OpenAIEmulator)
+    assert e.local
+    yield from reset_around(e)
 
 
 # Function-scoped, so one test's tripped circuit breaker never reaches the next.
@@ -103,25 +99,8 @@ def expected(prompt: str = PROMPT, model: str = MODEL, **kw: Any) -> Any:
     return generate(prompt, model, vendor="compat", **kw)
 
 
-def run_stream(d: Dispatcher, prompt: str = PROMPT, target: str = TARGET,
-               **kw: Any) -> tuple[Response, list[Any]]:
-    s = d.stream(prompt, target, **kw)
-    events = list(s)
-    assert s.response is not None
-    return s.response, events
-
-
-def call(d: Dispatcher, stream: bool, prompt: str = PROMPT, target: str = TARGET,
-         **kw: Any) -> Response:
-    return run_stream(d, prompt, target, **kw)[0] if stream else d.send(prompt, target, **kw)
-
-
-def close(a: float | None, b: float | None) -> bool:
-    # math.isclose, not pytest.approx: approx peeks at numpy, which the ledger's writer
-    # thread may be importing at that moment (a partially initialised module).
-    if a is None or b is None:
-        return a is b
-    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+calls = Calls(PROMPT, TARGET)
+run_stream, call = calls.run_stream, calls.call
 
 
 # -- happy paths -------------------------------------------------------------------------
@@ -240,62 +219,17 @@ def test_the_local_wire(local_sim: SimServer, emu: OpenAIEmulator) -> None:
 
 # -- faults ------------------------------------------------------------------------------
 
-# kind -> (class when plain, class when streamed, HTTP status, retry_after, retryable)
-FAULTS: dict[str, tuple[type[LLMDispatchError] | None, type[LLMDispatchError] | None,
-                        int | None, float | None, bool]] = {
-    "429": (RateLimitError, RateLimitError, 429, 1.0, True),
-    "429-ms": (RateLimitError, RateLimitError, 429, 1.5, True),
-    "429-long": (RateLimitError, RateLimitError, 429, 3600.0, True),
-    "429-no-retry": (RateLimitError, RateLimitError, 429, 1.0, False),
-    "quota": (QuotaExhaustedError, QuotaExhaustedError, 429, None, False),
-    "408": (ServerError, ServerError, 408, None, True),
-    "409": (ServerError, ServerError, 409, None, True),
-    "500": (ServerError, ServerError, 500, None, True),
-    "503": (OverloadedError, OverloadedError, 503, None, True),  # llama.cpp unavailable_error
-    "529": (OverloadedError, OverloadedError, 503, None, True),
-    "401": (AuthenticationError, AuthenticationError, 401, None, False),
-    "400": (BadRequestError, BadRequestError, 400, None, False),
-    "context-length": (ContextLengthError, ContextLengthError, 400, None, False),
-    "content-filter": (ContentFilterError, ContentFilterError, 400, None, False),
-    "content-filter-output": (None, None, None, None, False),
-    "blocked": (ContentFilterError, ContentFilterError, 400, None, False),
-    "hang": (VendorTimeoutError, VendorTimeoutError, None, None, True),
-    "reset": (ConnectError, ConnectError, None, None, True),
-    "midstream-error": (ServerError, MidStreamError, 500, None, True),
-    "midstream-disconnect": (ConnectError, MidStreamError, None, None, True),
-    "malformed-json": (ProtocolError, ProtocolError, None, None, True),
-}
-
 
 def test_the_fault_table_covers_every_kind() -> None:
-    assert set(FAULTS) == set(FAULT_KINDS)
+    assert set(OPENAI_WIRE_FAULTS) == set(FAULT_KINDS)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("kind", FAULT_KINDS)
 def test_fault(kind: str, stream: bool, d: Dispatcher, quick: Dispatcher,
                emu: OpenAIEmulator) -> None:
-    plain_cls, stream_cls, status, retry_after, retryable = FAULTS[kind]
-    cls = stream_cls if stream else plain_cls
-    emu.faults.script(kind)
-    disp = quick if kind == "hang" else d
-    if cls is None:
-        r = call(disp, stream)
-        assert r.finish_reason == "content_filter"
-        assert r.text and expected().text.startswith(r.text) and r.text != expected().text
-        return
-    with pytest.raises(LLMDispatchError) as info:
-        call(disp, stream)
-    err = info.value
-    assert type(err) is cls, f"{kind}: {type(err).__name__}: {err}"
-    assert getattr(err, "vendor", None) == "ollama"
-    assert len(emu.requests.chat()) == 1
-    if isinstance(err, MidStreamError):
-        assert err.partial_text == "".join(expected().tokens[:3]) and not err.retryable
-        return
-    assert isinstance(err, VendorError | TransportError)
-    assert err.retryable is retryable and err.status == status
-    assert close(err.retry_after, retry_after)
+    check_openai_wire_fault(kind, stream, quick if kind == "hang" else d, emu, call, expected(),
+                            "ollama")
 
 
 # -- the looser wire, from the servers' literal shapes ------------------------------------

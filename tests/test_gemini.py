@@ -36,6 +36,7 @@ from llmdispatch_nb.sim.gemini import GeminiEmulator
 from llmdispatch_nb.vendors import Endpoint, Secret, adapter_for
 from llmdispatch_nb.vendors.gemini import GeminiAdapter, GeminiStream, parse_duration
 
+from ._vendor_support import Calls, FaultRow, emulator, reset_around
 from .conftest import CANARY_KEY, assert_no_canary
 
 MODEL = "gemini-2.5-flash"
@@ -62,11 +63,7 @@ def dispatcher(sim: SimServer, key: str = CANARY_KEY, **kw: object) -> Dispatche
 
 @pytest.fixture
 def emu(gemini_sim: SimServer) -> Iterator[GeminiEmulator]:
-    e = gemini_sim.emulators["google"]
-    assert isinstance(e, GeminiEmulator)
-    e.reset()
-    yield e
-    e.reset()
+    yield from reset_around(emulator(gemini_sim, "google", GeminiEmulator))
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +76,8 @@ def expected(prompt: str = PROMPT, model: str = MODEL, **kw: object):  # type: i
     return generate(prompt, model, vendor="google", **kw)  # type: ignore[arg-type]
 
 
-def run_stream(d: Dispatcher, prompt: str = PROMPT, target: str = TARGET, **kw: object):  # type: ignore[no-untyped-def]
-    s = d.stream(prompt, target, **kw)
-    events = list(s)
-    assert s.response is not None
-    return s.response, events
+calls = Calls(PROMPT, TARGET)
+run_stream, call = calls.run_stream, calls.call
 
 
 # -- happy paths -------------------------------------------------------------------------
@@ -129,7 +123,7 @@ def test_stream_reads_deltas_running_usage_and_finish(d: Dispatcher, emu: Gemini
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 def test_max_tokens_is_length(d: Dispatcher, emu: GeminiEmulator, stream: bool) -> None:
-    r = run_stream(d, max_tokens=5)[0] if stream else d.send(PROMPT, TARGET, max_tokens=5)
+    r = call(d, stream, max_tokens=5)
     assert r.finish_reason == "length" and r.raw_finish_reason == "MAX_TOKENS"
     assert r.text == expected(max_tokens=5).text
 
@@ -190,8 +184,7 @@ def test_whole_conversation_is_accepted_by_the_emulator(d: Dispatcher, emu: Gemi
 def test_key_travels_only_in_the_header(emu: GeminiEmulator) -> None:
     # A server that accepts only the canary: success shows the key arrived intact.
     with serve(["google"], time_scale=0, api_key=CANARY_KEY) as sim, dispatcher(sim) as disp:
-        strict = sim.emulators["google"]
-        assert isinstance(strict, GeminiEmulator)
+        strict = emulator(sim, "google", GeminiEmulator)
         disp.send(PROMPT, TARGET)
         run_stream(disp)
         assert disp.models("google")
@@ -215,8 +208,7 @@ def test_a_missing_key_is_refused(gemini_sim: SimServer, emu: GeminiEmulator) ->
 # -- faults ------------------------------------------------------------------------------
 
 # kind -> (class when plain, class when streamed, HTTP status, retry_after, retryable)
-FAULTS: dict[str, tuple[type[LLMDispatchError] | None, type[LLMDispatchError] | None,
-                        int | None, float | None, bool]] = {
+FAULTS: dict[str, FaultRow] = {
     "429": (RateLimitError, RateLimitError, 429, 2.0, True),
     "429-ms": (RateLimitError, RateLimitError, 429, 0.25, True),
     "429-long": (RateLimitError, RateLimitError, 429, 3600.0, True),
@@ -261,15 +253,12 @@ def test_fault(kind: str, stream: bool, d: Dispatcher, quick: Dispatcher,
     emu.faults.script(kind)
     disp = quick if kind == "hang" else d
     if cls is None:
-        r = run_stream(disp)[0] if stream else disp.send(PROMPT, TARGET)
+        r = call(disp, stream)
         assert r.finish_reason == "content_filter" and r.raw_finish_reason == "SAFETY"
         assert r.text and expected().text.startswith(r.text) and r.text != expected().text
         return
     with pytest.raises(LLMDispatchError) as info:
-        if stream:
-            run_stream(disp)
-        else:
-            disp.send(PROMPT, TARGET)
+        call(disp, stream)
     err = info.value
     assert type(err) is cls, f"{kind}: {type(err).__name__}: {err}"
     assert getattr(err, "vendor", None) == "google"
@@ -319,7 +308,7 @@ def test_midstream_error_before_any_text_is_the_plain_error(d: Dispatcher,
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 def test_unknown_model_is_404(d: Dispatcher, emu: GeminiEmulator, stream: bool) -> None:
     with pytest.raises(BadRequestError) as info:
-        run_stream(d, target="google:gemini-9") if stream else d.send(PROMPT, "google:gemini-9")
+        call(d, stream, target="google:gemini-9")
     assert info.value.status == 404 and info.value.code == "NOT_FOUND"
 
 

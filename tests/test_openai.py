@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -16,29 +15,21 @@ import pytest
 from llmdispatch_nb import Dispatcher
 from llmdispatch_nb._sse import iter_sse
 from llmdispatch_nb._types import Finish, Response, TextDelta, Usage, UsageUpdate
-from llmdispatch_nb.errors import (
-    AuthenticationError,
-    BadRequestError,
-    ConnectError,
-    ContentFilterError,
-    ContextLengthError,
-    LLMDispatchError,
-    MidStreamError,
-    OverloadedError,
-    ProtocolError,
-    QuotaExhaustedError,
-    RateLimitError,
-    ServerError,
-    TransportError,
-    VendorError,
-    VendorTimeoutError,
-)
+from llmdispatch_nb.errors import AuthenticationError, MidStreamError, ServerError, VendorError
 from llmdispatch_nb.resilience import RetryPolicy
 from llmdispatch_nb.sim import FAULT_KINDS, Fault, SimServer, generate, serve
 from llmdispatch_nb.sim._openai_wire import go_duration, mask_key
 from llmdispatch_nb.sim.openai import OpenAIEmulator
 from llmdispatch_nb.vendors import Endpoint, Secret
 
+from ._vendor_support import (
+    OPENAI_WIRE_FAULTS,
+    Calls,
+    check_openai_wire_fault,
+    close,
+    emulator,
+    reset_around,
+)
 from .conftest import CANARY_KEY, assert_no_canary
 
 MODEL = "gpt-4o-mini"
@@ -60,11 +51,7 @@ def dispatcher(sim: SimServer, key: str = CANARY_KEY, **kw: Any) -> Dispatcher:
 
 @pytest.fixture
 def emu(openai_sim: SimServer) -> Iterator[OpenAIEmulator]:
-    e = openai_sim.emulators["openai"]
-    assert isinstance(e, OpenAIEmulator)
-    e.reset()
-    yield e
-    e.reset()
+    yield from reset_around(emulator(openai_sim, "openai", OpenAIEmulator))
 
 
 # Function-scoped, so one test's tripped circuit breaker never reaches the next.
@@ -84,31 +71,14 @@ def expected(prompt: str = PROMPT, model: str = MODEL, **kw: Any) -> Any:
     return generate(prompt, model, vendor="openai", **kw)
 
 
-def run_stream(d: Dispatcher, prompt: str = PROMPT, target: str = TARGET,
-               **kw: Any) -> tuple[Response, list[Any]]:
-    s = d.stream(prompt, target, **kw)
-    events = list(s)
-    assert s.response is not None
-    return s.response, events
-
-
-def call(d: Dispatcher, stream: bool, prompt: str = PROMPT, target: str = TARGET,
-         **kw: Any) -> Response:
-    return run_stream(d, prompt, target, **kw)[0] if stream else d.send(prompt, target, **kw)
+calls = Calls(PROMPT, TARGET)
+run_stream, call = calls.run_stream, calls.call
 
 
 def gpt_4o_mini_cost(u: Usage) -> float:
     # List price, $ per million tokens: 0.15 input, 0.075 cached input, 0.60 output.
     return ((u.input_tokens - u.cache_read_tokens) * 0.15 + u.cache_read_tokens * 0.075
             + u.output_tokens * 0.60) / 1e6
-
-
-def close(a: float | None, b: float | None) -> bool:
-    # math.isclose, not pytest.approx: approx peeks at numpy, which the ledger's writer
-    # thread may be importing at that moment (a partially initialised module).
-    if a is None or b is None:
-        return a is b
-    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
 
 
 # -- happy paths -------------------------------------------------------------------------
@@ -362,68 +332,23 @@ def test_a_wrong_key_is_echoed_masked() -> None:
 
 # -- faults ------------------------------------------------------------------------------
 
-# kind -> (class when plain, class when streamed, HTTP status, retry_after, retryable)
-FAULTS: dict[str, tuple[type[LLMDispatchError] | None, type[LLMDispatchError] | None,
-                        int | None, float | None, bool]] = {
-    "429": (RateLimitError, RateLimitError, 429, 1.0, True),
-    "429-ms": (RateLimitError, RateLimitError, 429, 1.5, True),
-    "429-long": (RateLimitError, RateLimitError, 429, 3600.0, True),
-    "429-no-retry": (RateLimitError, RateLimitError, 429, 1.0, False),
-    "quota": (QuotaExhaustedError, QuotaExhaustedError, 429, None, False),
-    "408": (ServerError, ServerError, 408, None, True),
-    "409": (ServerError, ServerError, 409, None, True),
-    "500": (ServerError, ServerError, 500, None, True),
-    "503": (OverloadedError, OverloadedError, 503, None, True),
-    "529": (OverloadedError, OverloadedError, 503, None, True),  # OpenAI has no 529
-    "401": (AuthenticationError, AuthenticationError, 401, None, False),
-    "400": (BadRequestError, BadRequestError, 400, None, False),
-    "context-length": (ContextLengthError, ContextLengthError, 400, None, False),
-    "content-filter": (ContentFilterError, ContentFilterError, 400, None, False),
-    "content-filter-output": (None, None, None, None, False),  # a reply, cut, not an error
-    "blocked": (ContentFilterError, ContentFilterError, 400, None, False),
-    "hang": (VendorTimeoutError, VendorTimeoutError, None, None, True),
-    "reset": (ConnectError, ConnectError, None, None, True),
-    # A plain call has no stream to break: the emulator answers 500 / cuts the body.
-    "midstream-error": (ServerError, MidStreamError, 500, None, True),
-    "midstream-disconnect": (ConnectError, MidStreamError, None, None, True),
-    "malformed-json": (ProtocolError, ProtocolError, None, None, True),
-}
-
 
 def test_the_fault_table_covers_every_kind() -> None:
-    assert set(FAULTS) == set(FAULT_KINDS)
+    assert set(OPENAI_WIRE_FAULTS) == set(FAULT_KINDS)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("kind", FAULT_KINDS)
 def test_fault(kind: str, stream: bool, d: Dispatcher, quick: Dispatcher,
                emu: OpenAIEmulator) -> None:
-    plain_cls, stream_cls, status, retry_after, retryable = FAULTS[kind]
-    cls = stream_cls if stream else plain_cls
-    emu.faults.script(kind)
-    disp = quick if kind == "hang" else d
-    if cls is None:
-        r = call(disp, stream)
-        assert r.finish_reason == "content_filter" and r.raw_finish_reason == "content_filter"
-        assert r.text and expected().text.startswith(r.text) and r.text != expected().text
+    out = check_openai_wire_fault(kind, stream, quick if kind == "hang" else d, emu, call,
+                                  expected(), "openai")
+    if isinstance(out, Response):
+        assert out.raw_finish_reason == "content_filter"
         return
-    with pytest.raises(LLMDispatchError) as info:
-        call(disp, stream)
-    err = info.value
-    assert type(err) is cls, f"{kind}: {type(err).__name__}: {err}"
-    assert getattr(err, "vendor", None) == "openai"
-    assert_no_canary(str(err), repr(err), getattr(err, "body_excerpt", ""))
-    assert len(emu.requests.chat()) == 1  # one fault, one request: nothing retried inside
-    if isinstance(err, MidStreamError):
-        assert err.partial_text == "".join(expected().tokens[:3])
-        assert not err.retryable
-        return
-    assert isinstance(err, VendorError | TransportError)
-    assert err.retryable is retryable
-    assert err.status == status
-    assert close(err.retry_after, retry_after)
-    if status is not None:
-        assert err.request_id and err.request_id.startswith("req_")
+    assert_no_canary(str(out), repr(out), getattr(out, "body_excerpt", ""))
+    if out.status is not None and not isinstance(out, MidStreamError):
+        assert out.request_id and out.request_id.startswith("req_")
 
 
 def test_rate_limit_message_and_headers(openai_sim: SimServer, emu: OpenAIEmulator) -> None:
