@@ -76,7 +76,7 @@ def test_run_and_arun_put_a_whole_fan_out_on_the_dispatchers_loop(d: Dispatcher)
     async def inside() -> None:
         d.run(fan_out(1))
 
-    with pytest.raises(RuntimeError, match="use `await dispatcher.asend"):
+    with pytest.raises(RuntimeError, match=r"use `await dispatcher\.asend"):
         d.run(inside())  # a sync run from the dispatcher's own loop would deadlock
 
 
