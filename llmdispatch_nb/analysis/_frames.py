@@ -182,7 +182,7 @@ def _groups(df: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, pd.Index]:
         for k in keys:
             combined = combined * len(df[k].cat.categories) + df[k].cat.codes.to_numpy(np.int64)
         present = np.flatnonzero(np.bincount(combined)) if len(df) else np.empty(0, np.int64)
-        number = np.full(int(combined.max(initial=-1)) + 1, -1, dtype=np.int64)
+        number = np.full(int(np.max(combined)) + 1 if len(combined) else 0, -1, dtype=np.int64)
         number[present] = np.arange(len(present))
         levels = []
         rest = present
