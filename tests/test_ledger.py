@@ -5,6 +5,7 @@ SIGKILL, and several threads and processes writing one file."""
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import os
 import signal
 import sqlite3
@@ -13,6 +14,8 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -62,7 +65,7 @@ def test_the_file_is_private_in_wal_mode_and_migrated(tmp_path: Path) -> None:
     for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
     assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn, conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         numbers = [r[0] for r in conn.execute("SELECT number FROM migrations")]
     assert numbers == [n for n, _, _ in MIGRATIONS]
@@ -81,7 +84,7 @@ def test_migrations_run_once_and_a_newer_schema_is_refused(tmp_path: Path) -> No
     db = tmp_path / "ledger.db"
     Ledger(db).count()
     Ledger(db).count()  # a second kernel opening the same file applies nothing again
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn, conn:
         assert conn.execute("SELECT count(*) FROM migrations").fetchone()[0] == len(MIGRATIONS)
         conn.execute("INSERT INTO migrations VALUES (999, 'from the future', 0)")
     with pytest.raises(LedgerError, match="newer llmdispatch-nb"):
@@ -145,7 +148,7 @@ def test_text_storage_setting(tmp_path: Path, mode: str) -> None:
     ledger = Ledger(tmp_path, text=mode)
     ledger.write(record(1, chunks=((0.1, "answer "), (0.2, "1"))))
     (back,) = ledger.records()
-    with sqlite3.connect(tmp_path / "ledger.db") as conn:
+    with closing(sqlite3.connect(tmp_path / "ledger.db")) as conn, conn:
         raw = conn.execute("SELECT prompt, response, chunks FROM calls").fetchone()
     if mode == "full":
         assert (back.prompt, back.response, back.chunks) == (
@@ -259,7 +262,7 @@ def test_flushed_records_are_visible_to_another_connection(tmp_path: Path) -> No
     for i in range(1000):
         ledger.write(record(i))
     ledger.flush()
-    with sqlite3.connect(tmp_path / "ledger.db") as conn:
+    with closing(sqlite3.connect(tmp_path / "ledger.db")) as conn, conn:
         assert conn.execute("SELECT count(*) FROM calls").fetchone()[0] == 1000
 
 
@@ -325,6 +328,25 @@ def test_a_new_ledger_waits_for_another_connection_holding_the_file(tmp_path: Pa
     finally:
         release.join()
         other.close()
+
+
+def test_a_ledger_dropped_without_close_closes_its_connections(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "dropped.db")
+    ledger._writer.idle_exit_s = 0.01  # its thread keeps the ledger alive while it runs
+    ledger.write(record(1))
+    ledger.flush()
+    assert ledger.count() == 1
+    end = time.monotonic() + 5
+    while ledger._writer._thread is not None and time.monotonic() < end:
+        time.sleep(0.01)
+    reading = ledger._conn
+    writing = ledger._writer_conn()  # as a caller writing a batch itself would open it
+    assert reading is not None and reading is not writing
+    del ledger
+    gc.collect()  # the ledger is in a cycle with its writer: the collector frees it
+    for conn in (reading, writing):
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            conn.execute("SELECT 1")
 
 
 def test_a_ledger_held_past_its_patience_says_so(tmp_path: Path) -> None:
@@ -410,7 +432,7 @@ def test_acknowledged_records_survive_sigkill(tmp_path: Path) -> None:
     ids = {r.call_id for r in ledger.records()}
     assert {f"c{i}" for i in range(5000)} <= ids
     assert len(ledger.dataframe()) == ledger.count() == len(ids)
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn, conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
@@ -465,7 +487,7 @@ def test_dataframe_is_rebuilt_after_rows_change_behind_the_ledger(tmp_path: Path
     for i in range(50):
         ledger.write(record(i))
     assert len(ledger.dataframe()) == 50
-    with sqlite3.connect(tmp_path / "ledger.db") as conn:
+    with closing(sqlite3.connect(tmp_path / "ledger.db")) as conn, conn:
         conn.execute("DELETE FROM calls WHERE session = 's0'")
         conn.execute("UPDATE calls SET vendor = 'renamed' WHERE id = 2")
     frame = ledger.dataframe()

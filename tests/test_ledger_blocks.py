@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from array import array
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,7 @@ def test_batches_with_columns_left_out_read_back_exactly(tmp_path: Path) -> None
     for batch in (every_flag, bare, mixed, bare[:1], every_flag[:1]):
         ledger._write_batch(batch)  # one batch each (as a busy writer takes them)
     assert ledger.records() == every_flag + bare + mixed + bare[:1] + every_flag[:1]
-    with sqlite3.connect(tmp_path / "ledger.db") as conn:  # defaults as SQLite stores them
+    with closing(sqlite3.connect(tmp_path / "ledger.db")) as conn, conn:  # defaults as SQLite stores them
         assert conn.execute("SELECT DISTINCT retried, cache_hit, chunks, tags FROM calls "
                             "WHERE call_id LIKE 'bare%'").fetchall() == [(0, 0, None, None)]
     frame = ledger.dataframe()
@@ -250,5 +251,5 @@ def test_checkpoints_run_on_their_own_thread_and_end_with_close(tmp_path: Path) 
     ledger.close()
     assert checkpointers() == before
     assert ledger.count() == 6000
-    with sqlite3.connect(tmp_path / "ledger.db") as conn:
+    with closing(sqlite3.connect(tmp_path / "ledger.db")) as conn, conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -141,7 +142,7 @@ def test_no_key_in_any_database_file_or_pack(openai_sim: SimServer, tmp_path: Pa
         assert CANARY_KEY.encode() not in data, p
         assert b"Bearer" not in data and b"authorization" not in data.lower(), p
     # And in every column of every row, read back as text.
-    with sqlite3.connect(tmp_path / "canary" / "ledger.db") as conn:
+    with closing(sqlite3.connect(tmp_path / "canary" / "ledger.db")) as conn, conn:
         for table in ("calls", "cache"):
             for row in conn.execute(f"SELECT * FROM {table}"):
                 assert_no_canary(repr(row))

@@ -1,4 +1,5 @@
-"""Opening a ledger file: its permissions, WAL mode, and how values bind."""
+"""Opening a ledger file: its permissions, WAL mode, how values bind, and closing its
+connections when a ledger is dropped."""
 
 from __future__ import annotations
 
@@ -42,7 +43,6 @@ def switch_to_wal(conn: sqlite3.Connection, path: Path, patience_s: float) -> st
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
             if time.monotonic() + pause > deadline:
-                conn.close()
                 raise LedgerError(
                     f"the ledger at {path} stayed locked by another connection for "
                     f"{patience_s:g} s (a tool or kernel holding a transaction open on it?); "
@@ -63,3 +63,26 @@ def create_private(path: Path) -> bool:
         return path.stat().st_size == 0
     os.close(fd)
     return True
+
+
+class Connections:
+    """The ledger's two connections, held apart so that a ledger dropped without close()
+    has them closed by a weakref.finalize. A __del__ on the ledger ran too late: the ledger
+    sits in a cycle with its writer, and the garbage collector may finalize a connection
+    first (sqlite3 warns of an unclosed connection since Python 3.13). While the writer's
+    thread runs it keeps the ledger alive, and it closes its connection when it ends."""
+
+    __slots__ = ("read", "write")
+
+    def __init__(self) -> None:
+        self.read: sqlite3.Connection | None = None
+        self.write: sqlite3.Connection | None = None
+
+    def close(self) -> None:
+        for conn in (self.read, self.write):
+            if conn is not None:
+                try:
+                    conn.close()
+                except Exception:  # at interpreter exit
+                    pass
+        self.read = self.write = None

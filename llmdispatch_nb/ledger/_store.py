@@ -35,7 +35,7 @@ from .._types import CallRecord
 from . import _blocks
 from ._errors import LedgerError
 from ._migrations import migrate
-from ._opening import create_private, fast_binding, switch_to_wal
+from ._opening import Connections, create_private, fast_binding, switch_to_wal
 from ._rows import (
     FEW_ROWS,
     ROW_FIELDS,
@@ -158,8 +158,8 @@ class Ledger:
                 p = p / FILE_NAME
             self.path = p.absolute()
         self._lock = threading.RLock()  # guards the reading connection (and all of memory mode)
-        self._conn: sqlite3.Connection | None = None
-        self._wconn: sqlite3.Connection | None = None
+        self._held = Connections()
+        weakref.finalize(self, self._held.close).atexit = False
         self._migrated = False
         # Rows this writer wrote that no column block covers yet, each batch as its ids and
         # its columns (or rows): packing them from here saves reading them back (the tail is
@@ -190,24 +190,29 @@ class Ledger:
 
     def _open(self) -> sqlite3.Connection:
         fast_binding()
-        if self._memory:
+        path, new = self.path, False
+        if path is None:
             conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         else:
-            assert self.path is not None
-            new = create_private(self.path)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+            new = create_private(path)
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                    timeout=self.busy_timeout_s)
+        try:  # a refusal (not a database, locked, a newer schema) takes the connection along
             if new:
                 conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")
-            mode = switch_to_wal(conn, self.path, self.busy_timeout_s)
-            if str(mode).lower() != "wal":
-                log.warning("the ledger at %s could not switch to WAL mode (%s); several "
-                            "kernels writing at once may wait on each other", self.path, mode)
-            conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
-        if not self._migrated:
-            migrate(conn)
-            self._migrated = True
+            if path is not None:
+                mode = switch_to_wal(conn, path, self.busy_timeout_s)
+                if str(mode).lower() != "wal":
+                    log.warning("the ledger at %s could not switch to WAL mode (%s); several "
+                                "kernels writing at once may wait on each other", path, mode)
+                conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
+            if not self._migrated:
+                migrate(conn)
+                self._migrated = True
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     @contextlib.contextmanager
@@ -351,6 +356,22 @@ class Ledger:
             if self._conn is not None and not self._memory:
                 self._conn.close()
                 self._conn = None
+
+    @property
+    def _conn(self) -> sqlite3.Connection | None:
+        return self._held.read
+
+    @_conn.setter
+    def _conn(self, conn: sqlite3.Connection | None) -> None:
+        self._held.read = conn
+
+    @property
+    def _wconn(self) -> sqlite3.Connection | None:
+        return self._held.write
+
+    @_wconn.setter
+    def _wconn(self, conn: sqlite3.Connection | None) -> None:
+        self._held.write = conn
 
     def __enter__(self) -> Ledger:
         return self
