@@ -26,11 +26,12 @@ Not here: HTTP/2, proxies (`new_client` mounts this only where no proxy applies)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import ssl as ssl_module
 import threading
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx
@@ -278,8 +279,11 @@ class _Body(httpx.AsyncByteStream):
                     self._done()
                 yield part
         elif self._framing == "chunked":
-            async for part in self._chunks(conn):
-                yield part
+            # Closed with this generator, not left for the garbage collector to close on a
+            # loop that may be gone by then (Python 3.13 warns of that).
+            async with contextlib.aclosing(self._chunks(conn)) as chunks:
+                async for part in chunks:
+                    yield part
         else:
             while conn.buffer or await conn.more(self._timeout):
                 part = bytes(conn.buffer)
@@ -292,7 +296,7 @@ class _Body(httpx.AsyncByteStream):
         return await conn.take_until(b"\r\n", self._timeout, "a chunk header or trailer",
                                      _CHUNKED_CUT)
 
-    async def _chunks(self, conn: _Connection) -> AsyncIterator[bytes]:
+    async def _chunks(self, conn: _Connection) -> AsyncGenerator[bytes, None]:
         while True:
             size_text = (await self._line(conn)).split(b";", 1)[0].strip(b" \t")
             if not _CHUNK_SIZE.fullmatch(size_text):  # int() alone takes "0x1f", "1_0", "-1"

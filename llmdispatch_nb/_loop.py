@@ -88,6 +88,14 @@ class LoopThread:
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
+        if not loop.is_closed() and thread.is_alive() and thread is not threading.current_thread():
+            # Async generators left unfinished (a stream broken off) are closed on this loop
+            # now; closing the loop under them leaves their aclose() never awaited.
+            done = asyncio.run_coroutine_threadsafe(loop.shutdown_asyncgens(), loop)
+            try:
+                done.result(5)
+            except Exception:  # a generator that will not close must not block the stop
+                done.cancel()
         if not loop.is_closed():
             loop.call_soon_threadsafe(loop.stop)
         if thread is not threading.current_thread():
