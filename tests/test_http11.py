@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 
 from llmdispatch_nb import Dispatcher, Endpoint, Secret
 from llmdispatch_nb._clients import new_client
@@ -67,6 +68,30 @@ def test_one_call_at_a_time_keeps_to_one_connection(openai_sim: SimServer) -> No
     opened, idle, t = asyncio.run(main())
     assert (opened, idle) == (1, 1)
     assert t.open_count == 0 and t.closed  # closed with the dispatcher
+
+
+def test_an_idle_connection_is_let_go_before_a_uvicorn_server_closes_it(
+        openai_sim: SimServer) -> None:
+    # At the same idle limit on both sides a call could take a connection whose close is
+    # already on its way; ours must expire first.
+    assert Http11Transport().keepalive_expiry < uvicorn.Config(app=None).timeout_keep_alive
+
+    async def main() -> list[tuple[object, int]]:
+        d = make(openai_sim)
+        t = transport_of(d, openai_sim.base_url("openai"))
+        t.keepalive_expiry = 0.2
+        seen = []  # (the idle connection, connections open) after each call
+        for pause in (0.0, 0.05, 0.3):
+            await asyncio.sleep(pause)
+            await d.asend(f"after {pause} s idle", TARGET)
+            (origin,) = t._origins.values()
+            seen.append((origin.idle[-1], t.open_count))
+        await d.aclose()
+        return seen
+
+    (first, n1), (soon, n2), (late, n3) = asyncio.run(main())
+    assert soon is first and late is not first  # reused within the limit, replaced after
+    assert n1 == n2 == n3 == 1  # the expired one was closed, not kept beside the new one
 
 
 def test_many_calls_at_once_and_every_connection_comes_back(openai_sim: SimServer) -> None:
