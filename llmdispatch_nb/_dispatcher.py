@@ -288,6 +288,7 @@ class Dispatcher:
         if self._closed:
             return
         self._closed = True
+        self._loop.cancel_all()  # calls still running from other threads end, recorded
         self._clients.close_others(self._loop.running_loop)
         if self._loop.running_loop is not None:
             try:

@@ -14,6 +14,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from .errors import LLMDispatchError
+
 T = TypeVar("T")
 
 
@@ -23,6 +25,7 @@ class LoopThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.closed_under_calls = False  # cancel_all ran: a cancelled call was closed under
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -68,6 +71,39 @@ class LoopThread:
         except KeyboardInterrupt:
             fut.cancel()
             raise
+        except concurrent.futures.CancelledError:
+            if self.closed_under_calls:
+                raise self._closed_error() from None
+            raise
+
+    @staticmethod
+    def _closed_error() -> LLMDispatchError:
+        return LLMDispatchError("the dispatcher was closed while this call was running (the "
+                                "attempt is in the ledger as cancelled); make a new Dispatcher "
+                                "to go on")
+
+    def cancel_all(self, timeout: float = 5.0) -> None:
+        """Cancel every call still running on the loop and wait (up to `timeout`) for them
+        to end, as the dispatcher closes: each records its cancellation and its caller gets
+        an error. Stopping the loop under them left their callers waiting forever."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None or not thread.is_alive() or self.in_loop_thread():
+            return
+        self.closed_under_calls = True
+
+        async def cancel_the_others() -> None:
+            me = asyncio.current_task()
+            running = [t for t in asyncio.all_tasks() if t is not me]
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.wait(running, timeout=timeout)
+
+        done = asyncio.run_coroutine_threadsafe(cancel_the_others(), loop)
+        try:
+            done.result(timeout + 1)
+        except Exception:  # the loop is wedged: stop() still stops it
+            done.cancel()
 
     async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await `coro` from any loop: directly on ours, through a future from others."""
@@ -82,6 +118,9 @@ class LoopThread:
             return await asyncio.wrap_future(fut)
         except asyncio.CancelledError:
             fut.cancel()
+            me = asyncio.current_task()
+            if self.closed_under_calls and (me is None or not me.cancelling()):
+                raise self._closed_error() from None  # ours, not the caller's own cancel
             raise
 
     def stop(self) -> None:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from ._types import Response, StreamEvent, TextDelta
+from .errors import LLMDispatchError
 
 _END = object()
 
@@ -45,6 +46,7 @@ class _Base:
         self._future: Running | None = None
         self.response: Response | None = None
         self._parts: list[str] = []
+        self._closed_here = False  # close() cancelled the call, not someone else
 
     @property
     def text(self) -> str:
@@ -52,11 +54,16 @@ class _Base:
         return "".join(self._parts)
 
     def close(self) -> None:
+        self._closed_here = True
         if self._future is not None and not self._future.done():
             self._future.cancel()
 
     def _finish(self) -> Response:
         assert self._future is not None
+        if self._future.cancelled() and not self._closed_here:
+            raise LLMDispatchError(
+                "the call behind this stream was cancelled before it ended (its dispatcher "
+                "was closed, or its loop stopped); the text so far is in .text") from None
         self.response = self._future.result()
         return self.response
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from itertools import pairwise
 
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from llmdispatch_nb import CallRecord, Dispatcher, Endpoint, Secret, TextDelta
+from llmdispatch_nb.errors import LLMDispatchError
 from llmdispatch_nb.ledger import MemoryLedger
 from llmdispatch_nb.resilience import Limit, RetryPolicy
 from llmdispatch_nb.sim import SimServer
@@ -137,6 +139,56 @@ def test_breaking_out_of_an_async_stream_cancels_the_call(
     assert asyncio.run(main())
     statuses = [r.status for r in d.ledger.records]
     assert statuses == ["cancelled", "ok"]
+
+
+def test_closing_the_dispatcher_under_running_calls_ends_them_with_a_clear_error(
+        openai_sim: SimServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Calls from other threads (a sync send, a sync stream, an async call on another loop)
+    # are on the dispatcher's loop when it closes: each must end, recorded, not wait forever.
+    monkeypatch.setattr(openai_sim.emulators["openai"], "time_scale", 1.0)
+    disp = make(openai_sim)
+    ended: dict[str, str] = {}
+    started = threading.Barrier(4)
+
+    def plain() -> None:
+        started.wait()
+        try:
+            disp.send("A long answer, please.", TARGET, max_tokens=400)
+        except LLMDispatchError as exc:
+            ended["send"] = str(exc)
+
+    def streamed() -> None:
+        s = disp.stream("A long streamed answer, please.", TARGET, max_tokens=400)
+        started.wait()
+        try:
+            for _ in s:
+                pass
+        except LLMDispatchError as exc:
+            ended["stream"] = str(exc)
+
+    def other_loop() -> None:
+        async def main() -> None:
+            started.wait()
+            try:
+                await disp.arun(disp.asend("A long answer, please.", TARGET, max_tokens=400))
+            except LLMDispatchError as exc:
+                ended["arun"] = str(exc)
+        asyncio.run(main())
+
+    threads = [threading.Thread(target=f) for f in (plain, streamed, other_loop)]
+    for t in threads:
+        t.start()
+    started.wait()
+    time.sleep(0.3)  # all three are waiting on the emulator now
+    disp.close()
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads), "a call outlived the dispatcher"
+    assert ended["send"].startswith("the dispatcher was closed while this call was running")
+    assert ended["arun"] == ended["send"]
+    assert ended["stream"].startswith("the call behind this stream was cancelled before it "
+                                      "ended (its dispatcher was closed")
+    assert sorted(r.status for r in disp.ledger.records) == ["cancelled"] * 3
 
 
 def test_one_limiter_serves_loops_in_several_threads_one_call_at_a_time(
