@@ -178,8 +178,12 @@ def test_closing_the_dispatcher_under_running_calls_ends_them_with_a_clear_error
     threads = [threading.Thread(target=f) for f in (plain, streamed, other_loop)]
     for t in threads:
         t.start()
+    emu = openai_sim.emulators["openai"]
+    before = len(emu.requests.chat())
     started.wait()
-    time.sleep(0.3)  # all three are waiting on the emulator now
+    end = time.monotonic() + 10
+    while len(emu.requests.chat()) < before + 3 and time.monotonic() < end:
+        time.sleep(0.01)  # until all three are at the emulator (their answers take ~4 s)
     disp.close()
     for t in threads:
         t.join(10)
