@@ -99,11 +99,7 @@ class LoopThread:
             if running:
                 await asyncio.wait(running, timeout=timeout)
 
-        done = asyncio.run_coroutine_threadsafe(cancel_the_others(), loop)
-        try:
-            done.result(timeout + 1)
-        except Exception:  # the loop is wedged: stop() still stops it
-            done.cancel()
+        _run_briefly(cancel_the_others(), loop, timeout + 1)
 
     async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await `coro` from any loop: directly on ours, through a future from others."""
@@ -130,11 +126,7 @@ class LoopThread:
         if not loop.is_closed() and thread.is_alive() and thread is not threading.current_thread():
             # Async generators left unfinished (a stream broken off) are closed on this loop
             # now; closing the loop under them leaves their aclose() never awaited.
-            done = asyncio.run_coroutine_threadsafe(loop.shutdown_asyncgens(), loop)
-            try:
-                done.result(5)
-            except Exception:  # a generator that will not close must not block the stop
-                done.cancel()
+            _run_briefly(loop.shutdown_asyncgens(), loop, 5.0)
         if not loop.is_closed():
             loop.call_soon_threadsafe(loop.stop)
         if thread is not threading.current_thread():
@@ -144,3 +136,14 @@ class LoopThread:
                 loop.close()
         self._loop = None
         self._thread = None
+
+
+def _run_briefly(coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop,
+                 timeout: float) -> None:
+    """Run `coro` on `loop` (another thread's) and wait at most `timeout`: a loop wedged
+    by some call, or a generator that will not close, must not hold up a close."""
+    done = asyncio.run_coroutine_threadsafe(coro, loop)
+    try:
+        done.result(timeout)
+    except Exception:
+        done.cancel()

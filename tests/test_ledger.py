@@ -339,7 +339,7 @@ def test_a_ledger_dropped_without_close_closes_its_connections(tmp_path: Path) -
     end = time.monotonic() + 5
     while ledger._writer._thread is not None and time.monotonic() < end:
         time.sleep(0.01)
-    reading = ledger._conn
+    reading = ledger._held.read
     writing = ledger._writer_conn()  # as a caller writing a batch itself would open it
     assert reading is not None and reading is not writing
     del ledger

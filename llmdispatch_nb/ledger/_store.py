@@ -219,29 +219,30 @@ class Ledger:
     def _reading(self) -> Iterator[sqlite3.Connection]:
         """The query connection, locked for this thread (also used by the cache)."""
         with self._lock:
-            if self._conn is None:
-                self._conn = self._open()
-            yield self._conn
+            if self._held.read is None:
+                self._held.read = self._open()
+            yield self._held.read
 
     def _writer_conn(self) -> sqlite3.Connection:
         if self._memory:  # one connection for everything, guarded by the lock
             with self._reading() as conn:
                 return conn
-        if self._wconn is None:
-            self._wconn = self._open()
-            self._wconn.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_PAGES}")
-            self._wconn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
-            self._page_size = self._wconn.execute("PRAGMA page_size").fetchone()[0]
-        return self._wconn
+        if self._held.write is None:
+            conn = self._held.write = self._open()
+            conn.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
+            self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            return conn
+        return self._held.write
 
     def _close_writer(self) -> None:
-        conn, self._wconn = self._wconn, None
+        conn, self._held.write = self._held.write, None
         if conn is not None:
             conn.close()
 
     def _after_fork(self) -> None:
         # The parent's connections and thread belong to the parent; start afresh.
-        self._conn = self._wconn = None
+        self._held.read = self._held.write = None  # not closed: they are the parent's
         self._recent = []
         self._lock = threading.RLock()
         self._writer.after_fork()
@@ -353,25 +354,9 @@ class Ledger:
         self._writer.stop()
         self._checkpointer.stop()
         with self._lock:
-            if self._conn is not None and not self._memory:
-                self._conn.close()
-                self._conn = None
-
-    @property
-    def _conn(self) -> sqlite3.Connection | None:
-        return self._held.read
-
-    @_conn.setter
-    def _conn(self, conn: sqlite3.Connection | None) -> None:
-        self._held.read = conn
-
-    @property
-    def _wconn(self) -> sqlite3.Connection | None:
-        return self._held.write
-
-    @_wconn.setter
-    def _wconn(self, conn: sqlite3.Connection | None) -> None:
-        self._held.write = conn
+            if self._held.read is not None and not self._memory:
+                self._held.read.close()
+                self._held.read = None
 
     def __enter__(self) -> Ledger:
         return self

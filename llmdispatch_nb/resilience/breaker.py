@@ -241,48 +241,43 @@ class CircuitBreaker:
             self._refresh(c, now)
             return c.state
 
-    def opens_in(self, key: str) -> float:
-        """Seconds until `key` turns half-open; 0 when it is not open."""
+    def _standing(self, key: str) -> tuple[BreakerState, bool, float]:
+        """`key`'s state, whether its half-open probe is out, and the seconds until
+        `allow(key)` could say yes (the open time left, or while a probe is out the time
+        until it would be presumed lost), all read at one instant."""
         now = self.clock()
         with self._lock:
             c = self._circuits.get(key)
             if c is None:
-                return 0.0
+                return "closed", False, 0.0
             self._refresh(c, now)
-            return max(0.0, c.open_until - now) if c.state == "open" else 0.0
+            if c.state == "open":
+                return "open", False, max(0.0, c.open_until - now)
+            if c.state == "half_open" and c.probe_since is not None:
+                return "half_open", True, max(0.0, c.probe_since + self.probe_timeout_s - now)
+            return c.state, False, 0.0
+
+    def opens_in(self, key: str) -> float:
+        """Seconds until `key` turns half-open; 0 when it is not open."""
+        state, _, wait = self._standing(key)
+        return wait if state == "open" else 0.0
 
     def wait_s(self, key: str) -> float:
         """Seconds until `allow(key)` could say yes: 0 when closed or a probe is free; the
         open time left; or, while a probe is out, the time until it would be presumed lost."""
-        now = self.clock()
-        with self._lock:
-            c = self._circuits.get(key)
-            if c is None:
-                return 0.0
-            self._refresh(c, now)
-            if c.state == "open":
-                return max(0.0, c.open_until - now)
-            if c.state == "half_open" and c.probe_since is not None:
-                return max(0.0, c.probe_since + self.probe_timeout_s - now)
-            return 0.0
+        return self._standing(key)[2]
 
     def refusal(self, key: str) -> str:
         """Why `allow(key)` says no, in words for a trail or an error message."""
-        now = self.clock()
-        with self._lock:
-            c = self._circuits.get(key)
-            if c is None:
-                return "circuit closed"
-            self._refresh(c, now)
-            if c.state == "open":
-                return f"circuit open ({max(0.0, c.open_until - now):.1f} s left)"
-            if c.state == "half_open" and c.probe_since is not None:
-                # Its answer decides; the probe timeout is only how long before a lost
-                # probe is given up on, not when the circuit turns.
-                lost_in = max(0.0, c.probe_since + self.probe_timeout_s - now)
-                return (f"circuit half-open with its one probe call out (the probe's answer "
-                        f"decides; a lost probe is given up in {lost_in:.0f} s)")
-            return f"circuit {c.state.replace('_', '-')}"
+        state, probe_out, wait = self._standing(key)
+        if state == "open":
+            return f"circuit open ({wait:.1f} s left)"
+        if probe_out:
+            # Its answer decides; the probe timeout is only how long before a lost probe
+            # is given up on, not when the circuit turns.
+            return (f"circuit half-open with its one probe call out (the probe's answer "
+                    f"decides; a lost probe is given up in {wait:.0f} s)")
+        return f"circuit {state.replace('_', '-')}"
 
     def soonest(self, keys: Iterable[str]) -> tuple[str, float]:
         """The key that can be tried first, and in how many seconds (`wait_s`).
