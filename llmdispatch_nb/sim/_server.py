@@ -185,7 +185,11 @@ class SimServer:
             self.ports[name] = s.getsockname()[1]
         proto = _tracking_protocol()
         for name, emu in self.emulators.items():
-            config = uvicorn.Config(emu, log_level="warning", http=proto, lifespan="off",
+            # log_config=None: uvicorn's default runs logging.config.dictConfig, which holds
+            # the logging lock while ipykernel's output thread wants it: a fresh kernel's
+            # first Dispatcher() stalled 10-30 s with "IOStream.flush timed out".
+            config = uvicorn.Config(emu, log_config=None, log_level="warning", http=proto,
+                                    lifespan="off",
                                     access_log=False, timeout_keep_alive=30, backlog=2048)
             self._servers.append((uvicorn.Server(config), socks[name]))
 
