@@ -119,7 +119,7 @@ _LAZY = {
     "panel": ".notebook._panel",
     "sweep": ".experiments", "what_if": ".experiments", "recommend": ".experiments",
 }
-_SUBMODULES = ("analysis", "errors", "experiments", "ledger", "notebook", "pricing", "resilience", "routing", "sim",
+_SUBMODULES = ("analysis", "catalogue", "errors", "experiments", "ledger", "notebook", "pricing", "resilience", "routing", "sim",
                "vendors")
 
 
