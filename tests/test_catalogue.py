@@ -41,7 +41,7 @@ REAL = [
     ("groq", "llama-3.3-70b-versatile", 131_072, 32_768, False),
     ("deepseek", "deepseek-chat", None, None, None),
     ("mistral", "mistral-large-latest", None, None, None),
-    ("xai", "grok-4", None, None, None),
+    ("xai", "grok-4.3", None, None, None),
     ("openrouter", "openai/gpt-4o-mini", 128_000, 16_384, False),
 ]
 
