@@ -12,6 +12,7 @@ time to first token are measured from the moment the request is handed to httpx.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -72,6 +73,7 @@ from .routing import (
 from .vendors import Endpoint, adapter_for
 
 RecordSink = Callable[[CallRecord], None]
+_log = logging.getLogger("llmdispatch_nb")
 T = TypeVar("T")
 
 # Less time than this left before the call's deadline: start no new attempt. One started
@@ -169,6 +171,7 @@ class Dispatcher:
         for path in [replay] if isinstance(replay, str) else list(replay or ()):
             self.load_replay(path)
         self._sinks: list[RecordSink] = []
+        self._failed_sinks: set[int] = set()  # ids of sinks whose exception was logged
         self._tasks: set[asyncio.Task[Response]] = set()
         self._closed = False
 
@@ -610,4 +613,10 @@ class Dispatcher:
     def record(self, record: CallRecord) -> None:
         self.ledger.write(record)
         for sink in self._sinks:
-            sink(record)
+            try:
+                sink(record)
+            except Exception:  # someone else's code: it must not break the call it watches
+                if id(sink) not in self._failed_sinks:
+                    self._failed_sinks.add(id(sink))
+                    _log.exception("the on_record sink %r raised; the call goes on (logged "
+                                   "once per sink)", sink)

@@ -324,6 +324,11 @@ class CallRecord:
     cache_key: str | None = None
     # A streamed answer's pieces as (seconds since send, text), so a replay keeps its pace.
     chunks: tuple[tuple[float, str], ...] = ()
+    # A cache or replay hit: the recorded call's latency (`latency_s` is the hit's own).
+    original_latency_s: float | None = None
+    # What the ledger changed to store this record, e.g. "prompt: lone surrogates replaced
+    # with U+FFFD; input_tokens: 2**70 does not fit 64 bits, stored as NULL" (None: nothing).
+    repaired: str | None = None
 
     @property
     def output_tokens_per_s(self) -> float | None:

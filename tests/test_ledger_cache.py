@@ -22,6 +22,7 @@ from llmdispatch_nb.ledger import (
     key_for,
     load_pack,
 )
+from llmdispatch_nb.notebook._display import footer_parts
 from llmdispatch_nb.resilience import RetryPolicy
 from llmdispatch_nb.sim import SimServer
 from tests.conftest import CANARY_KEY
@@ -262,7 +263,12 @@ def test_a_repeated_deterministic_call_is_answered_from_the_cache(
     recs = ledger.records()
     assert [r.status for r in recs] == ["ok", "cached", "ok"]
     hit = recs[1]
-    assert hit.cache_hit and hit.cost_usd == 0 and hit.latency_s == recs[0].latency_s
+    # The hit's own latency (what this call waited); the original's in its own column.
+    assert hit.cache_hit and hit.cost_usd == 0 and hit.original_latency_s == recs[0].latency_s
+    assert hit.latency_s == again.latency_s and hit.latency_s != recs[0].latency_s
+    # The trail says the answer was served, not retried (the footer read "retried").
+    assert [a.status for a in again.attempts] == ["ok"]
+    assert "retried" not in footer_parts(again) and "cached" in footer_parts(again)
     assert hit.cache_key == recs[0].cache_key
     assert ResponseCache(ledger).info()["entries"] == 1
 

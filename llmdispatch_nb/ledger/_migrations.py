@@ -78,6 +78,10 @@ CREATE TABLE cache (
 );
 CREATE INDEX cache_by_created ON cache(created);
 """),
+    (2, "a hit's original latency; what the ledger repaired to store a record", """
+ALTER TABLE calls ADD COLUMN original_latency_s REAL;
+ALTER TABLE calls ADD COLUMN repaired TEXT;
+"""),
 ]
 
 

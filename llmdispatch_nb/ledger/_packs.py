@@ -17,6 +17,7 @@ once, the newest answer is kept.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -78,7 +79,12 @@ def export_pack(path: str | os.PathLike[str], ledger: Ledger, session: str | Non
     header = {"format": FORMAT, "version": VERSION, "created": time.time(), "count": len(answers),
               "session": session, "tags": [tags] if isinstance(tags, str) else list(tags or ())}
     tmp = target.with_name(target.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    # Mode 0600 like the ledger: a pack holds prompts and answers. The flags make a new
+    # file with that mode; a left-over temporary file is replaced, not reused.
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # A lone surrogate (from a tag, say) is written as its JSON escape, which reads back.
+    with open(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
         f.write(json.dumps(header, ensure_ascii=False) + "\n")
         for answer in answers.values():
             f.write(json.dumps(answer.to_json(), ensure_ascii=False) + "\n")
@@ -116,28 +122,116 @@ class ReplayPack:
 
 
 def load_pack(path: str | os.PathLike[str]) -> ReplayPack:
+    """Read a pack written by `export_pack`. A pack is a shared file, so nothing in it is
+    trusted: every line is checked field by field, and anything out of shape is one
+    `LedgerError` naming the file, the line and the field."""
     source = Path(path)
+    try:
+        with open(source, "rb") as f:
+            return _read_pack(f, source)
+    except OSError as exc:
+        raise LedgerError(f"cannot read the replay pack {source}: {exc.strerror or exc}") from None
+
+
+def _read_pack(f: Iterable[bytes], source: Path) -> ReplayPack:
     answers: list[CachedAnswer] = []
     header: dict[str, Any] | None = None
-    with open(source, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except ValueError as exc:
-                raise LedgerError(f"{source}:{number} is not JSON ({exc}); is this a replay "
-                                  f"pack written by export_pack?") from None
-            if header is None:
-                if data.get("format") != FORMAT:
-                    raise LedgerError(f"{source} is not a replay pack (its first line has no "
-                                      f"\"format\": \"{FORMAT}\")")
-                if int(data.get("version", 0)) > VERSION:
-                    raise LedgerError(f"{source} is a version {data.get('version')} pack; this "
-                                      f"llmdispatch-nb reads up to version {VERSION}")
-                header = data
-                continue
-            answers.append(CachedAnswer.from_json(data))
+    for number, raw in enumerate(f, 1):
+        where = f"{source}:{number}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise LedgerError(f"{where} is not UTF-8 text (byte {exc.start}); is this a "
+                              f"replay pack written by export_pack?") from None
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except (ValueError, RecursionError) as exc:
+            why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise LedgerError(f"{where} is not JSON ({why}); is this a replay pack "
+                              f"written by export_pack?") from None
+        if header is None:
+            header = _check_header(data, where, source)
+            continue
+        answers.append(_answer_from_line(data, where))
     if header is None:
         raise LedgerError(f"{source} is empty; export a pack with export_pack()")
     return ReplayPack(answers, header, source)
+
+
+def _check_header(data: Any, where: str, source: Path) -> dict[str, Any]:
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise LedgerError(f"{source} is not a replay pack (its first line has no "
+                          f"\"format\": \"{FORMAT}\")")
+    version = data.get("version", 0)
+    if type(version) is not int:
+        raise LedgerError(f"{where}: field 'version' must be a whole number, "
+                          f"not {type(version).__name__}")
+    if version > VERSION:
+        raise LedgerError(f"{source} is a version {version} pack; this llmdispatch-nb "
+                          f"reads up to version {VERSION}")
+    return data
+
+
+# Within 64 bits, as the ledger stores them; a token count past this is no real answer's.
+_MAX_COUNT = 2**63 - 1
+_USAGE_COUNTS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+                 "reasoning_tokens")
+
+
+def _answer_from_line(data: Any, where: str) -> CachedAnswer:
+    """One answer line, checked: the right type for every field `CachedAnswer.from_json`
+    reads, counts whole and within 64 bits, times finite and not negative."""
+    def bad(field: str, want: str, value: Any) -> LedgerError:
+        shown = repr(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        return LedgerError(f"{where}: field {field!r} must be {want}, not "
+                           f"{type(value).__name__} {shown}")
+
+    def text(field: str, value: Any, required: bool = False) -> None:
+        if value is None and not required:
+            return
+        if not isinstance(value, str):
+            raise bad(field, "text" if required else "text or null", value)
+
+    def seconds(field: str, value: Any, nullable: bool = True) -> None:
+        if value is None and nullable:
+            return
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value) or value < 0):
+            raise bad(field, "a finite number of seconds, 0 or more" + (" (or null)" if nullable else ""),
+                      value)
+
+    if not isinstance(data, dict):
+        raise bad("(line)", "an object", data)
+    text("key", data.get("key"), required=True)
+    for name in ("text", "finish_reason", "raw_finish_reason", "model_served", "vendor",
+                 "model_requested"):
+        text(name, data.get(name))
+    usage = data.get("usage")
+    if usage is not None:
+        if not isinstance(usage, dict):
+            raise bad("usage", "an object", usage)
+        for name in _USAGE_COUNTS:
+            v = usage.get(name)
+            if v is not None and (type(v) is not int or not 0 <= v <= _MAX_COUNT):
+                raise bad(f"usage.{name}", "a whole number from 0 to 2**63-1 (or null)", v)
+        text("usage.source", usage.get("source"))
+    seconds("latency_s", data.get("latency_s"))
+    seconds("ttft_s", data.get("ttft_s"))
+    if data.get("created") is not None:
+        seconds("created", data.get("created"))
+    chunks = data.get("chunks")
+    if chunks is not None:
+        if not isinstance(chunks, list):
+            raise bad("chunks", "a list of [seconds, text] pairs", chunks)
+        for i, pair in enumerate(chunks):
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise bad(f"chunks[{i}]", "a [seconds, text] pair", pair)
+            seconds(f"chunks[{i}][0]", pair[0], nullable=False)
+            text(f"chunks[{i}][1]", pair[1], required=True)
+    try:
+        return CachedAnswer.from_json(data)
+    except Exception as exc:  # a shape the checks above missed: still the pack's fault
+        raise LedgerError(f"{where}: {type(exc).__name__}: {exc}") from None

@@ -28,6 +28,7 @@ PLAIN_FIELDS: tuple[str, ...] = (
     "retried", "fell_back", "streamed", "latency_s", "ttft_s", "input_tokens", "output_tokens",
     "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "usage_source", "cost_usd",
     "price_source", "cache_hit", "simulated", "finish_reason", "cache_key",
+    "original_latency_s", "repaired",
 )
 # Encoded: JSON for the containers, the text-storage setting for the texts.
 ENCODED_FIELDS: tuple[str, ...] = ("tags", "params", "prompt", "response", "chunks")
