@@ -2,16 +2,25 @@
 
 Everything here but `LiveOutput` is a pure function from data to strings or MIME
 bundles, so the widget panel can put the same grid into an `ipywidgets.HTML` and the
-tests can read it without a frontend.
+tests can read it without a frontend. Text becomes Markdown or HTML only through
+`_escape` (so `$5 or $10` never turns into maths, a `|` never splits a table cell).
 """
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from typing import Any
 
 from .._types import Response
+from ._escape import (
+    clean,
+    html_block,
+    html_inline,
+    html_text,
+    markdown_answer,
+    markdown_cell,
+    markdown_text,
+)
 from ._run import Column, Run
 
 Bundle = dict[str, Any]
@@ -120,22 +129,23 @@ def markdown_html(text: str) -> str:
         except Exception:  # no renderer: show the text as it is
             _markdown = False
     if _markdown:
-        return str(_markdown(text))
-    return f'<div style="white-space:pre-wrap">{html.escape(text)}</div>'
+        return str(_markdown(clean(text)))
+    return f'<div style="white-space:pre-wrap">{html_text(text)}</div>'
 
 
 def error_html(line: str) -> str:
-    return ('<div style="color:#b00020;background:#fdecea;border-left:3px solid #b00020;'
-            f'padding:4px 8px;margin:4px 0;font-family:monospace">{html.escape(line)}</div>')
+    return html_block(html_text(line), 'color:#b00020;background:#fdecea;border-left:3px solid '
+                      '#b00020;padding:4px 8px;margin:4px 0;font-family:monospace')
 
 
 def error_bundle(line: str) -> Bundle:
-    return {"text/plain": f"llm error: {line}", "text/html": error_html(f"llm error: {line}")}
+    return {"text/plain": clean(f"llm error: {line}"),
+            "text/html": error_html(f"llm error: {line}")}
 
 
 def warning_html(line: str) -> str:
-    return ('<div style="color:#8a6d00;background:#fff8e1;border-left:3px solid #e0a800;'
-            f'padding:2px 8px;margin:4px 0;font-size:90%">{html.escape(line)}</div>')
+    return html_block(html_text(line), 'color:#8a6d00;background:#fff8e1;border-left:3px solid '
+                      '#e0a800;padding:2px 8px;margin:4px 0;font-size:90%')
 
 
 # -- one answer, live ----------------------------------------------------------------------
@@ -145,9 +155,9 @@ def live_bundle(target: str, text: str, *, fmt: str) -> Bundle:
     """What one streaming answer looks like before it is finished."""
     status = f"{target} · {'streaming…' if text else 'waiting…'}"
     if fmt == "text":
-        return {"text/plain": f"{text}{CURSOR}\n— {status}"}
-    return {"text/plain": f"{text}\n— {status}",
-            "text/markdown": f"{text}{CURSOR}\n\n<sub>{html.escape(status)}</sub>"}
+        return {"text/plain": clean(f"{text}{CURSOR}\n— {status}")}
+    return {"text/plain": clean(f"{text}\n— {status}"),
+            "text/markdown": f"{markdown_answer(text)}{CURSOR}\n\n<sub>{html_inline(status)}</sub>"}
 
 
 # -- side by side --------------------------------------------------------------------------
@@ -165,7 +175,7 @@ def _run_body(run: Run | None, fmt: str, live: bool) -> str:
         return '<div style="color:#57606a">waiting…</div>'
     text = run.text + (CURSOR if live and not run.done else "")
     if fmt in ("text", "json", "code") or not text:
-        body = f'<pre style="white-space:pre-wrap;margin:0">{html.escape(text)}</pre>'
+        body = f'<pre style="white-space:pre-wrap;margin:0">{html_text(text)}</pre>'
     else:
         body = markdown_html(text)
     return body
@@ -176,8 +186,8 @@ def column_html(col: Column, fmt: str = "markdown", *, live: bool = True,
     from ._errors import describe
 
     run = col.shown
-    head = (f'<div style="{_HEAD}"><span>{html.escape(col.target)}</span>'
-            f'<span style="font-weight:400;color:#57606a">{html.escape(col.status)}</span></div>')
+    head = (f'<div style="{_HEAD}"><span>{html_text(col.target)}</span>'
+            f'<span style="font-weight:400;color:#57606a">{html_text(col.status)}</span></div>')
     parts = [head, _run_body(run, fmt, live)]
     for note in notes:
         parts.append(warning_html(note))
@@ -195,15 +205,16 @@ def column_html(col: Column, fmt: str = "markdown", *, live: bool = True,
                          f"{inner}</details>")
     stats = stats_parts(col)
     if stats:
-        parts.append(f'<div style="{_FOOT}">{html.escape(" · ".join(stats))}</div>')
-    return f'<div style="{_CELL}">{"".join(parts)}</div>'
+        parts.append(f'<div style="{_FOOT}">{html_text(" · ".join(stats))}</div>')
+    # Its own MathJax-free block, so a column shown alone (the panel) is safe too.
+    return html_block("".join(parts), _CELL)
 
 
 def grid_html(columns: Sequence[Column], fmt: str = "markdown", *, live: bool = True,
               notes: dict[str, list[str]] | None = None) -> str:
     cells = "".join(column_html(c, fmt, live=live, notes=(notes or {}).get(c.target, ()))
                     for c in columns)
-    return f'<div style="{_GRID.format(n=max(1, len(columns)))}">{cells}</div>'
+    return html_block(cells, _GRID.format(n=max(1, len(columns))))
 
 
 def grid_text(columns: Sequence[Column]) -> str:
@@ -223,7 +234,7 @@ def grid_text(columns: Sequence[Column]) -> str:
         if stats:
             out.append("— " + " · ".join(stats))
         out.append("")
-    return "\n".join(out).rstrip() + "\n"
+    return clean("\n".join(out).rstrip() + "\n")
 
 
 def grid_markdown(columns: Sequence[Column]) -> str:
@@ -231,16 +242,16 @@ def grid_markdown(columns: Sequence[Column]) -> str:
 
     out: list[str] = []
     for col in columns:
-        out.append(f"#### {col.target}")
+        out.append(f"#### {markdown_text(col.target)}")
         run = col.shown
         if run is not None and run.text:
-            out.append(run.text)
+            out.append(markdown_answer(run.text))
         for r in col.runs:
             if r.error is not None:
-                out.append(f"> **error:** {describe(r.error)}")
+                out.append(f"> **error:** {markdown_text(describe(r.error))}")
         stats = stats_parts(col)
         if stats:
-            out.append(f"<sub>{html.escape(' · '.join(stats))}</sub>")
+            out.append(f"<sub>{html_inline(' · '.join(stats))}</sub>")
     return "\n\n".join(out)
 
 
@@ -256,9 +267,9 @@ class Table:
 
     def __init__(self, headers: Sequence[str], rows: Sequence[Sequence[Any]],
                  title: str | None = None) -> None:
-        self.headers = list(headers)
-        self.rows = [["" if v is None else str(v) for v in row] for row in rows]
-        self.title = title
+        self.headers = [clean(h) for h in headers]
+        self.rows = [["" if v is None else clean(v) for v in row] for row in rows]
+        self.title = None if title is None else clean(title)
 
     def text(self) -> str:
         widths = [len(h) for h in self.headers]
@@ -273,10 +284,8 @@ class Table:
         return "\n".join(out)
 
     def markdown(self) -> str:
-        def cell(v: str) -> str:
-            return v.replace("|", "\\|").replace("\n", " ")
-
-        out = [f"**{self.title}**", ""] if self.title else []
+        cell = markdown_cell
+        out = [f"**{markdown_text(self.title)}**", ""] if self.title else []
         out.append("| " + " | ".join(cell(h) for h in self.headers) + " |")
         out.append("|" + "---|" * len(self.headers))
         out.extend("| " + " | ".join(cell(v) for v in row) + " |" for row in self.rows)

@@ -21,6 +21,7 @@ import ipywidgets as widgets
 from .._stream import Stream
 from .._types import Response, TextDelta, Usage, UsageUpdate, estimate_tokens
 from ..errors import MidStreamError, redact
+from ._escape import html_block
 
 ColumnStatus = Literal["waiting", "streaming", "done", "error", "cancelled"]
 FINAL: tuple[ColumnStatus, ...] = ("done", "error", "cancelled")
@@ -225,7 +226,8 @@ class Column:
         tags = " ".join(
             f"<span class='llmd-badge' style='font-size:85%;color:{colour if b == self.status else '#555'}'>"
             f"[{html.escape(b)}]</span>" for b in badges)
-        return f"<span class='llmd-title' style='line-height:1.4'>{name} {tags}</span>"
+        return html_block(f"{name} {tags}", "line-height:1.4", tag="span").replace(
+            'class="', 'class="llmd-title ', 1)
 
     def _body_html(self) -> str:
         text = html.escape("".join(self._parts))
@@ -236,12 +238,12 @@ class Column:
                     f"{html.escape(self.error)}</div>")
         elif self.status == "cancelled":
             out += "<div class='llmd-cancelled' style='color:#8d6e00'>cancelled</div>"
-        return out
+        return html_block(out)  # MathJax would pair the dollar signs of an answer
 
     def _stats_html(self, now: float) -> str:
         fields = self.stat_fields(now)
         cells = " · ".join(f"{html.escape(k)} {html.escape(v)}" for k, v in fields.items())
-        return f"<div style='font-size:85%;color:#444;line-height:1.4'>{cells}</div>"
+        return html_block(cells, "font-size:85%;color:#444;line-height:1.4")
 
     def stat_fields(self, now: float | None = None) -> dict[str, str]:
         """The numbers under the text: the finished call's, or the live ones while streaming."""

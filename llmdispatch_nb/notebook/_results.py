@@ -9,7 +9,6 @@ is imported only then.
 
 from __future__ import annotations
 
-import html
 import json
 import re
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from ._display import (
     grid_text,
     warning_html,
 )
+from ._escape import clean, html_block, html_inline, html_text, markdown_answer, markdown_text
 from ._run import Column, Run
 
 if TYPE_CHECKING:
@@ -102,6 +102,13 @@ def _filter(data: Bundle, include: Any, exclude: Any) -> Bundle:
     if exclude:
         data = {k: v for k, v in data.items() if k not in exclude}
     return data
+
+
+def _fence(code: str, lang: str = "") -> str:
+    """A fenced block around `code`, its fence longer than any backtick run inside."""
+    longest = max((len(m) for m in re.findall(r"`+", code)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{lang}\n{clean(code)}\n{fence}"
 
 
 class LLMResult:
@@ -184,23 +191,26 @@ class LLMResult:
             else:
                 shown = text
                 notes.append(f"llm: {check.error}")
-            md = f"```json\n{shown}\n```"
+            md = _fence(shown, "json") if check.ok else markdown_answer(shown)
             plain = shown
         elif self.format == "code":
             code = self.code
-            md = f"```\n{code}\n```" if fenced_code(text) is None else text
+            md = _fence(code) if fenced_code(text) is None else markdown_answer(text)
             plain = text
             notes.append("llm: the code is in a new cell below")
         else:
-            md = text
+            md = markdown_answer(text)
             plain = text
-        note_md = "".join(f"\n\n> {n}" for n in notes)
-        data["text/plain"] = plain + "".join(f"\n{n}" for n in notes) + f"\n— {foot}"
+        note_md = "".join(f"\n\n> {markdown_text(n)}" for n in notes)
+        data["text/plain"] = clean(plain + "".join(f"\n{n}" for n in notes) + f"\n— {foot}")
         if self.format != "text":
-            data["text/markdown"] = f"{md}{note_md}\n\n<sub>{html.escape(foot)}</sub>"
+            data["text/markdown"] = f"{md}{note_md}\n\n<sub>{html_inline(foot)}</sub>"
         if self.format == "html":
-            data["text/html"] = (text + "".join(warning_html(n) for n in notes) +
-                                 f'<div style="color:#57606a;font-size:85%">{html.escape(foot)}</div>')
+            # -f html asks for the answer rendered as HTML: the model's markup is kept, in a
+            # block MathJax skips; our own lines are escaped.
+            data["text/html"] = html_block(
+                clean(text) + "".join(warning_html(n) for n in notes) +
+                f'<div style="color:#57606a;font-size:85%">{html_text(foot)}</div>')
         return _filter(data, include, exclude), self.metadata()
 
     def __str__(self) -> str:
@@ -290,10 +300,11 @@ class CompareResult:
                            "columns": cols}}
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> tuple[Bundle, dict[str, Any]]:
-        notes = "".join(f"\n{n}" for n in self.notes)
+        notes = clean("".join(f"\n{n}" for n in self.notes))
         data: Bundle = {
             "text/plain": grid_text(self.columns) + notes,
-            "text/markdown": grid_markdown(self.columns) + "".join(f"\n\n> {n}" for n in self.notes),
+            "text/markdown": grid_markdown(self.columns) + "".join(
+                f"\n\n> {markdown_text(n)}" for n in self.notes),
             "text/html": "".join(warning_html(n) for n in self.notes) +
                          grid_html(self.columns, self.format, live=False,
                                    notes=self._json_notes()),
