@@ -59,6 +59,7 @@ __all__ = [
     "VendorError",
     "VendorTimeoutError",
     "redact",
+    "wire_text",
 ]
 
 _KEYLIKE = re.compile(
@@ -114,12 +115,17 @@ class MissingKeyError(ConfigurationError):
 
 
 class UnknownTargetError(ConfigurationError):
-    def __init__(self, target: str, vendors: Sequence[str], aliases: Sequence[str] = (), hint: str = "") -> None:
+    """`suggestion` is the known target closest to the one typed (`gtp` -> `gpt`), if any."""
+
+    def __init__(self, target: str, vendors: Sequence[str], aliases: Sequence[str] = (), hint: str = "",
+                 *, suggestion: str | None = None) -> None:
         self.target = target
         self.vendors = tuple(vendors)
         self.aliases = tuple(aliases)
+        self.suggestion = suggestion
         known = ", ".join(self.vendors) or "none"
-        msg = f"unknown target {target!r}{': ' + hint if hint else ''}. Vendors: {known}"
+        near = f" (did you mean {suggestion!r}?)" if suggestion else ""
+        msg = f"unknown target {target!r}{near}{': ' + hint if hint else ''}. Vendors: {known}"
         if self.aliases:
             msg += f"; aliases: {', '.join(self.aliases)}"
         msg += ". Write vendor:model, e.g. openai:gpt-4o-mini"
@@ -131,12 +137,17 @@ class RequestValidationError(ConfigurationError):
 
 
 class BudgetExceededError(LLMDispatchError):
+    """`advice` (what to do) is kept apart from the facts and said once, at the end of the
+    message, so a front end with advice of its own (the magic's `%llm budget`) can put
+    its own in its place rather than say it twice."""
+
     def __init__(self, message: str, *, budget: float | None = None, spent: float | None = None,
-                 estimate: float | None = None) -> None:
+                 estimate: float | None = None, advice: str = "") -> None:
         self.budget = budget
         self.spent = spent
         self.estimate = estimate
-        super().__init__(message)
+        self.advice = advice
+        super().__init__(f"{message.rstrip('. ')}. {advice}" if advice else message)
 
 
 class CircuitOpenError(LLMDispatchError):
@@ -147,8 +158,37 @@ class CircuitOpenError(LLMDispatchError):
         super().__init__(message)
 
 
+class WireText:
+    """An error attribute holding text that came from the wire (a request id, an error
+    code or type): redacted, and cut to 200 characters, whenever it is set, so a key a
+    gateway reflects back never reaches `err.code`, a ledger row or a notebook."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return obj.__dict__.get(self.slot)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.slot] = wire_text(value)
+
+
+def wire_text(value: Any, limit: int = 200) -> str | None:
+    """One string from the wire, made safe to keep and show: None stays None; anything
+    else becomes text, redacted of keys and cut to `limit` characters."""
+    if value is None:
+        return None
+    return redact(value if isinstance(value, str) else str(value), limit=limit)
+
+
 class VendorError(LLMDispatchError):
     """The vendor answered, with an error."""
+
+    request_id = WireText()
+    code = WireText()
+    error_type = WireText()
 
     retryable = False
 
@@ -238,6 +278,7 @@ class MidStreamError(VendorError):
 
 class TransportError(LLMDispatchError):
     retryable = True
+    request_id = WireText()
 
     def __init__(self, message: str, *, vendor: str) -> None:
         self.vendor = vendor

@@ -75,8 +75,15 @@ def markdown_text(text: object, *, newlines: bool = False) -> str:
     if newlines:
         # A line's leading spaces or block marker would make a code block, a heading or a
         # list: the spaces become no-break spaces, the markers are escaped.
-        lines = [_quiet_block_start(line) for line in lines]
-        return "\\\n".join(lines)
+        # Blank lines part paragraphs; the lines of one paragraph end in hard breaks
+        # (a break at a paragraph's end would show as a backslash).
+        paragraphs: list[list[str]] = [[]]
+        for line in lines:
+            if line.strip():
+                paragraphs[-1].append(_quiet_block_start(line))
+            elif paragraphs[-1]:
+                paragraphs.append([])
+        return "\n\n".join("\\\n".join(p) for p in paragraphs if p)
     return _quiet_block_start(" ".join(line.strip() for line in lines))
 
 
@@ -85,8 +92,9 @@ _BLOCK_START = re.compile(r"^(\s*)([#>+\-=]|\d+[.)])")
 
 def _quiet_block_start(line: str) -> str:
     m = _BLOCK_START.match(line)
-    if m is not None:
-        line = line[:m.end(1)] + "\\" + line[m.end(1):]
+    if m is not None:  # "\\#", "\\-", and "1\\." for a numbered item
+        cut = m.end(2) - 1 if m.group(2)[-1] in ".)" else m.end(1)
+        line = line[:cut] + "\\" + line[cut:]
     stripped = line.lstrip(" ")
     return "&nbsp;" * (len(line) - len(stripped)) + stripped
 
