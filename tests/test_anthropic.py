@@ -168,9 +168,13 @@ def test_asend(d: Dispatcher) -> None:
     assert r.model == "claude-sonnet-4-5-20250929" and r.usage.output_tokens == 5
 
 
+# The emulator lists the newest models (undated ids since 4.6) first, as the API does.
+NEWEST = ["claude-opus-4-7", "claude-sonnet-4-6", "claude-opus-4-6", "claude-opus-4-5-20251101"]
+
+
 def test_models_through_the_dispatcher(d: Dispatcher) -> None:
-    assert d.models("anthropic") == ["claude-haiku-4-5-20251001", "claude-sonnet-4-5-20250929",
-                                     "claude-opus-4-1-20250805"]
+    assert d.models("anthropic") == [*NEWEST, "claude-haiku-4-5-20251001",
+                                     "claude-sonnet-4-5-20250929", "claude-opus-4-1-20250805"]
 
 
 @pytest.mark.parametrize("auth", ["default", "bearer"])
@@ -581,16 +585,18 @@ def test_models_paging(anthropic_sim: SimServer) -> None:
 
     everything = page()
     ids = [m["id"] for m in everything["data"]]
-    assert ids == [SERVED, "claude-sonnet-4-5-20250929", "claude-opus-4-1-20250805"]
+    assert ids == [*NEWEST, SERVED, "claude-sonnet-4-5-20250929", "claude-opus-4-1-20250805"]
     assert (everything["has_more"], everything["first_id"], everything["last_id"]) == (
         False, ids[0], ids[-1])
     first = page(limit=2)
     assert [m["id"] for m in first["data"]] == ids[:2] and first["has_more"]
     rest = page(limit=2, after_id=first["last_id"])
-    assert [m["id"] for m in rest["data"]] == ids[2:] and not rest["has_more"]
+    assert [m["id"] for m in rest["data"]] == ids[2:4] and rest["has_more"]
+    last = page(limit=5, after_id=ids[3])
+    assert [m["id"] for m in last["data"]] == ids[4:] and not last["has_more"]
     back = page(limit=1, before_id=ids[2])
     assert [m["id"] for m in back["data"]] == ids[1:2] and back["has_more"]
-    model = everything["data"][0]
+    model = everything["data"][len(NEWEST)]
     assert model["type"] == "model" and model["display_name"] == "Claude Haiku 4.5"
     assert model["created_at"] == "2025-10-01T00:00:00Z" and model["max_input_tokens"] == 200_000
     for name in (MODEL, SERVED):
@@ -649,8 +655,8 @@ def test_sdk_prompt_cache_fields(sdk: anthropic.Anthropic, emu: AnthropicEmulato
 
 def test_sdk_models_paging(sdk: anthropic.Anthropic, emu: AnthropicEmulator) -> None:
     ids = [m.id for m in sdk.models.list(limit=1)]
-    assert ids == [SERVED, "claude-sonnet-4-5-20250929", "claude-opus-4-1-20250805"]
-    assert len(emu.requests) == 3  # one page each, following last_id
+    assert ids == [*NEWEST, SERVED, "claude-sonnet-4-5-20250929", "claude-opus-4-1-20250805"]
+    assert len(emu.requests) == len(ids)  # one page each, following last_id
     assert sdk.models.retrieve(MODEL).display_name == "Claude Haiku 4.5"
 
 

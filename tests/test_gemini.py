@@ -31,7 +31,7 @@ from llmdispatch_nb.errors import (
 )
 from llmdispatch_nb.ledger import MemoryLedger
 from llmdispatch_nb.resilience import CircuitBreaker, RetryPolicy
-from llmdispatch_nb.sim import FAULT_KINDS, Fault, SimServer, generate, serve
+from llmdispatch_nb.sim import FAULT_KINDS, PROFILES, Fault, SimServer, generate, serve
 from llmdispatch_nb.sim.gemini import GeminiEmulator
 from llmdispatch_nb.vendors import Endpoint, Secret, adapter_for
 from llmdispatch_nb.vendors.gemini import GeminiAdapter, GeminiStream, parse_duration
@@ -433,7 +433,10 @@ def test_without_alt_sse_the_stream_is_a_json_array(gemini_sim: SimServer,
 
 def test_models_list_pages_and_drops_non_generators(d: Dispatcher, gemini_sim: SimServer,
                                                    emu: GeminiEmulator) -> None:
-    assert d.models("google") == ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.0-flash"]
+    generators = list(PROFILES["google"])  # the emulator's models, Gemini 3.x included
+    assert generators[:3] == ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.0-flash"]
+    assert any(m.startswith("gemini-3") for m in generators)
+    assert d.models("google") == generators
     adapter, ep = adapter_for("gemini"), endpoint(gemini_sim)
     assert isinstance(adapter, GeminiAdapter)
     ids: list[str] = []
@@ -447,7 +450,8 @@ def test_models_list_pages_and_drops_non_generators(d: Dispatcher, gemini_sim: S
             token = adapter.next_page_token(r)
             if token is None:
                 break
-    assert pages == 2 and ids == ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.0-flash"]
+    # The embedding model is listed too (it fills a page slot) but is not a generator.
+    assert pages == (len(generators) + 1 + 1) // 2 and ids == generators
 
 
 def test_no_canary_in_logs_reprs_or_records(log_text: pytest.LogCaptureFixture,
@@ -520,10 +524,9 @@ def test_sdk_stream(client, emu: GeminiEmulator) -> None:  # type: ignore[no-unt
 
 def test_sdk_models_list_get_and_count(client, emu: GeminiEmulator) -> None:  # type: ignore[no-untyped-def]
     names = [m.name for m in client.models.list(config={"page_size": 2})]
-    assert names == ["models/gemini-2.5-flash", "models/gemini-2.5-pro",
-                     "models/gemini-2.0-flash", "models/gemini-embedding-001"]
+    assert names == [f"models/{m}" for m in PROFILES["google"]] + ["models/gemini-embedding-001"]
     listings = [url for url, _ in emu.seen if url.startswith("/v1beta/models?")]
-    assert len(listings) == 2 and "pageToken=" in listings[1]
+    assert len(listings) == (len(names) + 1) // 2 and "pageToken=" in listings[1]
     m = client.models.get(model="gemini-2.5-pro")
     assert m.name == "models/gemini-2.5-pro" and m.input_token_limit == 1_048_576
     assert client.models.count_tokens(model=MODEL, contents=PROMPT).total_tokens == \

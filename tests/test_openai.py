@@ -173,7 +173,8 @@ def test_asend_and_astream(d: Dispatcher, emu: OpenAIEmulator) -> None:
 
 def test_models_lists_and_gets(d: Dispatcher, openai_sim: SimServer, emu: OpenAIEmulator) -> None:
     ids = d.models("openai")
-    assert {MODEL, SERVED, "gpt-4o", "o4-mini", "llama3.2"} <= set(ids)
+    assert {MODEL, SERVED, "gpt-4o", "o4-mini", "gpt-5", "gpt-5.5"} <= set(ids)
+    assert not {"llama3.2", "qwen3:8b"} & set(ids)  # local models are the local server's
     base = openai_sim.base_url("openai")
     auth = {"Authorization": f"Bearer {CANARY_KEY}"}
     card = httpx.get(f"{base}/models/gpt-4o", headers=auth).json()
@@ -297,11 +298,11 @@ def test_invalid_requests_are_refused(openai_sim: SimServer, emu: OpenAIEmulator
 
 
 def test_a_prompt_beyond_the_context_window(openai_sim: SimServer, emu: OpenAIEmulator) -> None:
-    r = raw_post(openai_sim, {"model": "qwen3:8b",
-                              "messages": [{"role": "user", "content": "word " * 40_000}]})
+    r = raw_post(openai_sim, {"model": "gpt-4o",
+                              "messages": [{"role": "user", "content": "word " * 110_000}]})
     err = r.json()["error"]
     assert r.status_code == 400 and err["code"] == "context_length_exceeded"
-    assert err["message"].startswith("This model's maximum context length is 40960 tokens.")
+    assert err["message"].startswith("This model's maximum context length is 128000 tokens.")
 
 
 def test_unknown_paths_are_invalid_urls(openai_sim: SimServer, emu: OpenAIEmulator) -> None:

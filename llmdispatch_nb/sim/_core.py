@@ -11,56 +11,115 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from ._answers import Question, answer_text
+
+if TYPE_CHECKING:
+    from ..catalogue import ModelInfo
 
 # -- model profiles ----------------------------------------------------------------------
 
 
+def _day(iso: str) -> int:
+    """A release date as the Unix time the vendors' model listings show."""
+    return int(datetime.fromisoformat(iso).replace(tzinfo=UTC).timestamp())
+
+
 @dataclass(frozen=True)
 class Profile:
-    """How a model behaves: seconds to first token, tokens per second, answer length."""
+    """How a model behaves in the emulator: seconds to first token, tokens per second,
+    answer length. Its limits and capabilities (context window, output cap, reasoning,
+    which parameters it takes) are the model catalogue's, the same the adapters read; only
+    a model the catalogue lacks (a local one) carries its own `window`."""
 
     served: str  # the model name the vendor reports back (often dated)
     ttft_s: float
     tokens_per_s: float
     answer_tokens: tuple[int, int] = (60, 260)
-    context_window: int = 128_000
+    window: int | None = None  # the emulator's own context window, for models not catalogued
     jitter: float = 0.15  # +- fraction applied to ttft and to each token gap
     created: int = 1_715_000_000
+    vendor: str = ""  # the catalogue vendor whose entry gives the limits (set by PROFILES)
+    model: str = ""
+
+    @property
+    def info(self) -> ModelInfo:
+        """The catalogue's entry for this model (read on first use, not at import)."""
+        from ..catalogue import lookup
+
+        return lookup(self.vendor, self.model or self.served, warn=self.window is None)
+
+    @property
+    def context_window(self) -> int:
+        return self.window if self.window is not None else self.info.context_window
+
+    @property
+    def max_output_tokens(self) -> int:
+        return self.info.max_output_tokens
 
 
+def _table(vendor: str, profiles: dict[str, Profile]) -> dict[str, Profile]:
+    return {m: replace(p, vendor=vendor, model=m) for m, p in profiles.items()}
+
+
+# Speeds are the emulator's own (a rough likeness of each model's pace); the model list per
+# vendor is what the emulated vendor lists, newest models included, local models only under
+# the OpenAI-compatible (Ollama-like) table.
 PROFILES: dict[str, dict[str, Profile]] = {
-    "openai": {
+    "openai": _table("openai", {
         "gpt-4o": Profile("gpt-4o-2024-08-06", 0.45, 85, created=1_722_814_719),
         "gpt-4o-mini": Profile("gpt-4o-mini-2024-07-18", 0.35, 110, created=1_721_172_741),
-        "gpt-4.1": Profile("gpt-4.1-2025-04-14", 0.50, 75, context_window=1_047_576),
-        "gpt-4.1-mini": Profile("gpt-4.1-mini-2025-04-14", 0.35, 105, context_window=1_047_576),
-        "gpt-4.1-nano": Profile("gpt-4.1-nano-2025-04-14", 0.25, 150, context_window=1_047_576),
-        "o4-mini": Profile("o4-mini-2025-04-16", 1.60, 130, (120, 400), context_window=200_000),
-    },
-    "anthropic": {
-        "claude-sonnet-4-5": Profile("claude-sonnet-4-5-20250929", 0.80, 62, context_window=200_000),
-        "claude-haiku-4-5": Profile("claude-haiku-4-5-20251001", 0.45, 125, context_window=200_000),
-        "claude-opus-4-1": Profile("claude-opus-4-1-20250805", 1.20, 38, context_window=200_000),
-    },
-    "google": {
-        "gemini-2.5-flash": Profile("gemini-2.5-flash", 0.55, 185, context_window=1_048_576),
-        "gemini-2.5-pro": Profile("gemini-2.5-pro", 1.40, 95, context_window=1_048_576),
-        "gemini-2.0-flash": Profile("gemini-2.0-flash", 0.30, 210, context_window=1_048_576),
-    },
+        "gpt-4.1": Profile("gpt-4.1-2025-04-14", 0.50, 75),
+        "gpt-4.1-mini": Profile("gpt-4.1-mini-2025-04-14", 0.35, 105),
+        "gpt-4.1-nano": Profile("gpt-4.1-nano-2025-04-14", 0.25, 150),
+        "o4-mini": Profile("o4-mini-2025-04-16", 1.60, 130, (120, 400)),
+        "o3": Profile("o3-2025-04-16", 2.20, 90, (120, 400), created=_day("2025-04-16")),
+        "gpt-5": Profile("gpt-5-2025-08-07", 2.00, 80, (120, 400), created=_day("2025-08-07")),
+        "gpt-5-mini": Profile("gpt-5-mini-2025-08-07", 1.20, 120, (120, 400), created=_day("2025-08-07")),
+        "gpt-5-nano": Profile("gpt-5-nano-2025-08-07", 0.80, 160, (100, 300), created=_day("2025-08-07")),
+        "gpt-5.1": Profile("gpt-5.1-2025-11-13", 1.00, 90, (120, 400), created=_day("2025-11-13")),
+        "gpt-5.2": Profile("gpt-5.2-2025-12-11", 1.00, 90, (120, 400), created=_day("2025-12-11")),
+        "gpt-5.4": Profile("gpt-5.4-2026-03-05", 1.10, 85, (120, 400), created=_day("2026-03-05")),
+        "gpt-5.4-mini": Profile("gpt-5.4-mini-2026-03-17", 0.70, 130, (100, 300), created=_day("2026-03-17")),
+        "gpt-5.5": Profile("gpt-5.5-2026-04-23", 1.20, 85, (120, 400), created=_day("2026-04-23")),
+    }),
+    "anthropic": _table("anthropic", {
+        "claude-sonnet-4-5": Profile("claude-sonnet-4-5-20250929", 0.80, 62),
+        "claude-haiku-4-5": Profile("claude-haiku-4-5-20251001", 0.45, 125),
+        "claude-opus-4-1": Profile("claude-opus-4-1-20250805", 1.20, 38),
+        "claude-opus-4-5": Profile("claude-opus-4-5-20251101", 1.10, 45, created=_day("2025-11-24")),
+        "claude-opus-4-6": Profile("claude-opus-4-6", 1.10, 45, created=_day("2026-02-05")),
+        "claude-sonnet-4-6": Profile("claude-sonnet-4-6", 0.75, 65, created=_day("2026-02-17")),
+        "claude-opus-4-7": Profile("claude-opus-4-7", 1.00, 50, created=_day("2026-04-16")),
+    }),
+    "google": _table("google", {
+        "gemini-2.5-flash": Profile("gemini-2.5-flash", 0.55, 185),
+        "gemini-2.5-pro": Profile("gemini-2.5-pro", 1.40, 95),
+        "gemini-2.0-flash": Profile("gemini-2.0-flash", 0.30, 210),
+        "gemini-3-pro-preview": Profile("gemini-3-pro-preview", 1.50, 90),
+        "gemini-3-flash-preview": Profile("gemini-3-flash-preview", 0.60, 180),
+        "gemini-3.1-pro-preview": Profile("gemini-3.1-pro-preview", 1.40, 95),
+        "gemini-3.1-flash-lite": Profile("gemini-3.1-flash-lite", 0.35, 220),
+        "gemini-3.5-flash": Profile("gemini-3.5-flash", 0.55, 190),
+    }),
     # Azure serves OpenAI's models under deployment names the user picks.
-    "azure": {
+    "azure": _table("azure", {
         "gpt-4o": Profile("gpt-4o-2024-08-06", 0.55, 80),
         "gpt-4o-mini": Profile("gpt-4o-mini-2024-07-18", 0.40, 100),
-    },
-    # An OpenAI-compatible local server (Ollama-like): quick to start, slow to write.
-    "compat": {
-        "llama3.2": Profile("llama3.2", 0.15, 45, context_window=131_072),
-        "qwen3:8b": Profile("qwen3:8b", 0.25, 30, context_window=40_960),
-    },
+    }),
+    # An OpenAI-compatible local server (Ollama-like): quick to start, slow to write. Local
+    # models are not in the catalogue, so their windows are the emulator's own.
+    "compat": _table("compat", {
+        "llama3.2": Profile("llama3.2", 0.15, 45, window=131_072),
+        "qwen3:8b": Profile("qwen3:8b", 0.25, 30, window=40_960),
+    }),
 }
 
 
@@ -70,16 +129,8 @@ def profile_for(vendor: str, model: str) -> Profile | None:
 
 # -- synthetic text --------------------------------------------------------------------
 
-_SENTENCES = (
-    "This answer is simulated by the llmdispatch-nb emulator, not written by a model.",
-    "Its length and pace follow the profile of the model you asked for.",
-    "A real vendor would reply here with text that depends on your prompt.",
-    "Latency, time to first token and token counts are measured as for a real call.",
-    "Cost is priced from the model's list price, so the ledger looks like the real thing.",
-    "Set an API key in the environment to send the same prompt to the real vendor.",
-    "Routing, retries, fallbacks and budgets behave exactly as they would in production.",
-    "Faults can be injected per vendor and model to see how the dispatcher copes.",
-)
+# What the answer says and its shape are `_answers.py`'s; here it becomes counted tokens.
+_TOKEN = re.compile(r"\s*\S+")
 
 
 @dataclass(frozen=True)
@@ -106,19 +157,24 @@ def generate(
     max_tokens: int | None = None,
     stop: Sequence[str] = (),
     seed: int | None = None,
+    question: Question | None = None,
 ) -> Generation:
-    """Deterministic for the same prompt, model and seed, so caches and replays can be checked."""
+    """Deterministic for the same prompt, model and seed, so caches and replays can be checked.
+
+    `prompt_text` is everything the request carries (system and every turn, joined): it
+    seeds the answer and is what the input is counted from. `question` is what the answer
+    responds to (the latest user turn, the shape asked for); without one, the prompt's
+    last line is the question. A token is one word with the space or newlines before it."""
     profile = profile_for(vendor, model)
     lo, hi = profile.answer_tokens if profile else (60, 260)
     digest = hashlib.sha256(f"{vendor}|{model}|{seed}|{prompt_text}".encode()).digest()
     rng = random.Random(digest)
     want = rng.randint(lo, hi)
-    first_words = " ".join(prompt_text.split()[:8])
-    words: list[str] = f"[simulated {model}] You asked: “{first_words}”.".split()
-    while len(words) < want:
-        words.extend(rng.choice(_SENTENCES).split())
-    words = words[:want]
-    tokens = [w if i == 0 else " " + w for i, w in enumerate(words)]
+    if question is None or not question.text.strip():
+        lines = [line for line in prompt_text.splitlines() if line.strip()]
+        question = Question(lines[-1] if lines else "", *(
+            (question.instructions, question.shape) if question else ()))
+    tokens = _TOKEN.findall(answer_text(question, model, rng, want))
     finish = "stop"
     if stop:
         text = "".join(tokens)

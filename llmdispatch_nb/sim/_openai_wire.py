@@ -9,6 +9,7 @@ from typing import Any
 
 from starlette.responses import Response
 
+from ._answers import Question
 from ._core import Profile
 
 OPENAI_VERSION = "2020-10-01"
@@ -98,7 +99,8 @@ class Target:
 
     @property
     def reasoning(self) -> bool:
-        return self.key.startswith(("o1", "o3", "o4"))
+        # The catalogue's word (o-series, gpt-5.x), as the adapters read it.
+        return self.table != "compat" and self.profile.info.reasoning
 
 
 @dataclass
@@ -115,6 +117,7 @@ class Chat:
     include_usage: bool
     obfuscate: bool
     id: str = ""
+    question: Question | None = None  # what the simulated answer responds to
     created: int = 0
 
 
