@@ -128,5 +128,7 @@ async def send_stream(client: httpx.AsyncClient, adapter: Adapter, ep: Endpoint,
         sink.send(finish)
     ex.reply = ParsedReply(
         text="".join(text), finish_reason=finish.reason if finish else "stop",
-        raw_finish_reason=finish.raw if finish else None, usage=usage, model=model,
+        raw_finish_reason=finish.raw if finish else None, model=model,
+        # A usage block the parser did not believe voids the counts before it: estimated.
+        usage=None if "usage_unreliable" in parser.extra else usage,
         request_id=request_id, extra=dict(parser.extra))

@@ -23,7 +23,8 @@ import httpx
 
 from . import _config
 from ._attempt import Exchange, send_plain, send_stream
-from ._call import NO_OPTIONS, CallOptions, CallState, request_params, split_options
+from ._arguments import check_call, checked_options
+from ._call import NO_OPTIONS, CallOptions, CallState, request_params
 from ._clients import LoopClients, new_client
 from ._loop import LoopThread
 from ._recorded import serve_recorded
@@ -120,6 +121,8 @@ class Dispatcher:
         wait_for_breaker: bool = True,
     ) -> None:
         environ = _config.environment(dotenv, env)
+        self.dotenv_path = environ.dotenv_path  # the .env read, if any (%llm vendors says)
+        self._allow_insecure_http = _config.allows_insecure_http(environ)
         self.sim: Any = None
         if endpoints is None:
             found = _config.endpoints_from_env(environ)
@@ -183,6 +186,7 @@ class Dispatcher:
 
     def add_endpoint(self, endpoint: Endpoint) -> None:
         adapter_for(endpoint.kind)  # fail now, not on the first call
+        _config.check_endpoint(endpoint, allow_http=self._allow_insecure_http)
         self.endpoints[endpoint.name] = endpoint
 
     def on_record(self, sink: RecordSink) -> None:
@@ -209,6 +213,7 @@ class Dispatcher:
 
     def request(self, prompt: str | Request | Sequence[Message | Mapping[str, Any]],
                 target: str | None = None, **params: Any) -> Request:
+        check_call(prompt, target, params)  # one clear error for a None prompt, system=123...
         if isinstance(prompt, Request):
             if params:
                 raise ConfigurationError("pass parameters inside the Request, or a prompt string")
@@ -217,12 +222,12 @@ class Dispatcher:
 
     def send(self, prompt: Any, target: str | None = None, **params: Any) -> Response:
         """Send and wait for the whole answer (works in a notebook cell, thread or script)."""
-        opts = split_options(params)
+        opts = checked_options(params)
         req = self.request(prompt, target, **params)
         return self._loop.run(self._call(req, None, opts))
 
     async def asend(self, prompt: Any, target: str | None = None, **params: Any) -> Response:
-        opts = split_options(params)
+        opts = checked_options(params)
         req = self.request(prompt, target, **params)
         if self._runs_here(asyncio.get_running_loop()):
             await self._clients.adopt()
@@ -231,14 +236,14 @@ class Dispatcher:
 
     def stream(self, prompt: Any, target: str | None = None, **params: Any) -> Stream:
         """Iterate text and usage events as they arrive; `.response` holds the result."""
-        opts = split_options(params)
+        opts = checked_options(params)
         req = self.request(prompt, target, **params)
         s = Stream()
         s.attach(self._loop.submit(self._call(req, s.sink, opts)))
         return s
 
     def astream(self, prompt: Any, target: str | None = None, **params: Any) -> AsyncStream:
-        opts = split_options(params)
+        opts = checked_options(params)
         req = self.request(prompt, target, **params)
         loop = asyncio.get_running_loop()
         if self._runs_here(loop):

@@ -68,7 +68,7 @@ def _hint(exc: BaseException) -> str:
     if isinstance(exc, TransportError):
         return "check the vendor's address and your network, then run again"
     if isinstance(exc, BudgetExceededError):
-        return "raise the limit with %llm budget AMOUNT or --max-cost, or pick a cheaper model"
+        return "raise the limit with %llm budget AMOUNT or --max-cost, lower -m, or pick a cheaper model"
     if isinstance(exc, CircuitOpenError):
         return "that vendor failed repeatedly and is paused; try another target"
     if isinstance(exc, ConfigurationError):
@@ -83,6 +83,9 @@ def describe(exc: BaseException) -> str:
     else:
         msg = one_line(f"{type(exc).__name__}: {exc}")
     hint = _hint(exc)
+    own = getattr(exc, "advice", "")
+    if hint and own:  # the magic's advice (naming its own commands) replaces the core's
+        msg = one_line(msg.removesuffix(one_line(own)))
     if hint and hint not in msg:
         msg = f"{msg.rstrip('. ')} — {hint}"
     return msg

@@ -69,6 +69,8 @@ def handle_vendors(m: LLMMagics, sub: Subcommand) -> None:
     title = ("demo mode: every vendor is emulated on this machine and answers are synthetic; "
              "set a vendor's API key to use the real one" if d.demo else
              "vendors in use (keys are never shown)")
+    dotenv = getattr(d, "dotenv_path", None)
+    title += f"; settings read from {dotenv}" if dotenv else "; no .env file read"
     _show(Table(["vendor", "kind", "key", "mode", "default model", "where"], rows, title))
 
 

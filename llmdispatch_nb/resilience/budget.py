@@ -16,6 +16,7 @@ than understates the spend, which is the safe side of a budget.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -91,7 +92,13 @@ class Budget:
         self._tags: dict[str, _Account] = {}
         self.allow_unknown = allow_unknown
         self.set_limit(limit_usd)
+        if per_tag is not None and not isinstance(per_tag, Mapping):
+            raise ConfigurationError(f"per_tag must map tag names to dollars, e.g. "
+                                     f"{{'demo': 0.5}}, got a {type(per_tag).__name__}")
         for tag, limit in (per_tag or {}).items():
+            if not isinstance(tag, str) or not tag:
+                raise ConfigurationError(f"per_tag's keys must be tag names (non-empty "
+                                         f"strings), got {tag!r}")
             self.set_tag_limit(tag, limit)
 
     # -- configuration ----------------------------------------------------------------
@@ -100,8 +107,13 @@ class Budget:
     def _check_limit(limit: float | None, what: str) -> int | None:
         if limit is None:
             return None
-        if not isinstance(limit, int | float) or limit < 0:
-            raise ConfigurationError(f"{what} must be a number of dollars >= 0, got {limit!r}")
+        # NaN compares false with everything (it would pass `< 0` and then fail inside
+        # round()); infinity has no nano-dollars; True is an int to Python, not a sum.
+        if isinstance(limit, bool) or not isinstance(limit, int | float) \
+                or not math.isfinite(limit) or limit < 0:
+            raise ConfigurationError(
+                f"{what} must be a finite number of US dollars >= 0 (None for no limit), "
+                f"got {limit!r}")
         return _units(float(limit))
 
     def set_limit(self, limit_usd: float | None) -> None:
@@ -146,15 +158,17 @@ class Budget:
                     raise BudgetExceededError(
                         f"refused before sending: the cost of {what} is unknown (no list price for "
                         f"the model), so {name} ({money(budget)}, {money(spent)} spent or reserved) "
-                        f"cannot be checked. Price the model (PriceBook.set_price) or allow "
-                        f"unknown costs (allow_unknown=True)",
+                        f"cannot be checked",
+                        advice="Price the model (PriceBook.set_price) or allow unknown costs "
+                               "(allow_unknown=True)",
                         budget=budget, spent=spent, estimate=None)
             else:
                 if max_cost is not None and units > _units(max_cost):
                     raise BudgetExceededError(
                         f"refused before sending: {what} may cost up to {money(amount_usd)}, "
-                        f"above its max_cost of {money(max_cost)}. Lower max_tokens, shorten the "
-                        f"prompt, pick a cheaper model or raise max_cost",
+                        f"above its max_cost of {money(max_cost)}",
+                        advice="Lower max_tokens, shorten the prompt, pick a cheaper model or "
+                               "raise max_cost",
                         budget=max_cost, spent=0.0, estimate=amount_usd)
                 for name, acct in limited:
                     assert acct.limit is not None
@@ -164,8 +178,8 @@ class Budget:
                             f"{money(_usd(acct.used()))} is spent so far ({money(_usd(acct.spent))} "
                             f"settled + {money(_usd(acct.reserved))} reserved by calls in flight) and "
                             f"{what} may cost up to {money(amount_usd)} (estimate: prompt plus "
-                            f"max_tokens at list price). Raise the budget, lower max_tokens or "
-                            f"pick a cheaper model",
+                            f"max_tokens at list price)",
+                            advice="Raise the budget, lower max_tokens or pick a cheaper model",
                             budget=_usd(acct.limit), spent=_usd(acct.used()), estimate=amount_usd)
             self._total.reserved += units
             for t in tags:

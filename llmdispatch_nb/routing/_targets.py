@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -73,7 +74,30 @@ class TargetResolver:
         if self.groups:
             groups = f"groups: {', '.join(sorted(self.groups))}"
             hint = f"{hint} ({groups})" if hint else groups
-        return UnknownTargetError(target, sorted(self.endpoints), sorted(self.aliases), hint)
+        return UnknownTargetError(target, sorted(self.endpoints), sorted(self.aliases), hint,
+                                  suggestion=self.suggest(target))
+
+    def suggest(self, target: str) -> str | None:
+        """The known target closest to a mistyped one (`gtp` -> `gpt`, `anthropc:claude-x`
+        -> `anthropic:claude-x`), or None when nothing is close."""
+        vendor, sep, model = target.partition(":")
+        if sep:
+            # A mistyped vendor: keep the model as written, correct the vendor.
+            names = sorted({*self.endpoints, *_KNOWN_VENDOR_NAMES})
+            near = difflib.get_close_matches(vendor.lower(), names, n=1, cutoff=0.6)
+            if near and near[0] != vendor:
+                return f"{near[0]}:{model}"
+            known = [f"{ep.name}:{m}" for ep in self.endpoints.values()
+                     for m in (*ep.models, ep.default_model) if m]
+            near = difflib.get_close_matches(target, known, n=1, cutoff=0.8)
+            return near[0] if near else None
+        names = sorted({*self.aliases, *self.groups,
+                        *(m for ep in self.endpoints.values()
+                          for m in (*ep.models, ep.default_model) if m)})
+        near = difflib.get_close_matches(target, names, n=1, cutoff=0.6)
+        if not near:  # a case slip: GPT, Claude
+            near = [n for n in names if n.lower() == target.lower()]
+        return near[0] if near else None
 
     def _resolve_group(self, name: str, seen: tuple[str, ...]) -> list[Candidate]:
         out: list[Candidate] = []

@@ -8,8 +8,10 @@ dispatcher does all of that, the same way for every vendor.
 
 from __future__ import annotations
 
+import difflib
 import email.utils
 import json
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -29,6 +31,7 @@ from ..errors import (
     ServerError,
     VendorError,
     register_secret,
+    wire_text,
 )
 
 
@@ -178,21 +181,23 @@ def post_json(url: str, headers: Mapping[str, str], content: bytes,
 
 
 def read_json(response: httpx.Response, vendor: str) -> Any:
+    # `from None`: a JSONDecodeError keeps the whole body in `.doc`, and a body may
+    # reflect the key back; nesting deep enough to exhaust the stack is garbage too.
     try:
         return json.loads(response.content)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ProtocolError(
             f"sent a body that is not JSON (HTTP {response.status_code}, "
             f"{len(response.content)} bytes); the vendor or a proxy in between is misbehaving",
             vendor=vendor,
-        ) from exc
+        ) from None
 
 
 def load_event_json(event: SSEEvent, vendor: str) -> Any:
     try:
         return json.loads(event.data)
-    except ValueError as exc:
-        raise ProtocolError("sent a stream event that is not JSON", vendor=vendor) from exc
+    except (ValueError, RecursionError):
+        raise ProtocolError("sent a stream event that is not JSON", vendor=vendor) from None
 
 
 def error_body(response: httpx.Response) -> tuple[Any, Any]:
@@ -202,7 +207,7 @@ def error_body(response: httpx.Response) -> tuple[Any, Any]:
     is not what the vendor documents must still become a typed error, never a crash."""
     try:
         data = json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None, None
     return data, data.get("error") if isinstance(data, dict) else None
 
@@ -250,15 +255,90 @@ def error_class_for_status(status: int) -> type[VendorError]:
     return BadRequestError
 
 
-def finish_from(raw: str | None, table: Mapping[str, FinishReason]) -> FinishReason:
+def finish_from(raw: Any, table: Mapping[str, FinishReason]) -> FinishReason:
     if raw is None:
         return "stop"
-    return table.get(raw, "other")
+    return table.get(raw, "other") if isinstance(raw, str) else "other"
 
 
 def request_id_of(response: httpx.Response, *names: str) -> str | None:
+    """The vendor's request id from the first of `names` present, redacted: a gateway
+    may echo anything there, the key included, and it is stored and shown."""
     for n in names or ("x-request-id", "request-id"):
         v = response.headers.get(n)
         if v:
-            return v
+            return wire_text(v)
     return None
+
+
+def wire(value: Any) -> str | None:
+    """A short string field of a vendor's body (a model name, an id, a finish reason) as
+    it may be kept: text, redacted; anything else (a number, a list) is not that field."""
+    return wire_text(value) if isinstance(value, str) and value else None
+
+
+# -- usage counts ------------------------------------------------------------------------
+
+# More tokens than any model bills for one call by three orders of magnitude: a count
+# above it is a broken server or gateway, not usage (and would not fit a ledger column).
+MAX_TOKEN_COUNT = 10**9
+
+
+class UnreliableUsage(ValueError):
+    """A usage block the vendor sent that cannot be believed; says which field and why."""
+
+
+def token_count(block: Mapping[str, Any], name: str) -> int:
+    """One token count of a usage block: absent or null is 0; a whole number from 0 to
+    `MAX_TOKEN_COUNT` (as an int, an integral float or a digit string) is itself; anything
+    else (NaN, a negative, a fraction, a list, a bool, text) raises `UnreliableUsage`."""
+    value = block.get(name)
+    if value is None:
+        return 0
+    count: Any = value
+    if isinstance(value, str) and value.strip().isdigit():
+        count = int(value.strip()) if len(value) < 20 else MAX_TOKEN_COUNT + 1
+    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        count = int(value)
+    if isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= MAX_TOKEN_COUNT:
+        return count
+    shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+    raise UnreliableUsage(f"{name} is {shown[:40]}, not a token count")
+
+
+def unreliable_usage_note(exc: UnreliableUsage) -> dict[str, str]:
+    """What `ParsedReply.extra` / `StreamParser.extra` carry when a usage block was not
+    believed: the dispatcher then estimates the usage (flagged "estimated")."""
+    return {"usage_unreliable": f"the vendor's usage was not believed ({exc}); it is estimated"}
+
+
+# -- "did you mean" for a model the vendor does not know ---------------------------------
+
+
+def requested_model(response: httpx.Response) -> str | None:
+    """The model (or Azure deployment) a failed request named: in its URL
+    (`models/<m>:generateContent`, `deployments/<d>/`) or its JSON body's `model`."""
+    try:
+        request = response.request
+    except RuntimeError:
+        return None
+    parts = request.url.path.split("/")
+    for marker in ("deployments", "models"):
+        if marker in parts and parts.index(marker) + 1 < len(parts):
+            return parts[parts.index(marker) + 1].split(":")[0] or None
+    try:
+        model = json.loads(request.content).get("model")
+    except (ValueError, AttributeError, httpx.RequestNotRead, RecursionError):
+        return None
+    return model if isinstance(model, str) else None
+
+
+def model_hint(response: httpx.Response, endpoint: Endpoint) -> str:
+    """` (did you mean 'openai:gpt-4o-mini'?)` after a 404 for a mistyped model, from the
+    models this endpoint is known to serve; empty when none is close."""
+    model = requested_model(response)
+    known = [m for m in (*endpoint.models, *endpoint.deployments, endpoint.default_model) if m]
+    if not model or model in known:
+        return ""
+    near = difflib.get_close_matches(model, known, n=1, cutoff=0.75)
+    return f" (did you mean {endpoint.name + ':' + near[0]!r}?)" if near else ""

@@ -43,15 +43,20 @@ from ._base import (
     Adapter,
     Endpoint,
     StreamParser,
+    UnreliableUsage,
     error_body,
     error_class_for_status,
     finish_from,
     load_event_json,
+    model_hint,
     parse_retry_after,
     parse_should_retry,
     post_json,
     read_json,
     request_id_of,
+    token_count,
+    unreliable_usage_note,
+    wire,
 )
 
 API_VERSION = "2023-06-01"
@@ -76,15 +81,18 @@ PromptCache = Literal["off", "system", "auto"]
 
 
 def usage_from_anthropic(u: Any) -> Usage | None:
-    """Our Usage from Anthropic's, with cache reads and writes counted into the input."""
-    if not isinstance(u, dict):
+    """Our Usage from Anthropic's, with cache reads and writes counted into the input.
+    Raises `UnreliableUsage` for counts that cannot be true."""
+    if u is None:
         return None
-    fresh = int(u.get("input_tokens") or 0)
-    write = int(u.get("cache_creation_input_tokens") or 0)
-    read = int(u.get("cache_read_input_tokens") or 0)
+    if not isinstance(u, dict):
+        raise UnreliableUsage(f"usage is a {type(u).__name__}, not an object")
+    fresh = token_count(u, "input_tokens")
+    write = token_count(u, "cache_creation_input_tokens")
+    read = token_count(u, "cache_read_input_tokens")
     return Usage(
         input_tokens=fresh + write + read,
-        output_tokens=int(u.get("output_tokens") or 0),
+        output_tokens=token_count(u, "output_tokens"),
         cache_read_tokens=read,
         cache_write_tokens=write,
     )
@@ -171,21 +179,27 @@ class AnthropicAdapter(Adapter):
         if not isinstance(data, dict):
             raise ProtocolError("sent a JSON body that is not an object", vendor=endpoint.name)
         blocks = data.get("content") or []
-        text = "".join(b.get("text") or "" for b in blocks
-                       if isinstance(b, dict) and b.get("type") == "text")
-        raw = data.get("stop_reason")
+        text = "".join(b["text"] for b in (blocks if isinstance(blocks, list) else [])
+                       if isinstance(b, dict) and b.get("type") == "text"
+                       and isinstance(b.get("text"), str))
+        raw = wire(data.get("stop_reason"))
         extra: dict[str, Any] = {}
-        if data.get("id"):
-            extra["id"] = data["id"]
-        if data.get("stop_sequence"):
+        if wire(data.get("id")):
+            extra["id"] = wire(data["id"])
+        if isinstance(data.get("stop_sequence"), str) and data["stop_sequence"]:
             extra["stop_sequence"] = data["stop_sequence"]
+        try:
+            usage = usage_from_anthropic(data.get("usage"))
+        except UnreliableUsage as exc:
+            usage = None
+            extra.update(unreliable_usage_note(exc))
         return ParsedReply(
             text=text,
             finish_reason=finish_from(raw, FINISH),
             raw_finish_reason=raw,
-            usage=usage_from_anthropic(data.get("usage")),
-            model=data.get("model") or None,
-            request_id=request_id_of(response, "request-id") or data.get("request_id"),
+            usage=usage,
+            model=wire(data.get("model")),
+            request_id=request_id_of(response, "request-id") or wire(data.get("request_id")),
             extra=extra,
         )
 
@@ -206,7 +220,10 @@ class AnthropicAdapter(Adapter):
         code = details.get("error_code") if isinstance(details, dict) else None
         code = str(code) if code is not None else None
         body_rid = data.get("request_id") if isinstance(data, dict) else None
-        return error_class(status, etype, code, message)(
+        cls = error_class(status, etype, code, message)
+        if status == 404:
+            message += model_hint(response, endpoint)
+        return cls(
             message,
             vendor=endpoint.name,
             status=status,
@@ -270,12 +287,19 @@ class AnthropicStream(StreamParser):
         self.usage: Usage | None = None
 
     def _merge_usage(self, u: Any) -> UsageUpdate | None:
-        if not isinstance(u, dict):
+        if u is None or "usage_unreliable" in self.extra:
+            return None  # after one bad block, none of this stream's counts is believed
+        try:
+            if not isinstance(u, dict):
+                raise UnreliableUsage(f"usage is a {type(u).__name__}, not an object")
+            # Counts are running totals: a later value replaces an earlier one; absent or
+            # null fields keep what message_start said.
+            self.raw_usage.update({k: v for k, v in u.items() if v is not None})
+            self.usage = usage_from_anthropic(self.raw_usage)
+        except UnreliableUsage as exc:
+            self.usage = None
+            self.extra.update(unreliable_usage_note(exc))
             return None
-        # Counts are running totals: a later value replaces an earlier one; absent or null
-        # fields keep what message_start said.
-        self.raw_usage.update({k: v for k, v in u.items() if v is not None})
-        self.usage = usage_from_anthropic(self.raw_usage)
         return UsageUpdate(self.usage) if self.usage is not None else None
 
     def feed(self, event: SSEEvent) -> list[StreamEvent]:
@@ -290,8 +314,8 @@ class AnthropicStream(StreamParser):
         name = name or str(data.get("type") or "")
         out: list[StreamEvent] = []
         if name == "message_start":
-            message = data.get("message") or {}
-            out.append(StreamStart(message.get("model") or None, message.get("id") or None))
+            message = data.get("message") if isinstance(data.get("message"), dict) else {}
+            out.append(StreamStart(wire(message.get("model")), wire(message.get("id"))))
             update = self._merge_usage(message.get("usage"))
             if update is not None:
                 out.append(update)
@@ -301,8 +325,8 @@ class AnthropicStream(StreamParser):
                 self.partial.append(piece)
                 out.append(TextDelta(piece))
         elif name == "message_delta":
-            delta = data.get("delta") or {}
-            raw = delta.get("stop_reason")
+            delta = data.get("delta") if isinstance(data.get("delta"), dict) else {}
+            raw = wire(delta.get("stop_reason"))
             if raw:
                 out.append(FinishEvent(finish_from(raw, FINISH), raw))
             update = self._merge_usage(data.get("usage"))
@@ -334,7 +358,9 @@ _KNOWN_EVENTS = frozenset({"message_start", "content_block_start", "content_bloc
 def _text_of(name: str, data: dict[str, Any]) -> str:
     """Text carried by a content event; tool input, thinking and signatures are not text."""
     if name == "content_block_start":
-        block = data.get("content_block") or {}
-        return str(block.get("text") or "") if block.get("type") == "text" else ""
-    delta = data.get("delta") or {}
-    return str(delta.get("text") or "") if delta.get("type") == "text_delta" else ""
+        block = data.get("content_block")
+        text = block.get("text") if isinstance(block, dict) and block.get("type") == "text" else None
+    else:
+        delta = data.get("delta")
+        text = delta.get("text") if isinstance(delta, dict) and delta.get("type") == "text_delta" else None
+    return text if isinstance(text, str) else ""

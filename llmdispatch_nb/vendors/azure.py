@@ -24,7 +24,7 @@ import httpx
 from .._config import AZURE_DEFAULT_API_VERSION
 from .._types import ParsedReply, Request
 from ..errors import BadRequestError, ConfigurationError, ContentFilterError, VendorError
-from ._base import Endpoint, parse_should_retry, request_id_of
+from ._base import Endpoint, model_hint, parse_should_retry, request_id_of
 from .openai import OpenAIAdapter
 
 ROUTES = ("deployments", "v1")
@@ -42,8 +42,9 @@ def filtered_categories(results: Any) -> list[str]:
 
 def content_filter_of(data: dict[str, Any], choice: dict[str, Any]) -> dict[str, Any]:
     """Azure's prompt and completion annotations, plus which categories tripped."""
-    prompt = [p.get("content_filter_results") for p in data.get("prompt_filter_results") or []
-              if isinstance(p, dict)]
+    listed = data.get("prompt_filter_results")
+    prompt = [p.get("content_filter_results") for p in listed if isinstance(p, dict)] \
+        if isinstance(listed, list) else []
     completion = choice.get("content_filter_results")
     if not prompt and completion is None:
         return {}
@@ -141,7 +142,7 @@ class AzureAdapter(OpenAIAdapter):
             return self._again(BadRequestError, err, response, (
                 f"no deployment {deployment!r} on {self.root(endpoint)}: check the deployment "
                 f"name (the name you gave the deployment in Azure AI Foundry, not the model's "
-                f"name). {message}"))
+                f"name). {message}{model_hint(response, endpoint)}"))
         if inner.get("code") == "ResponsibleAIPolicyViolation" or err.code == "content_filter":
             tripped = filtered_categories(inner.get("content_filter_result"))
             why = f" (filtered: {', '.join(tripped)})" if tripped else ""
@@ -170,7 +171,7 @@ class AzureAdapter(OpenAIAdapter):
 def _error_detail(response: httpx.Response) -> dict[str, Any]:
     try:
         data = json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     err = data.get("error") if isinstance(data, dict) else None
     return err if isinstance(err, dict) else {}
@@ -187,6 +188,6 @@ def _deployment_of(response: httpx.Response) -> str:
         return parts[parts.index("deployments") + 1]
     try:
         model = json.loads(request.content).get("model")
-    except (ValueError, AttributeError, httpx.RequestNotRead):
+    except (ValueError, AttributeError, httpx.RequestNotRead, RecursionError):
         model = None
     return str(model) if model else "?"

@@ -33,6 +33,7 @@ from ._base import (
     Endpoint,
     StreamParser,
     error_body,
+    model_hint,
     parse_retry_after,
     parse_should_retry,
     request_id_of,
@@ -85,7 +86,8 @@ class CompatAdapter(OpenAIAdapter):
         etype = err.get("type")
         cls = self.error_class(status, None if code is None else str(code), etype, message)
         if status == 404 and cls is BadRequestError:
-            message += " (is the model pulled or loaded on this server? `ollama pull <model>`)"
+            message += model_hint(response, endpoint) or \
+                " (is the model pulled or loaded on this server? `ollama pull <model>`)"
         return cls(message, vendor=endpoint.name, status=status,
                    request_id=request_id_of(response, "x-request-id"),
                    retry_after=parse_retry_after(response.headers),
@@ -116,7 +118,7 @@ class CompatStream(OpenAIStream):
             raw = event.data.partition(":")[2].strip()
             try:
                 err = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 err = {"message": raw}
             err = err if isinstance(err, dict) else {"message": str(err)}
             raise MidStreamError(str(err.get("message") or "error in stream"), vendor=self.vendor,

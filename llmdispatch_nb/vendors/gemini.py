@@ -46,14 +46,19 @@ from ._base import (
     Adapter,
     Endpoint,
     StreamParser,
+    UnreliableUsage,
     error_class_for_status,
     finish_from,
     load_event_json,
+    model_hint,
     parse_retry_after,
     parse_should_retry,
     post_json,
     read_json,
     request_id_of,
+    token_count,
+    unreliable_usage_note,
+    wire,
 )
 
 DEFAULT_API_VERSION = "v1beta"
@@ -144,16 +149,17 @@ def error_class(status: int, err: Mapping[str, Any]) -> type[VendorError]:
 
 
 def usage_fields(meta: Any) -> dict[str, int]:
-    """The integer counts a `usageMetadata` block carries (absent fields left out)."""
-    if not isinstance(meta, Mapping):
+    """The integer counts a `usageMetadata` block carries (absent fields left out).
+    Raises `UnreliableUsage` for counts that cannot be true (text, NaN, negative, nested,
+    absurdly large); a block that is not an object at all is one too."""
+    if meta is None:
         return {}
-    out = {}
-    for name in ("promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount",
-                 "cachedContentTokenCount", "totalTokenCount"):
-        v = meta.get(name)
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            out[name] = int(v)
-    return out
+    if not isinstance(meta, Mapping):
+        raise UnreliableUsage(f"usageMetadata is a {type(meta).__name__}, not an object")
+    return {name: token_count(meta, name)
+            for name in ("promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount",
+                         "cachedContentTokenCount", "totalTokenCount")
+            if meta.get(name) is not None}
 
 
 def usage_from_gemini(fields: Mapping[str, int]) -> Usage:
@@ -273,16 +279,20 @@ class GeminiAdapter(Adapter):
         if candidate is None:
             raise ProtocolError("sent a reply with no candidates and no blockReason",
                                 vendor=vendor)
-        raw = candidate.get("finishReason")
-        raw = str(raw) if raw else None
-        meta = usage_fields(data.get("usageMetadata"))
-        extra = {"response_id": data["responseId"]} if data.get("responseId") else {}
+        raw = wire(candidate.get("finishReason"))
+        response_id = wire(data.get("responseId"))
+        extra: dict[str, Any] = {"response_id": response_id} if response_id else {}
+        try:
+            meta = usage_fields(data.get("usageMetadata"))
+        except UnreliableUsage as exc:
+            meta = {}
+            extra.update(unreliable_usage_note(exc))
         return ParsedReply(
             text=candidate_text(candidate),
             finish_reason=finish_from(raw, FINISH),
             raw_finish_reason=raw,
             usage=usage_from_gemini(meta) if meta else None,
-            model=data.get("modelVersion") or None,
+            model=wire(data.get("modelVersion")),
             request_id=request_id_of(response),
             extra=extra,
         )
@@ -296,7 +306,7 @@ class GeminiAdapter(Adapter):
         status = response.status_code
         try:
             data = json.loads(response.content)
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         # The array form of streamGenerateContent wraps its error in a one-item list.
         if isinstance(data, list) and len(data) == 1:
@@ -306,6 +316,8 @@ class GeminiAdapter(Adapter):
             err = {}
         message = str(err.get("message") or response.reason_phrase or "error")
         cls = error_class(status, err)
+        if status == 404:
+            message += model_hint(response, endpoint)
         delay = retry_delay(err)
         reasons = sorted(error_reasons(err))
         return cls(
@@ -382,23 +394,29 @@ class GeminiStream(StreamParser):
         if blocked is not None:
             raise blocked
         out: list[StreamEvent] = []
-        if not self.started and chunk.get("modelVersion"):
+        if not self.started and wire(chunk.get("modelVersion")):
             self.started = True
-            out.append(StreamStart(str(chunk["modelVersion"]), None))
+            out.append(StreamStart(wire(chunk["modelVersion"]), None))
         candidate = _first_candidate(chunk)
         if candidate is not None:
             piece = candidate_text(candidate)
             if piece:
                 self.text_seen = True
                 out.append(TextDelta(piece))
-        fields = usage_fields(chunk.get("usageMetadata"))
-        if fields:
-            self.usage_fields.update(fields)
-            out.append(UsageUpdate(usage_from_gemini(self.usage_fields)))
-        raw = candidate.get("finishReason") if candidate is not None else None
+        if "usage_unreliable" not in self.extra:  # after one bad block, no count is believed
+            try:
+                fields = usage_fields(chunk.get("usageMetadata"))
+            except UnreliableUsage as exc:
+                fields = {}
+                self.usage_fields = {}
+                self.extra.update(unreliable_usage_note(exc))
+            if fields:
+                self.usage_fields.update(fields)
+                out.append(UsageUpdate(usage_from_gemini(self.usage_fields)))
+        raw = wire(candidate.get("finishReason")) if candidate is not None else None
         if raw:
             self.done = True
-            out.append(FinishEvent(finish_from(str(raw), FINISH), str(raw)))
+            out.append(FinishEvent(finish_from(raw, FINISH), raw))
         return out
 
     def _feed_stray(self, text: str) -> list[StreamEvent]:
@@ -406,7 +424,7 @@ class GeminiStream(StreamParser):
         self._stray.append(text)
         try:
             obj = json.loads("\n".join(self._stray))
-        except ValueError:
+        except (ValueError, RecursionError):
             return []  # more lines may complete it; close() complains if none do
         self._stray = []
         if isinstance(obj, list) and len(obj) == 1:
@@ -418,7 +436,7 @@ class GeminiStream(StreamParser):
     def _error(self, err: Mapping[str, Any]) -> VendorError:
         try:
             status = int(err.get("code") or 0) or None
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             status = None
         message = str(err.get("message") or "error in stream")
         code = str(err["status"]) if err.get("status") else None

@@ -27,6 +27,7 @@ from ..errors import (
     ContentFilterError,
     ContextLengthError,
     MidStreamError,
+    ProtocolError,
     QuotaExhaustedError,
     VendorError,
 )
@@ -34,15 +35,20 @@ from ._base import (
     Adapter,
     Endpoint,
     StreamParser,
+    UnreliableUsage,
     error_body,
     error_class_for_status,
     finish_from,
     load_event_json,
+    model_hint,
     parse_retry_after,
     parse_should_retry,
     post_json,
     read_json,
     request_id_of,
+    token_count,
+    unreliable_usage_note,
+    wire,
 )
 
 FINISH: dict[str, FinishReason] = {
@@ -56,16 +62,22 @@ FINISH: dict[str, FinishReason] = {
 CONTENT_FILTER_CODES = frozenset({"content_filter", "content_policy_violation", "invalid_prompt"})
 
 
-def usage_from_openai(u: dict[str, Any] | None) -> Usage | None:
-    if not isinstance(u, dict):
+def usage_from_openai(u: Any) -> Usage | None:
+    """Our Usage from OpenAI's `usage` (None when there is none). Raises `UnreliableUsage`
+    for counts that cannot be true (text, NaN, negative, nested, absurdly large)."""
+    if u is None:
         return None
+    if not isinstance(u, dict):
+        raise UnreliableUsage(f"usage is a {type(u).__name__}, not an object")
     pd = u.get("prompt_tokens_details") or {}
     cd = u.get("completion_tokens_details") or {}
+    if not isinstance(pd, dict) or not isinstance(cd, dict):
+        raise UnreliableUsage("the usage details are not objects")
     return Usage(
-        input_tokens=int(u.get("prompt_tokens") or 0),
-        output_tokens=int(u.get("completion_tokens") or 0),
-        cache_read_tokens=int(pd.get("cached_tokens") or 0),
-        reasoning_tokens=int(cd.get("reasoning_tokens") or 0),
+        input_tokens=token_count(u, "prompt_tokens"),
+        output_tokens=token_count(u, "completion_tokens"),
+        cache_read_tokens=token_count(pd, "cached_tokens"),
+        reasoning_tokens=token_count(cd, "reasoning_tokens"),
     )
 
 
@@ -122,27 +134,34 @@ class OpenAIAdapter(Adapter):
     def parse_reply(self, response: httpx.Response, endpoint: Endpoint) -> ParsedReply:
         data = read_json(response, endpoint.name)
         if not isinstance(data, dict):
-            from ..errors import ProtocolError
-
             raise ProtocolError("sent a JSON body that is not an object", vendor=endpoint.name)
         choices = data.get("choices") or []
-        choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+        choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
         message = choice.get("message") or {}
-        text = message.get("content") or ""
-        raw = choice.get("finish_reason")
+        text = message.get("content") if isinstance(message, dict) else None
+        if text is not None and not isinstance(text, str):
+            raise ProtocolError(f"sent a message whose content is a {type(text).__name__}, "
+                                f"not text", vendor=endpoint.name)
+        raw = wire(choice.get("finish_reason"))
         extra = self.reply_extra(data, choice)
+        try:
+            usage = usage_from_openai(data.get("usage"))
+        except UnreliableUsage as exc:
+            usage = None
+            extra = {**extra, **unreliable_usage_note(exc)}
         return ParsedReply(
-            text=text,
+            text=text or "",
             finish_reason=finish_from(raw, FINISH),
             raw_finish_reason=raw,
-            usage=usage_from_openai(data.get("usage")),
-            model=data.get("model") or None,
+            usage=usage,
+            model=wire(data.get("model")),
             request_id=request_id_of(response, "x-request-id", "apim-request-id"),
             extra=extra,
         )
 
     def reply_extra(self, data: dict[str, Any], choice: dict[str, Any]) -> dict[str, Any]:
-        return {"id": data["id"]} if data.get("id") else {}
+        reply_id = wire(data.get("id"))
+        return {"id": reply_id} if reply_id else {}
 
     def stream_parser(self, endpoint: Endpoint) -> StreamParser:
         return OpenAIStream(endpoint.name)
@@ -159,6 +178,8 @@ class OpenAIAdapter(Adapter):
         code = str(code) if code is not None else None
         etype = err.get("type")
         cls = self.error_class(status, code, etype, message)
+        if status == 404:
+            message += model_hint(response, endpoint)
         return cls(
             message,
             vendor=endpoint.name,
@@ -218,21 +239,29 @@ class OpenAIStream(StreamParser):
                 error_type=err.get("type"),
             )
         out: list[StreamEvent] = []
-        if not self.started and chunk.get("model"):
+        if not self.started and wire(chunk.get("model")):
             self.started = True
-            out.append(StreamStart(chunk.get("model"), chunk.get("id")))
-        for choice in chunk.get("choices") or []:
+            out.append(StreamStart(wire(chunk.get("model")), wire(chunk.get("id"))))
+        choices = chunk.get("choices") or []
+        for choice in choices if isinstance(choices, list) else []:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
-            piece = delta.get("content")
-            if piece:
+            piece = delta.get("content") if isinstance(delta, dict) else None
+            if piece and isinstance(piece, str):
                 self.partial.append(piece)
                 out.append(TextDelta(piece))
-            raw = choice.get("finish_reason")
+            raw = wire(choice.get("finish_reason"))
             if raw:
                 out.append(FinishEvent(finish_from(raw, FINISH), raw))
-        usage = usage_from_openai(chunk.get("usage"))
+        if "usage_unreliable" in self.extra:
+            return out  # one bad usage block: none of this stream's counts is believed
+        try:
+            usage = usage_from_openai(chunk.get("usage"))
+        except UnreliableUsage as exc:
+            self.usage = None
+            self.extra.update(unreliable_usage_note(exc))
+            return out
         if usage is not None:
             self.usage = usage
             out.append(UsageUpdate(usage))
