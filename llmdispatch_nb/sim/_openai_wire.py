@@ -9,7 +9,6 @@ from typing import Any
 
 from starlette.responses import Response
 
-from ._answers import Question
 from ._core import Profile
 
 OPENAI_VERSION = "2020-10-01"
@@ -117,7 +116,6 @@ class Chat:
     include_usage: bool
     obfuscate: bool
     id: str = ""
-    question: Question | None = None  # what the simulated answer responds to
     created: int = 0
 
 
