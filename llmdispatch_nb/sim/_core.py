@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+
+from ._answers import Question, answer_text
 
 if TYPE_CHECKING:
     from ..catalogue import ModelInfo
@@ -126,16 +129,8 @@ def profile_for(vendor: str, model: str) -> Profile | None:
 
 # -- synthetic text --------------------------------------------------------------------
 
-_SENTENCES = (
-    "This answer is simulated by the llmdispatch-nb emulator, not written by a model.",
-    "Its length and pace follow the profile of the model you asked for.",
-    "A real vendor would reply here with text that depends on your prompt.",
-    "Latency, time to first token and token counts are measured as for a real call.",
-    "Cost is priced from the model's list price, so the ledger looks like the real thing.",
-    "Set an API key in the environment to send the same prompt to the real vendor.",
-    "Routing, retries, fallbacks and budgets behave exactly as they would in production.",
-    "Faults can be injected per vendor and model to see how the dispatcher copes.",
-)
+# What the answer says and its shape are `_answers.py`'s; here it becomes counted tokens.
+_TOKEN = re.compile(r"\s*\S+")
 
 
 @dataclass(frozen=True)
@@ -162,19 +157,24 @@ def generate(
     max_tokens: int | None = None,
     stop: Sequence[str] = (),
     seed: int | None = None,
+    question: Question | None = None,
 ) -> Generation:
-    """Deterministic for the same prompt, model and seed, so caches and replays can be checked."""
+    """Deterministic for the same prompt, model and seed, so caches and replays can be checked.
+
+    `prompt_text` is everything the request carries (system and every turn, joined): it
+    seeds the answer and is what the input is counted from. `question` is what the answer
+    responds to (the latest user turn, the shape asked for); without one, the prompt's
+    last line is the question. A token is one word with the space or newlines before it."""
     profile = profile_for(vendor, model)
     lo, hi = profile.answer_tokens if profile else (60, 260)
     digest = hashlib.sha256(f"{vendor}|{model}|{seed}|{prompt_text}".encode()).digest()
     rng = random.Random(digest)
     want = rng.randint(lo, hi)
-    first_words = " ".join(prompt_text.split()[:8])
-    words: list[str] = f"[simulated {model}] You asked: “{first_words}”.".split()
-    while len(words) < want:
-        words.extend(rng.choice(_SENTENCES).split())
-    words = words[:want]
-    tokens = [w if i == 0 else " " + w for i, w in enumerate(words)]
+    if question is None or not question.text.strip():
+        lines = [line for line in prompt_text.splitlines() if line.strip()]
+        question = Question(lines[-1] if lines else "", *(
+            (question.instructions, question.shape) if question else ()))
+    tokens = _TOKEN.findall(answer_text(question, model, rng, want))
     finish = "stop"
     if stop:
         text = "".join(tokens)

@@ -9,6 +9,7 @@ from typing import Any
 
 from starlette.responses import Response
 
+from ._answers import Question
 from ._core import Profile
 
 OPENAI_VERSION = "2020-10-01"
@@ -116,6 +117,7 @@ class Chat:
     include_usage: bool
     obfuscate: bool
     id: str = ""
+    question: Question | None = None  # what the simulated answer responds to
     created: int = 0
 
 

@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from ._answers import Question
 from ._core import PROFILES, Fault, Profile, count_tokens, generate, paced, total_time
 from ._server import Emulator, hang, json_response, reset_connection, sse_frame
 
@@ -69,6 +70,11 @@ class Ask:
     @property
     def prompt_text(self) -> str:
         return "\n".join(b.text for b in self.blocks)
+
+    @property
+    def question(self) -> Question:
+        """What the simulated answer responds to: the latest user turn, not the history."""
+        return Question.from_turns((b.role, b.text) for b in self.blocks)
 
     @property
     def pieces(self) -> list[str]:
@@ -444,12 +450,13 @@ class AnthropicEmulator(Emulator):
     def generation(self, ask: Ask) -> tuple[tuple[str, ...], str, str | None]:
         """Tokens, stop_reason and the stop sequence that ended the text (if one did)."""
         g = generate(ask.prompt_text, ask.key, vendor=self.vendor, max_tokens=ask.max_tokens,
-                     stop=ask.stop)
+                     stop=ask.stop, question=ask.question)
         if g.finish == "length":
             return g.tokens, "max_tokens", None
         if ask.stop:
             # generate() cuts at the first stop; find which one, as the API names it.
-            full = generate(ask.prompt_text, ask.key, vendor=self.vendor).text
+            full = generate(ask.prompt_text, ask.key, vendor=self.vendor,
+                            question=ask.question).text
             hits = [(full.index(s), s) for s in ask.stop if s in full]
             if hits and min(hits)[0] == len(g.text):
                 return g.tokens, "stop_sequence", min(hits)[1]

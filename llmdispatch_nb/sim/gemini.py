@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ._answers import Question
 from ._core import PROFILES, Fault, Generation, Profile, count_tokens, generate, paced
 from ._server import Emulator, hang, reset_connection
 
@@ -328,7 +329,8 @@ class GeminiEmulator(Emulator):
         except Invalid as exc:
             return google_error(400, "INVALID_ARGUMENT", str(exc))
         gen = generate(text, model, vendor="google", max_tokens=config.get("maxOutputTokens"),
-                       stop=tuple(config.get("stopSequences") or ()), seed=config.get("seed"))
+                       stop=tuple(config.get("stopSequences") or ()), seed=config.get("seed"),
+                       question=question_of(fields(body), config))
         if gen.input_tokens > profile.context_window and fault is None:
             fault = Fault("context-length")
         reply = Reply(self, model, profile, gen, config)
@@ -347,6 +349,21 @@ class GeminiEmulator(Emulator):
         sse = request.query_params.get("alt") == "sse"
         chunks = reply.stream(request, fault, sse) if stream else reply.whole(request, fault)
         return Streamed(chunks, SSE_TYPE if stream and sse else JSON_TYPE)
+
+
+def question_of(body: Mapping[str, Any], config: Mapping[str, Any]) -> Question:
+    """What the simulated answer responds to: the latest user turn (not the model's earlier
+    turns); a JSON response MIME type asks for JSON. Read after read_prompt() accepted it."""
+    def texts(content: Any) -> str:
+        parts = content.get("parts") if isinstance(content, dict) else None
+        return "\n".join(p["text"] for p in parts or [] if isinstance(p, dict)
+                         and isinstance(p.get("text"), str))
+
+    turns = [(t.get("role", "user"), texts(t)) for t in body.get("contents") or []
+             if isinstance(t, dict)]
+    turns.insert(0, ("system", texts(body.get("systemInstruction"))))
+    json_asked = config.get("responseMimeType") == "application/json"
+    return Question.from_turns(turns, shape="json" if json_asked else None)
 
 
 def read_prompt(body: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:

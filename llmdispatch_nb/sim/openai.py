@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from ._answers import Question, response_format_shape
 from ._core import PROFILES, Fault, count_tokens, generate, paced
 from ._openai_wire import (
     CHAT_PARAMS,
@@ -323,6 +324,10 @@ class OpenAIEmulator(Emulator):
         max_tokens = body.get("max_completion_tokens")
         return Chat(
             target=target, prompt=prompt, prompt_tokens=tokens,
+            # The latest user turn, not the history; a JSON response format asks for JSON.
+            question=Question.from_turns(
+                zip((m.get("role") for m in messages), texts, strict=True),
+                shape=response_format_shape(body.get("response_format"))),
             max_tokens=max_tokens if max_tokens is not None else body.get("max_tokens"),
             stop=stops, seed=seed if isinstance(seed, int) else None, stream=stream,
             include_usage=stream and opts.get("include_usage") is True
@@ -448,7 +453,7 @@ class OpenAIEmulator(Emulator):
                 reasoning = min(reasoning, chat.max_tokens)
                 visible = chat.max_tokens - reasoning
         gen = generate(chat.prompt, chat.target.key, vendor=chat.target.table, max_tokens=visible,
-                       stop=chat.stop, seed=chat.seed)
+                       stop=chat.stop, seed=chat.seed, question=chat.question)
         tokens, finish = list(gen.tokens), gen.finish
         if kind == "content-filter-output":
             tokens, finish = tokens[: max(1, len(tokens) // 3)], "content_filter"
