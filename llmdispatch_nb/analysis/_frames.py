@@ -100,7 +100,8 @@ def summary(source: Source = None, by: str | Sequence[str] = ("vendor", "model")
     """Per vendor and model (or `by` any columns; `by=()` for one row of totals): calls,
     attempts, success rate, p50/p95 latency and time to first token over successful
     attempts, median tokens per second, tokens, total and mean cost, cost per 1K tokens,
-    and how many successful attempts had no known price.
+    and how many successful attempts had no known price. A DataFrame (a `SummaryTable`)
+    that a notebook shows as its curated columns, formatted; `.frame` is the plain frame.
 
     The same definitions as `llmdispatch_nb.ledger.summarize_stats` (and so the
     dispatcher's stats()): a call is a call_id, an attempt is a row.
@@ -164,7 +165,9 @@ def summary(source: Source = None, by: str | Sequence[str] = ("vendor", "model")
     for k in keys:  # labels as plain values, whichever way the groups were found
         if isinstance(frame[k].dtype, pd.CategoricalDtype):
             frame[k] = frame[k].astype(frame[k].cat.categories.dtype)
-    return frame
+    from ._tables import SummaryTable
+
+    return SummaryTable(frame)  # every column; a notebook shows the curated few
 
 
 def _groups(df: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, pd.Index]:

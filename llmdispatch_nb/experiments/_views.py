@@ -46,7 +46,8 @@ def _answered(df: pd.DataFrame) -> pd.Series:
 def pivot(df: pd.DataFrame, by: str | Sequence[str] = "target",
           scores: Sequence[str] | None = None) -> pd.DataFrame:
     """Per target (or `by`): runs, errors, not run, the mean of each score, mean and total
-    cost per answered run, mean and p95 latency, mean time to first token."""
+    cost per answered run, mean and p95 latency, mean time to first token. A DataFrame
+    (a `PivotTable`) shown as those columns formatted; `.frame` is the plain frame."""
     import pandas as pd
 
     keys = [by] if isinstance(by, str) else list(by)
@@ -72,7 +73,11 @@ def pivot(df: pd.DataFrame, by: str | Sequence[str] = "target",
     out["ttft_s"] = answered["ttft_s"].mean()
     for c in ("runs", "ok", "errors", "not_run"):
         out[c] = out[c].fillna(0).astype("int64")
-    return out
+    from ..analysis._tables import PivotTable
+
+    table = PivotTable(out)  # every column; a notebook shows the curated few
+    table.attrs["scores"] = cols
+    return table
 
 
 def tradeoff_table(df: pd.DataFrame, quality: str | None = None, by: str = "target") -> pd.DataFrame:

@@ -39,8 +39,11 @@ def table_html(value: Any) -> str:
     """A summary as HTML, whatever shape the analysis floor hands back."""
     if value is None:
         return _message("no calls in the ledger yet")
+    styled = getattr(value, "styled", None)  # a curated table: its short, formatted view
     to_html = getattr(value, "to_html", None)
-    if callable(to_html):
+    if callable(styled):
+        body = str(styled().to_html())
+    elif callable(to_html):
         try:
             body = str(to_html(float_format=lambda v: f"{v:.4g}", na_rep="–", index=False,
                                border=0))

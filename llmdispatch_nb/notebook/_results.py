@@ -285,10 +285,14 @@ class CompareResult:
         return pd.DataFrame(rows)
 
     def summary(self) -> pandas.DataFrame:
-        """Per target: runs, answers, failures, mean and spread of latency, ttft, tokens."""
+        """Per target: runs, answers, failures, mean and spread of latency, ttft, tokens.
+        A DataFrame shown as a short formatted table; `.frame` is the plain frame."""
         import pandas as pd
 
-        return pd.DataFrame([{"target": c.target, **c.stats()} for c in self.columns])
+        from ..analysis._tables import CompareSummary
+
+        return CompareSummary(pd.DataFrame([{"target": c.target, **c.stats()}
+                                            for c in self.columns]))
 
     def metadata(self) -> dict[str, Any]:
         cols = []

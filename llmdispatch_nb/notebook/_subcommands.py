@@ -176,7 +176,9 @@ def handle_calls(m: LLMMagics, sub: Subcommand) -> None:
             raise UsageError(f"%llm calls N: N must be a whole number, got {args[0]!r}") from None
         if n < 1:
             raise UsageError("%llm calls N: N must be 1 or more")
-    _show(_calls(_dispatcher()).tail(n))
+    from ..analysis._tables import CallsTable
+
+    _show(CallsTable(_calls(_dispatcher()).tail(n)))  # the full rows: .frame
 
 
 _FIGURES = {"latency": "latency_figure", "ttft": "ttft_figure", "cost": "spend_figure",
