@@ -100,7 +100,7 @@ class Target:
     @property
     def reasoning(self) -> bool:
         # The catalogue's word (o-series, gpt-5.x), as the adapters read it.
-        return self.table != "compat" and self.profile.info.reasoning
+        return self.table in ("openai", "azure") and self.profile.info.reasoning
 
 
 @dataclass

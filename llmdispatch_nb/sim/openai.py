@@ -50,6 +50,7 @@ from ._openai_wire import (
     seconds_header,
     text_of,
 )
+from ._providers import CURRENT_PROVIDER, known_provider, provider_cards, provider_profile
 from ._server import Emulator, hang, json_response, reset_connection, sse_frame
 
 
@@ -86,6 +87,9 @@ class OpenAIEmulator(Emulator):
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
             Route("/v1/models", self.list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", self.get_model, methods=["GET"]),
+            # The catalogue's OpenAI-compatible providers (demo mode's groq:, deepseek:, ...).
+            Route("/providers/{provider}/v1/chat/completions", self.provider_chat, methods=["POST"]),
+            Route("/providers/{provider}/v1/models", self.provider_models, methods=["GET"]),
             Route("/{path:path}", self.invalid_url,
                   methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         ]
@@ -97,6 +101,10 @@ class OpenAIEmulator(Emulator):
         return ("compat",) if self.local else ("openai",)
 
     def resolve(self, name: str) -> Target | None:  # hook
+        provider = CURRENT_PROVIDER.get()
+        if provider is not None:
+            prof = provider_profile(provider, name)
+            return Target(name, name, "providers", prof) if prof is not None else None
         for table in self.tables():
             for key, prof in PROFILES[table].items():
                 if name in (key, prof.served):
@@ -104,6 +112,9 @@ class OpenAIEmulator(Emulator):
         return None
 
     def model_cards(self) -> list[dict[str, Any]]:
+        provider = CURRENT_PROVIDER.get()
+        if provider is not None:
+            return provider_cards(provider)
         cards: dict[str, dict[str, Any]] = {}
         for table in self.tables():
             owner = "library" if self.local or table == "compat" else "system"
@@ -121,6 +132,23 @@ class OpenAIEmulator(Emulator):
             return denied
         return json_response({"object": "list", "data": self.model_cards()},
                              headers=self.common_headers(request))
+
+    async def provider_chat(self, request: Request) -> Response:
+        return await self._as_provider(request, self.chat)
+
+    async def provider_models(self, request: Request) -> Response:
+        return await self._as_provider(request, self.list_models)
+
+    async def _as_provider(self, request: Request, handler: Any) -> Response:
+        provider = request.path_params["provider"]
+        if self.local or not known_provider(provider):
+            return await self.invalid_url(request)
+        token = CURRENT_PROVIDER.set(provider)
+        try:
+            response: Response = await handler(request)
+            return response
+        finally:
+            CURRENT_PROVIDER.reset(token)
 
     async def get_model(self, request: Request) -> Response:
         self._begin(request)
