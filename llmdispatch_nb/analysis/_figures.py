@@ -3,7 +3,10 @@
 Each figure draws aggregates, not one mark per attempt, so a million-row ledger gives a
 figure of a few kilobytes, built from column arrays without copying the frame.
 Distributions are boxes from exact quantiles: the box spans p25-p75 with the median
-inside, the whiskers reach p5 and p95.
+inside, the whiskers reach p5 and p95; a group of fewer than `FEW` values is drawn as its
+points instead (a box of one value is a flat line that says nothing). Every figure
+shares the look of `_style`: vendor colours, dollar and second axes, labels placed
+where they fit.
 """
 
 from __future__ import annotations
@@ -12,14 +15,24 @@ from typing import TYPE_CHECKING, Any
 
 from ..ledger._stats import SUCCESS
 from ._frames import _groups, summary
+from ._style import (
+    colour,
+    dollar_axis,
+    label_trace_args,
+    layout,
+    padded_range,
+    place_labels,
+    seconds_axis,
+)
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
     import plotly.graph_objects as go
 
-_LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 60, "b": 60}}
 _SPEND_POINTS = 2000
+FEW = 5  # fewer values than this in a group: draw the points, not a box
+_MIN_SPAN_S = 60.0  # the spend chart's time axis spans at least a minute
 
 
 def _go() -> Any:
@@ -50,7 +63,8 @@ def _floats(df: pd.DataFrame, column: str) -> np.ndarray:
     return df[column].to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _box_figure(df: pd.DataFrame, column: str, by: str, title: str, unit: str) -> go.Figure:
+def _box_figure(df: pd.DataFrame, column: str, by: str, title: str, unit: str,
+                axis: dict[str, Any] | None = None) -> go.Figure:
     import numpy as np
 
     go = _go()
@@ -62,33 +76,46 @@ def _box_figure(df: pd.DataFrame, column: str, by: str, title: str, unit: str) -
     order = np.argsort(group, kind="stable")
     values = values[order]
     bounds = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=len(names)))])
-    for g in sorted(range(len(names)), key=names.__getitem__):
+    for i, g in enumerate(sorted(range(len(names)), key=names.__getitem__)):
         v = values[bounds[g]:bounds[g + 1]]
         if not len(v):
+            continue
+        tint = colour(names[g], i)
+        if len(v) < FEW:  # the points themselves, jittered sideways: a box would be flat
+            fig.add_trace(go.Box(name=names[g], x=[names[g]] * len(v), y=v, boxpoints="all",
+                                 jitter=0.35, pointpos=0, fillcolor="rgba(0,0,0,0)",
+                                 line={"color": "rgba(0,0,0,0)"},
+                                 marker={"color": tint, "size": 11, "opacity": 0.9,
+                                         "line": {"width": 1, "color": "white"}},
+                                 hovertemplate=f"%{{x}}<br>%{{y:.3f}} {unit}<br>"
+                                               f"{len(v)} of {len(v)}<extra></extra>"))
             continue
         p5, q1, med, q3, p95 = np.quantile(v, [0.05, 0.25, 0.5, 0.75, 0.95])
         fig.add_trace(go.Box(name=names[g], x=[names[g]], q1=[q1], median=[med], q3=[q3],
                              lowerfence=[p5], upperfence=[p95], mean=[float(v.mean())],
-                             boxpoints=False,
+                             boxpoints=False, marker={"color": tint}, line={"color": tint},
                              hovertemplate=f"%{{x}}<br>n={len(v)}<extra></extra>"))
-    fig.update_layout(title=f"{title} (box p25-p75, whiskers p5-p95)", yaxis_title=unit,
-                      showlegend=False, **_LAYOUT)
+    fig.update_layout(**layout(title, f"box p25–p75 with the median, whiskers p5–p95; "
+                                      f"the points themselves when fewer than {FEW}"),
+                      yaxis=axis or seconds_axis(unit), showlegend=False)
     return fig
 
 
 def latency_figure(df: pd.DataFrame, by: str = "vendor") -> go.Figure:
     """Latency of successful attempts, per vendor (or by="model")."""
-    return _box_figure(df, "latency_s", by, "Latency", "seconds")
+    return _box_figure(df, "latency_s", by, "Latency per " + by, "seconds")
 
 
 def ttft_figure(df: pd.DataFrame, by: str = "vendor") -> go.Figure:
     """Time to first token of successful streamed attempts, per vendor (or by="model")."""
-    return _box_figure(df, "ttft_s", by, "Time to first token", "seconds")
+    return _box_figure(df, "ttft_s", by, "Time to first token per " + by, "seconds")
 
 
 def throughput_figure(df: pd.DataFrame, by: str = "model") -> go.Figure:
     """Output tokens per second (after the first token), per vendor:model (or by="vendor")."""
-    return _box_figure(df, "tokens_per_s", by, "Tokens per second", "output tokens / s")
+    return _box_figure(df, "tokens_per_s", by, "Tokens per second per " + by,
+                       "output tokens / s",
+                       {"title": {"text": "output tokens / s"}, "rangemode": "tozero"})
 
 
 def tradeoff_figure(df: pd.DataFrame) -> go.Figure:
@@ -97,26 +124,36 @@ def tradeoff_figure(df: pd.DataFrame) -> go.Figure:
     import numpy as np
 
     go = _go()
-    table = summary(df)
+    table = summary(df).frame
     fig = go.Figure()
-    vendors = table["vendor"].astype(str).to_numpy() if len(table) else np.empty(0, str)
+    x_all = table["latency_p50_s"].to_numpy(dtype=np.float64, na_value=np.nan)
+    y_all = table["mean_cost_usd"].to_numpy(dtype=np.float64, na_value=np.nan)
+    keep_all = ~(np.isnan(x_all) | np.isnan(y_all))
+    table, x_all, y_all = table[keep_all], x_all[keep_all], y_all[keep_all]
     biggest = max(1, int(table["calls"].max())) if len(table) else 1
-    for vendor in sorted(set(vendors)):
-        part = table[vendors == vendor]
-        x = part["latency_p50_s"].to_numpy(dtype=np.float64, na_value=np.nan)
-        y = part["mean_cost_usd"].to_numpy(dtype=np.float64, na_value=np.nan)
-        keep = ~(np.isnan(x) | np.isnan(y))
-        if not keep.any():
-            continue
-        calls = part["calls"].to_numpy()[keep]
+    sizes = 12 + 24 * np.sqrt(table["calls"].to_numpy(dtype=np.float64) / biggest)
+    xrange = padded_range(x_all, zero=True, high=0.15) or [0.0, 1.0]
+    yrange = padded_range(y_all, zero=True, high=0.2) or [0.0, 1.0]
+    names = table["model"].astype(str).to_numpy()
+    # Labels are placed over all points at once, so two vendors' labels never collide.
+    positions = place_labels(x_all, y_all, list(names), list(sizes), xrange, yrange)
+    vendors = table["vendor"].astype(str).to_numpy()
+    for i, vendor in enumerate(sorted(set(vendors))):
+        rows = vendors == vendor
+        calls = table["calls"].to_numpy()[rows]
         fig.add_trace(go.Scatter(
-            x=x[keep], y=y[keep], mode="markers+text", name=vendor,
-            text=part["model"].astype(str).to_numpy()[keep], textposition="top center",
-            marker={"size": 10 + 30 * np.sqrt(calls / biggest)}, customdata=calls,
+            x=x_all[rows], y=y_all[rows], mode="markers+text", name=vendor, text=names[rows],
+            **label_trace_args([p for p, r in zip(positions, rows, strict=True) if r]),
+            marker={"size": sizes[rows], "color": colour(vendor, i), "opacity": 0.85,
+                    "line": {"width": 1, "color": "white"}},
+            customdata=calls, textfont={"size": 11},
             hovertemplate="%{text}<br>p50 latency %{x:.3f} s<br>mean cost $%{y:.6f}"
                           "<br>%{customdata} calls<extra>" + vendor + "</extra>"))
-    fig.update_layout(title="Cost vs latency per model", xaxis_title="p50 latency (s)",
-                      yaxis_title="mean cost per priced attempt (USD)", **_LAYOUT)
+    fig.update_layout(**layout("Cost against latency, per model",
+                               "one point per model, sized by its number of calls"),
+                      xaxis=seconds_axis("p50 latency", range=xrange),
+                      yaxis=dollar_axis("mean cost per priced attempt", range=yrange),
+                      legend={"title": {"text": "vendor"}})
     return fig
 
 
@@ -139,16 +176,38 @@ def spend_figure(df: pd.DataFrame) -> go.Figure:
     times, cost, group = times[order], cost[order], group[order]
     lines = [("total", np.ones(len(cost), dtype=np.bool_))]
     lines += [(names[g], group == g) for g in sorted(range(len(names)), key=names.__getitem__)]
-    for name, rows in lines:
+    for i, (name, rows) in enumerate(lines):
         if not rows.any():
             continue
         t, total = _thin(times[rows], np.cumsum(cost[rows]))
-        fig.add_trace(go.Scatter(x=t, y=total, mode="lines", name=name,
-                                 line={"width": 3 if name == "total" else 1.5},
-                                 hovertemplate="%{x}<br>$%{y:.4f}<extra>" + name + "</extra>"))
-    fig.update_layout(title="Cumulative spend", xaxis_title="time (UTC)",
-                      yaxis_title="US dollars (known prices)", **_LAYOUT)
+        few = len(t) <= 60  # a handful of calls: show each one as a step with its point
+        fig.add_trace(go.Scatter(
+            x=t, y=total, mode="lines+markers" if few else "lines", name=name,
+            line={"width": 3 if name == "total" else 1.5, "shape": "hv",
+                  "color": "#24292f" if name == "total" else colour(name, i)},
+            marker={"size": 6}, hovertemplate="%{x|%H:%M:%S.%L}<br>$%{y:.6f}<extra>"
+                                              + name + "</extra>"))
+    fig.update_layout(**layout("Cumulative spend", "known prices, in total and per vendor"),
+                      xaxis={"title": {"text": "time (UTC)"}, "range": _time_range(times),
+                             "tickformat": "%H:%M:%S"},
+                      yaxis=dollar_axis("US dollars"),
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.0,
+                              "xanchor": "right", "x": 1.0})
     return fig
+
+
+def _time_range(times: np.ndarray) -> list[Any] | None:
+    """At least a minute of time axis: calls a few milliseconds apart would otherwise fill
+    the axis with milliseconds."""
+    import numpy as np
+
+    if not len(times):
+        return None
+    first, last = times.min(), times.max()
+    span = (last - first) / np.timedelta64(1, "s")
+    pad = max(span * 0.05, (_MIN_SPAN_S - span) / 2)
+    step = np.timedelta64(int(pad * 1e6), "us")
+    return [str(first - step), str(last + step)]
 
 
 def _thin(times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -185,8 +244,11 @@ def error_figure(df: pd.DataFrame) -> go.Figure:
             continue
         shares = counts[c][order] / np.maximum(attempts[order], 1)
         fig.add_trace(go.Bar(name=classes[c], x=[names[g] for g in order], y=shares,
+                             marker={"color": colour(classes[c], c)},
                              hovertemplate="%{x}<br>%{y:.1%} of attempts<extra>" + classes[c]
                                            + "</extra>"))
-    fig.update_layout(title="Error rate per model (share of attempts)", barmode="stack",
-                      yaxis_tickformat=".0%", yaxis_title="failed attempts", **_LAYOUT)
+    fig.update_layout(**layout("Error rate per model", "share of attempts, by error class"),
+                      barmode="stack", yaxis={"tickformat": ".0%",
+                                              "title": {"text": "failed attempts"}},
+                      legend={"title": {"text": "error class"}})
     return fig

@@ -135,7 +135,7 @@ class CuratedTable(pd.DataFrame):
             styler = styler.set_caption(f"{len(shown)} of {hidden} columns; {self.CAPTION}")
         return styler
 
-    def _repr_html_(self) -> str:  # type: ignore[override]
+    def _repr_html_(self) -> str:
         # In a block MathJax skips: two costs in one row would otherwise pair into maths.
         return f'<div class="mathjax_ignore tex2jax_ignore">{self.styled().to_html()}</div>'
 

@@ -18,9 +18,6 @@ if TYPE_CHECKING:
     import pandas as pd
     import plotly.graph_objects as go
 
-_LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 60, "b": 60}}
-
-
 def score_columns(df: pd.DataFrame) -> list[str]:
     """The evaluator columns of a sweep frame (and `score`, their mean, when present)."""
     named = [c for c in df.attrs.get("scores", []) if c in df.columns]
@@ -136,6 +133,14 @@ def tradeoff_chart(df: pd.DataFrame, quality: str | None = None, by: str = "targ
 
     if latency not in ("color", "size"):
         raise ValueError(f"latency must be 'color' or 'size', not {latency!r}")
+    from ..analysis._style import (
+        dollar_axis,
+        label_trace_args,
+        layout,
+        padded_range,
+        place_labels,
+    )
+
     table = tradeoff_table(df, quality, by)
     quality = table.attrs["quality"]
     names = [str(i) for i in table.index]
@@ -145,10 +150,18 @@ def tradeoff_chart(df: pd.DataFrame, quality: str | None = None, by: str = "targ
     marker: dict[str, Any] = {"line": {"width": 1, "color": "#333"}}
     if latency == "color":
         marker.update(size=16, color=lat, colorscale="Viridis", showscale=True,
-                      colorbar={"title": "p50 latency (s)"})
+                      colorbar={"title": {"text": "p50 latency", "side": "right"},
+                                "ticksuffix": " s", "thickness": 14, "x": 1.02})
+        sizes: Any = 16.0
     else:
         top = np.nanmax(lat) if np.isfinite(lat).any() else 1.0
-        marker.update(size=np.nan_to_num(10 + 30 * lat / (top or 1.0), nan=10.0))
+        sizes = np.nan_to_num(10 + 30 * lat / (top or 1.0), nan=10.0)
+        marker.update(size=sizes)
+    xrange = padded_range(x, zero=True, high=0.15) or [0.0, 1.0]
+    yrange = padded_range(y, low=0.12, high=0.18) or [0.0, 1.0]
+    # Long target names: each label goes where it fits, or only into the hover text.
+    positions = place_labels(x, y, names, sizes if np.ndim(sizes) else float(sizes),
+                             xrange, yrange)
     fig = go.Figure()
     front = table["pareto"].to_numpy()
     if front.any():
@@ -157,8 +170,8 @@ def tradeoff_chart(df: pd.DataFrame, quality: str | None = None, by: str = "targ
                                  name="Pareto front", line={"dash": "dash", "color": "#d62728"},
                                  hoverinfo="skip"))
     fig.add_trace(go.Scatter(
-        x=x, y=y, mode="markers+text", name=by, text=names, textposition="top center",
-        marker=marker, customdata=np.stack([lat, table["runs"].to_numpy(dtype=np.float64),
+        x=x, y=y, mode="markers+text", name=by, text=names, **label_trace_args(positions),
+        marker=marker, textfont={"size": 11}, showlegend=False, customdata=np.stack([lat, table["runs"].to_numpy(dtype=np.float64),
                                             front.astype(np.float64)], axis=-1),
         hovertemplate="%{text}<br>cost $%{x:.6f} per run<br>" + quality
                       + " %{y:.3f}<br>p50 latency %{customdata[0]:.3f} s"
@@ -168,7 +181,10 @@ def tradeoff_chart(df: pd.DataFrame, quality: str | None = None, by: str = "targ
                                  marker={"size": 26, "color": "rgba(0,0,0,0)",
                                          "line": {"width": 2, "color": "#d62728"}},
                                  hoverinfo="skip"))
-    fig.update_layout(title=f"Cost vs {quality} per {by} (Pareto front dashed)",
-                      xaxis_title="mean cost per answered run (USD)", yaxis_title=quality,
-                      **_LAYOUT)
+    base = layout(f"Cost against {quality}, per {by}",
+                  "the Pareto front dashed and ringed; hover a point for its figures")
+    base["margin"]["b"] = 110  # room for the legend under the plot, clear of the colour bar
+    fig.update_layout(**base, xaxis=dollar_axis("mean cost per answered run", range=xrange),
+                      yaxis={"title": {"text": quality}, "range": yrange, "zeroline": False},
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0.0})
     return fig
