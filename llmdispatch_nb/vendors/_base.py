@@ -290,13 +290,13 @@ class UnreliableUsage(ValueError):
 
 def token_count(block: Mapping[str, Any], name: str) -> int:
     """One token count of a usage block: absent or null is 0; a whole number from 0 to
-    `MAX_TOKEN_COUNT` (as an int, an integral float or a digit string) is itself; anything
+    `MAX_TOKEN_COUNT` (as an int, an integral float or ASCII digits) is itself; anything
     else (NaN, a negative, a fraction, a list, a bool, text) raises `UnreliableUsage`."""
     value = block.get(name)
     if value is None:
         return 0
     count: Any = value
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         count = int(value.strip()) if len(value) < 20 else MAX_TOKEN_COUNT + 1
     elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
         count = int(value)
