@@ -311,6 +311,15 @@ def endpoints_from_env(env: Mapping[str, str]) -> list[Endpoint]:
                               base_of(("LLMDISPATCH_COMPAT_BASE_URL",), ckey is not None),
                               key=ckey, priced=False,
                               default_model=env.get("LLMDISPATCH_COMPAT_MODEL") or None))
+    # Every OpenAI-compatible provider of the model catalogue whose key is set (GROQ_API_KEY,
+    # DEEPSEEK_API_KEY, ...), checked as the vendors above are.
+    from .catalogue import CATALOGUE
+    from .catalogue._providers import endpoints as provider_endpoints
+
+    CATALOGUE.configure(env)  # $LLMDISPATCH_CATALOGUE may come from .env
+    found += provider_endpoints(
+        env, {ep.name for ep in found}, key=lambda value, name: Secret(check_key(value, name)),
+        url=lambda value, name: check_base_url(value, name, sends_key=True, allow_http=allow_http))
     return found
 
 
@@ -334,8 +343,10 @@ def sim_time_scale(given: float | None, env: Mapping[str, str]) -> float:
     return scale
 
 
-def demo_endpoints(sim: Any) -> list[Endpoint]:
-    """Endpoints pointing at running emulators (a `SimServer`), clearly marked simulated."""
+def demo_endpoints(sim: Any, env: Mapping[str, str] | None = None) -> list[Endpoint]:
+    """Endpoints pointing at running emulators (a `SimServer`), clearly marked simulated;
+    with `env`, also the catalogue's providers whose key it sets (the OpenAI-wire emulator
+    serves them)."""
     from .sim._core import PROFILES
 
     key = Secret(DEMO_KEY)
@@ -352,4 +363,8 @@ def demo_endpoints(sim: Any) -> list[Endpoint]:
         else:
             out.append(Endpoint(name, spec.kind, sim.base_url(spec.sim), key=key, models=models,
                                 default_model=spec.default_model, simulated=True))
+    if env is not None and "openai" in sim.emulators:
+        from .catalogue._providers import simulated
+
+        out += simulated(sim.base_url("openai").removesuffix("/v1"), env, key, {ep.name for ep in out})
     return out

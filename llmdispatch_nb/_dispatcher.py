@@ -132,7 +132,7 @@ class Dispatcher:
                 from .sim import serve
 
                 self.sim = serve(time_scale=_config.sim_time_scale(sim_time_scale, environ))
-                found = _config.demo_endpoints(self.sim)
+                found = _config.demo_endpoints(self.sim, environ)
             endpoints = found
         self.endpoints: dict[str, Endpoint] = {}
         for ep in endpoints:

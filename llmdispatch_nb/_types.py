@@ -174,7 +174,7 @@ class Cost:
     """A price in US dollars, or None when nobody knows it (never a silent $0)."""
 
     usd: float | None
-    source: str  # "genai-prices", "override", "free", "cache", "unknown"
+    source: str  # "genai-prices", "models.dev", "override", "free", "cache", "unknown"
 
     @property
     def known(self) -> bool:

@@ -40,6 +40,27 @@ class Price:
                 + u.output_tokens * self.output) / 1e6
 
 
+def price_provider(vendor: str) -> str | None:
+    """genai-prices' id for a provider of the model catalogue (groq, deepseek, ...)."""
+    from .catalogue._providers import price_provider as of_catalogue
+
+    return of_catalogue(vendor)
+
+
+def listed_cost(vendor: str, model: str, usage: Usage) -> Cost:
+    """Where genai-prices has no price: the model catalogue's list price (models.dev's),
+    source "models.dev"; else unknown."""
+    from .catalogue import CATALOGUE
+
+    try:
+        info = CATALOGUE.lookup(vendor, model, warn=False)
+    except Exception:  # a catalogue problem must never fail the call it prices
+        return Cost(None, "unknown")
+    if not info.known or info.price_input is None or info.price_output is None:
+        return Cost(None, "unknown")
+    return Cost(Price(info.price_input, info.price_output).cost(usage), "models.dev")
+
+
 # Our vendor names -> genai-prices provider ids.
 PROVIDERS = {"openai": "openai", "azure": "openai", "anthropic": "anthropic", "google": "google",
              "gemini": "google"}
@@ -68,9 +89,9 @@ class PriceBook:
             return Cost(override.cost(usage), "override")
         if free:
             return Cost(0.0, "free")
-        provider = PROVIDERS.get(kind or vendor) or PROVIDERS.get(vendor)
+        provider = PROVIDERS.get(kind or vendor) or PROVIDERS.get(vendor) or price_provider(vendor)
         if provider is None:
-            return Cost(None, "unknown")
+            return listed_cost(vendor, model, usage)
         fast = self._fast_cost(provider, model, usage)
         if fast is not None:
             return Cost(fast, "genai-prices")
@@ -84,7 +105,7 @@ class PriceBook:
                         cache_write_tokens=usage.cache_write_tokens or None),
                 model, provider_id=provider)
         except LookupError:
-            return Cost(None, "unknown")
+            return listed_cost(vendor, model, usage)
         except Exception:  # a price table problem must never fail the call it prices
             return Cost(None, "unknown")
         return Cost(float(result.total_price), "genai-prices")

@@ -144,6 +144,8 @@ def model_info(vendor: str, model: str, raw: dict[str, Any]) -> ModelInfo:
 def provider_info(pid: str, raw: dict[str, Any]) -> ProviderInfo:
     env = tuple(str(v) for v in raw.get("env") or ())
     api = raw.get("api") or KNOWN_BASE_URLS.get(pid)
+    if api:  # a base URL, not an endpoint's whole URL (one provider lists the latter)
+        api = api.rstrip("/").removesuffix("/chat/completions")
     in_url = tuple(v for v in env if api and "${" + v + "}" in api)
     keys = tuple(v for v in env if v not in in_url and ("KEY" in v or "TOKEN" in v))
     if not keys:

@@ -161,6 +161,16 @@ class TargetResolver:
                 raise self._unknown(target, "no model after the colon")
             return [Candidate(self.endpoints[name], model.strip(), "target")]
         if sep and vendor not in self.endpoints:
+            # A provider of the model catalogue (groq, deepseek, ...): by another name it goes
+            # by, or not configured: say which variable turns it on.
+            from ..catalogue._providers import PROVIDER_ALIASES, missing_key_variables
+
+            alias = PROVIDER_ALIASES.get(vendor)
+            if alias in self.endpoints and model.strip():
+                return [Candidate(self.endpoints[alias], model.strip(), "target")]
+            variables = missing_key_variables(vendor)
+            if variables is not None:
+                raise MissingKeyError(alias or vendor, variables)
             raise self._unknown(target, f"no vendor called {vendor!r}")
         # A bare model name: by family, or any endpoint that lists it.
         for pattern, vendors in FAMILIES:
