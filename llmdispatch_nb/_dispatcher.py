@@ -75,6 +75,7 @@ from .vendors import Endpoint, adapter_for
 
 RecordSink = Callable[[CallRecord], None]
 _log = logging.getLogger("llmdispatch_nb")
+_log = logging.getLogger("llmdispatch_nb")
 T = TypeVar("T")
 
 # Less time than this left before the call's deadline: start no new attempt. One started
@@ -174,6 +175,7 @@ class Dispatcher:
         for path in [replay] if isinstance(replay, str) else list(replay or ()):
             self.load_replay(path)
         self._sinks: list[RecordSink] = []
+        self._failed_sinks: set[int] = set()  # ids of sinks whose exception was logged
         self._failed_sinks: set[int] = set()  # ids of sinks whose exception was logged
         self._tasks: set[asyncio.Task[Response]] = set()
         self._closed = False
@@ -597,7 +599,10 @@ class Dispatcher:
         per-attempt records of this dispatcher's session (or `session`)."""
         from .ledger import summarize_stats
 
-        return summarize_stats(self.session_records(session))
+        out = summarize_stats(self.session_records(session))
+        # Records the ledger could not store and set aside (of every session; see README).
+        out["quarantined"] = getattr(self.ledger, "quarantined", 0)
+        return out
 
     def session_records(self, session: str | None = None) -> list[CallRecord]:
         if hasattr(self.ledger, "flush"):

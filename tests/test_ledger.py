@@ -209,7 +209,10 @@ def test_only_call_records_are_taken_and_a_bad_one_does_not_stall_the_rest(
     ledger.write(record(0, chunks=(("not a time", "text"),)))  # cannot be stored
     ledger.write(record(1))
     assert [r.call_id for r in ledger.records()] == [record(1).call_id]
-    assert "dropped a record" in caplog.text
+    assert "could not store 1 record" in caplog.text
+    assert ledger.quarantined == 1
+    ((reason, kept),) = ledger.quarantined_records()
+    assert kept.call_id == record(0).call_id and "not a time" in reason
 
 
 def test_a_number_field_holding_something_else_is_refused_at_write(tmp_path: Path) -> None:

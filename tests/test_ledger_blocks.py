@@ -121,9 +121,11 @@ def test_a_record_that_cannot_be_stored_leaves_the_rest_of_a_big_batch(
     ledger = Ledger.memory()
     recs = [record(i) for i in range(50)]
     bad = record(99, chunks=(("not a time", "text"),))
-    ledger._write_batch([*recs[:20], bad, *recs[20:]])
+    ledger._writer.linger_s = 1.0  # the 51 records gather into one batch
+    for r in [*recs[:20], bad, *recs[20:]]:
+        ledger.write(r)
     assert ledger.records() == recs
-    assert "dropped a record" in caplog.text
+    assert "could not store 1 record" in caplog.text and ledger.quarantined == 1
 
 
 # -- column blocks --------------------------------------------------------------------------

@@ -175,11 +175,14 @@ def test_a_written_pack_is_private(tmp_path: Path) -> None:
     ledger = Ledger.memory()
     ledger.write(CallRecord(call_id="c", attempt=1, timestamp=1.0, vendor="openai",
                             model_requested="m", model_served="m", status="ok",
-                            response="answer", cache_key="k", tags=("tag",)))
+                            response="answer", cache_key="k", tags=("t\udc80ag",)))
     target = tmp_path / "shared.jsonl"
-    assert export_pack(target, ledger, tags="tag") == 1
+    assert export_pack(target, ledger, tags="t\udc80ag") == 1  # found as the ledger keeps it
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
-    assert load_pack(target).header["tags"] == ["tag"]
+    assert load_pack(target).header["tags"] == ["t\udc80ag"]  # as asked, escaped
+    # A lone surrogate in what the pack says of itself is written as its JSON escape.
+    assert export_pack(target, ledger, tags="no\udc80such") == 0
+    assert load_pack(target).header["tags"] == ["no\udc80such"]
 
 
 # -- a replay within the call's deadline --------------------------------------------

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._types import Request, Response, Usage
+from ._repair import replace_surrogates
 
 if TYPE_CHECKING:
     from ._store import Ledger
@@ -136,6 +137,22 @@ class CachedAnswer:
                    created=float(data.get("created") or 0.0))
 
 
+def _answer_json(data: dict[str, Any]) -> str:
+    """The answer as JSON SQLite can store: UTF-8 as it is, unless some text holds a lone
+    surrogate, which only an escape (ASCII JSON) keeps; it reads back the same."""
+    text = json.dumps(data, ensure_ascii=False)
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return json.dumps(data)
+    return text
+
+
+def _text(value: str | None) -> str | None:
+    return None if value is None else replace_surrogates(value)[0]
+
+
 def _opt_float(v: Any) -> float | None:
     return None if v is None else float(v)
 
@@ -217,8 +234,8 @@ class ResponseCache:
             try:
                 conn.execute("INSERT OR REPLACE INTO cache (key, created, vendor, model, answer) "
                              "VALUES (?, ?, ?, ?, ?)",
-                             (key, now, answer.vendor, answer.model_requested,
-                              json.dumps(data, ensure_ascii=False)))
+                             (key, now, _text(answer.vendor), _text(answer.model_requested),
+                              _answer_json(data)))
                 if self.ttl_s is not None:
                     self.expired += conn.execute("DELETE FROM cache WHERE created < ?",
                                                  (now - self.ttl_s,)).rowcount

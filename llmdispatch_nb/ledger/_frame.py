@@ -83,7 +83,9 @@ def frame_from_blocks(blobs: Iterable[bytes], total: int) -> pd.DataFrame:
                     masks[name][part] = arr == NULL_I4
                     values[name][part] = arr
                 else:
-                    nulls = np.isnan(arr)
+                    # NaN is null; so is a count past int64 (SQLite holds 2**63-1,
+                    # which as a float rounds up out of range): no int64 can hold it.
+                    nulls = ~(np.abs(arr) < 2.0**63)
                     masks[name][part] = nulls
                     values[name][part] = np.where(nulls, 0, arr)
             else:

@@ -36,6 +36,7 @@ from . import _blocks
 from ._errors import LedgerError
 from ._migrations import migrate
 from ._opening import Connections, create_private, fast_binding, switch_to_wal
+from ._repair import replace_surrogates, storable
 from ._rows import (
     FEW_ROWS,
     ROW_FIELDS,
@@ -47,6 +48,7 @@ from ._rows import (
     to_columns,
     to_row,
 )
+from ._trouble import Quarantine, describe, is_corrupt, is_store_problem, set_aside
 from ._writer import BatchWriter, Checkpointer
 
 if TYPE_CHECKING:
@@ -165,8 +167,14 @@ class Ledger:
         # its columns (or rows): packing them from here saves reading them back (the tail is
         # packed once it reaches MIN_ROWS rows).
         self._recent: list[tuple[Sequence[int], Any]] = []
+        # Records it cannot store, and the store's own trouble (see _trouble.py).
+        self._quarantine = Quarantine(None if self.path is None else
+                                      self.path.with_name(self.path.name + ".quarantine.jsonl"))
+        self.problem: str | None = None  # what is wrong with the store, once said
         self._writer = BatchWriter(self._write_batch, name=f"llmdispatch-ledger-{id(self):x}",
-                                   batch_size=batch_size, on_exit=self._close_writer)
+                                   batch_size=batch_size, on_exit=self._close_writer,
+                                   give_up=self._quarantine.add,
+                                   store_problem=lambda exc: isinstance(exc, LedgerError))
         self._checkpointer = Checkpointer(self._open, name=f"llmdispatch-ledger-{id(self):x}-ckpt")
         self._logged = 0  # bytes of rows written since the last checkpoint request (roughly)
         self._page_size = _PAGE_SIZE
@@ -189,6 +197,33 @@ class Ledger:
     # -- connections ------------------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
+        """A connection, migrated. A file SQLite cannot read is set aside and a new one
+        started; any other trouble with the store is one LedgerError saying what to do."""
+        try:
+            try:
+                return self._connect()
+            except sqlite3.DatabaseError as exc:
+                if self.path is None or not is_corrupt(exc):
+                    raise
+                aside = set_aside(self.path)
+                self._migrated = False
+                log.warning("the ledger at %s is not a database SQLite can read (%s); it was "
+                            "moved to %s and a new ledger started in its place. Keep the old "
+                            "file to recover what it holds (sqlite3 %s .recover), or delete it",
+                            self.path, exc, aside, aside)
+                return self._connect()
+        except (OSError, sqlite3.Error, LedgerError) as exc:
+            raise self._problem(exc) from exc
+
+    def _problem(self, exc: BaseException) -> LedgerError:
+        """The store failed: the LedgerError saying what to do, logged the first time."""
+        message = describe(self.path, exc)
+        if message != self.problem:
+            self.problem = message
+            log.warning("%s", message)
+        return exc if isinstance(exc, LedgerError) and str(exc) == message else LedgerError(message)
+
+    def _connect(self) -> sqlite3.Connection:
         fast_binding()
         path, new = self.path, False
         if path is None:
@@ -217,11 +252,17 @@ class Ledger:
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
-        """The query connection, locked for this thread (also used by the cache)."""
+        """The query connection, locked for this thread (also used by the cache). The
+        store's trouble is a LedgerError saying what to do (see `_problem`)."""
         with self._lock:
             if self._held.read is None:
                 self._held.read = self._open()
-            yield self._held.read
+            try:
+                yield self._held.read
+            except (OSError, sqlite3.Error) as exc:
+                if is_store_problem(exc):
+                    raise self._problem(exc) from exc
+                raise
 
     def _writer_conn(self) -> sqlite3.Connection:
         if self._memory:  # one connection for everything, guarded by the lock
@@ -260,12 +301,14 @@ class Ledger:
             raise TypeError(f"the ledger keeps CallRecords, not {type(record).__name__}")
         for name, types, what in _NUMERIC_FIELDS:  # under a microsecond a record
             # Likewise a number field holding something else: it would fail in the writer's
-            # transaction (binding, or packing a block) and the batch be retried forever.
+            # transaction (binding, or packing a block), a programming error to show here.
             value = getattr(record, name)
             if value is not None and not isinstance(value, types):
                 raise TypeError(f"CallRecord.{name} must be {what} or None, "
                                 f"not {type(value).__name__}")
-        self._writer.put(record)
+        # Lone surrogates and numbers past 64 bits are repaired (and noted) here, so the
+        # writer's batch holds only what SQLite takes; see _repair.py.
+        self._writer.put(storable(record))
 
     def flush(self, timeout: float | None = 60.0) -> None:
         """Block until everything written so far is in the database (durable)."""
@@ -275,21 +318,34 @@ class Ledger:
         """Records queued but not yet in the database."""
         return self._writer.pending()
 
+    @property
+    def quarantined(self) -> int:
+        """Records this ledger could not store and set aside (see _trouble.py)."""
+        return self._quarantine.count
+
+    def quarantined_records(self) -> list[tuple[str, CallRecord]]:
+        """The newest records set aside, each with the reason (the side file has all)."""
+        return list(self._quarantine.kept)
+
     def _rows(self, batch: list[CallRecord]) -> list[tuple[Any, ...]]:
-        """The batch as rows; a record that cannot be stored is logged and left out."""
-        try:
-            return [to_row(r, self.text) for r in batch]
-        except Exception:  # one record that cannot become a row must not hold up the rest
-            rows = []
-            for r in batch:
-                try:
-                    rows.append(to_row(r, self.text))
-                except Exception as exc:
-                    log.error("the ledger dropped a record it cannot store (%s: %s): %r",
-                              type(exc).__name__, exc, r)
-            return rows
+        """The batch as rows. A record that cannot become one raises: the writer then
+        splits the batch down to that record and sets it aside (see `BatchWriter`)."""
+        return [to_row(r, self.text) for r in batch]
 
     def _write_batch(self, batch: list[CallRecord]) -> None:
+        """Write one batch. The store's trouble is raised as the LedgerError saying what
+        to do (the writer retries, within bounds); anything else is these records' fault
+        (the writer splits the batch to find the one at fault)."""
+        try:
+            self._write_rows(batch)
+        except LedgerError:
+            raise
+        except Exception as exc:
+            if is_store_problem(exc):
+                raise self._problem(exc) from exc
+            raise
+
+    def _write_rows(self, batch: list[CallRecord]) -> None:
         # Many records go in column by column (see `_insert_rows`), a few row by row.
         cols: dict[str, list[Any]] | None = None
         rows: list[tuple[Any, ...]] = []
@@ -462,6 +518,9 @@ def _filters(session: str | None, since: float | dt.datetime | None,
         ids = list(call_ids)
         clauses.append(f"call_id IN ({', '.join('?' for _ in ids)})" if ids else "0")
         args.extend(ids)
+    # Stored text had its lone surrogates replaced (see _repair.py): look for it the same way.
+    args = [replace_surrogates(a)[0] if isinstance(a, str) and not a.isascii() else a
+            for a in args]
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
 

@@ -10,8 +10,13 @@ transaction per notebook call cost more than the call's own bookkeeping, and a
 transaction for three costs little more than for one. `flush` cuts the wait short.
 
 `flush` appends a marker and waits until the thread has written everything before it.
-A batch that fails to write is kept and retried with backoff, never dropped; `flush`
-gives up after its timeout and says why. The thread exits after `idle_exit_s` without
+A batch that fails to write is never retried forever. When the records are at fault (the
+sink raises anything `store_problem` does not claim), the batch is split in halves and
+each half written on its own, down to the one record that cannot be stored, which goes
+to `give_up` (the ledger's quarantine) while every record around it is written. When the
+store itself fails (locked, disk full, unwritable), the batch is retried with backoff up
+to `max_tries` times, then handed to `give_up`; while the store keeps failing, later
+batches get one try each, so `flush` answers at once. The thread exits after `idle_exit_s` without
 work (so a test suite that opens hundreds of ledgers does not keep hundreds of threads)
 and is started again by the next `put`.
 
@@ -55,8 +60,14 @@ def _end_thread(owner: BatchWriter | Checkpointer, timeout: float | None) -> Non
 class BatchWriter:
     def __init__(self, sink: Callable[[list[Any]], None], *, name: str,
                  batch_size: int = 5000, idle_exit_s: float = 5.0, linger_s: float = 0.02,
-                 on_exit: Callable[[], None] | None = None) -> None:
+                 on_exit: Callable[[], None] | None = None,
+                 give_up: Callable[[list[Any], BaseException], None] | None = None,
+                 store_problem: Callable[[BaseException], bool] = lambda exc: True,
+                 max_tries: int = 5) -> None:
         self._sink = sink
+        self._give_up = give_up
+        self._store_problem = store_problem
+        self.max_tries = max_tries
         self._name = name
         self.batch_size = batch_size
         self.linger_s = linger_s
@@ -74,6 +85,7 @@ class BatchWriter:
         self._stopping = False
         self._inflight = 0  # taken off the queue, not yet written
         self.last_error: BaseException | None = None
+        self.failing = False  # the store failed max_tries times and has not written since
         self.written = 0
 
     def after_fork(self) -> None:
@@ -168,23 +180,50 @@ class BatchWriter:
 
     def _write(self, batch: list[Any]) -> None:
         delay = 0.02
+        tries = 0
         while True:
             try:
                 self._sink(batch)
             except Exception as exc:
-                if self.last_error is None:
-                    log.warning("ledger write failed (%s: %s); retrying, nothing is dropped",
-                                type(exc).__name__, exc)
+                if not self._store_problem(exc):  # something in these records
+                    if len(batch) == 1 or self._give_up is None:
+                        self._abandon(batch, exc)
+                        return
+                    half = len(batch) // 2  # at most log2(batch_size) levels deep
+                    self._write(batch[:half])
+                    self._write(batch[half:])
+                    return
+                tries += 1
+                if self.last_error is None and not isinstance(exc, LedgerError):
+                    # (a LedgerError was said by whoever raised it, once)
+                    log.warning("ledger write failed (%s: %s); retrying %d times before "
+                                "setting the records aside", type(exc).__name__, exc,
+                                self.max_tries - 1)
                 self.last_error = exc
                 self._close_quietly()
+                if tries >= (1 if self.failing else self.max_tries):
+                    self.failing = True
+                    self._abandon(batch, exc)
+                    return
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
-            if self.last_error is not None:
+            if self.last_error is not None or self.failing:
                 log.info("ledger writes recovered")
                 self.last_error = None
+                self.failing = False
             self.written += len(batch)
             return
+
+    def _abandon(self, batch: list[Any], exc: BaseException) -> None:
+        if self._give_up is None:
+            log.error("the ledger dropped %d records it could not write (%s: %s)",
+                      len(batch), type(exc).__name__, exc)
+            return
+        try:
+            self._give_up(batch, exc)
+        except Exception:  # the writer thread must go on whatever happens here
+            log.exception("the ledger could not set aside %d records", len(batch))
 
     def _close_quietly(self) -> None:
         if self._on_exit is not None:
