@@ -75,7 +75,6 @@ from .vendors import Endpoint, adapter_for
 
 RecordSink = Callable[[CallRecord], None]
 _log = logging.getLogger("llmdispatch_nb")
-_log = logging.getLogger("llmdispatch_nb")
 T = TypeVar("T")
 
 # Less time than this left before the call's deadline: start no new attempt. One started
@@ -175,7 +174,6 @@ class Dispatcher:
         for path in [replay] if isinstance(replay, str) else list(replay or ()):
             self.load_replay(path)
         self._sinks: list[RecordSink] = []
-        self._failed_sinks: set[int] = set()  # ids of sinks whose exception was logged
         self._failed_sinks: set[int] = set()  # ids of sinks whose exception was logged
         self._tasks: set[asyncio.Task[Response]] = set()
         self._closed = False
