@@ -69,7 +69,10 @@ def padded_range(values: Sequence[float], *, low: float = 0.08, high: float = 0.
     span = hi - lo
     if span <= 0:
         span = abs(hi) or 1.0
-    return [lo - span * low if not (zero and lo == 0.0) else 0.0, hi + span * high]
+    if zero and lo == 0.0:
+        # A sliver below zero: the two axes' "0" ticks would meet in the corner.
+        return [-span * 0.04, hi + span * high]
+    return [lo - span * low, hi + span * high]
 
 
 Box = tuple[float, float, float, float]  # left, top, right, bottom in pixels (y down)
