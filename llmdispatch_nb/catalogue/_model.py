@@ -38,6 +38,17 @@ class ModelInfo:
     temperature: bool = True  # accepts `temperature`
     top_p: bool = True  # accepts `top_p`
     sampling_one_of: bool = False  # takes temperature or top_p, not both in one request
+    # Request rules models.dev does not carry (kept in _source.PARAMETER_RULES; the adapters
+    # and emulators both read them, vendor-protocols.md §11):
+    stop: bool = True  # accepts stop sequences (OpenAI's reasoning models refuse them)
+    max_completion_tokens: bool = False  # refuses `max_tokens`: the cap is max_completion_tokens
+    # How reasoning is steered: "effort" (OpenAI reasoning_effort), "budget" (a token budget:
+    # Anthropic thinking.budget_tokens, Gemini 2.5 thinkingBudget), "adaptive" (Anthropic
+    # adaptive thinking + output_config.effort), "level" (Gemini 3 thinkingLevel); None: not.
+    thinking: str | None = None
+    reasoning_levels: tuple[str, ...] = ()  # the effort/level values accepted, lowest first
+    thinking_budget: tuple[int, int] | None = None  # accepted budget range, in tokens
+    thinking_off: bool = True  # reasoning can be turned off (0 budget, effort "none", ...)
     tools: bool = False  # tool (function) calling
     structured_output: bool | None = None  # JSON-schema output; None = not stated
     attachments: bool = False  # files/images in the prompt
@@ -77,7 +88,7 @@ class ModelInfo:
         own = {k: v for k, v in changes.items() if k in _FIELD_NAMES and k not in ("vendor", "model")}
         extra = dict(self.extra)
         extra.update({k: v for k, v in changes.items() if k not in _FIELD_NAMES})
-        for name in ("input_modalities", "output_modalities"):
+        for name in ("input_modalities", "output_modalities", "reasoning_levels", "thinking_budget"):
             if name in own and own[name] is not None:
                 own[name] = tuple(own[name])
         return replace(self, **own, extra=tuple(sorted(extra.items())), source=source)

@@ -44,6 +44,32 @@ SAMPLING_RULES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("anthropic", "claude-opus-4-6*", {"sampling_one_of": True}),
 )
 
+# (data provider glob, model glob) -> changes, for models that reason, applied in order
+# (later rows refine earlier ones). How each vendor steers reasoning and what it refuses
+# with it, vendor-protocols.md §11: OpenAI's reasoning models refuse max_tokens and stop and
+# take reasoning_effort (values per family); Anthropic takes thinking.budget_tokens >= 1024
+# below max_tokens (Opus 4.7 and later: adaptive thinking with an effort); Gemini 2.5 takes
+# thinkingBudget in a per-model range, Gemini 3 thinkingLevel. A budget range of (n, None)
+# ends one below the model's output cap.
+REASONING_RULES: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("openai", "*", {"max_completion_tokens": True, "stop": False, "thinking": "effort",
+                     "reasoning_levels": ("low", "medium", "high"), "thinking_off": False}),
+    ("openai", "gpt-5*", {"reasoning_levels": ("minimal", "low", "medium", "high")}),
+    ("openai", "gpt-5.*", {"reasoning_levels": ("none", "low", "medium", "high"),
+                           "thinking_off": True}),
+    ("openai", "gpt-5*-pro*", {"reasoning_levels": ("high",), "thinking_off": False}),
+    ("anthropic", "*", {"thinking": "budget", "thinking_budget": (1024, None)}),
+    *(("anthropic", glob, {"thinking": "adaptive", "thinking_budget": None,
+                           "reasoning_levels": ("low", "medium", "high", "xhigh", "max")})
+      for glob in ("claude-opus-4-7*", "claude-opus-4-8*", "claude-opus-5*", "claude-sonnet-5*")),
+    ("google", "*", {"thinking": "budget", "thinking_budget": (1, 24576)}),
+    ("google", "gemini-2.5-pro*", {"thinking_budget": (128, 32768), "thinking_off": False}),
+    ("google", "gemini-2.5-flash-lite*", {"thinking_budget": (512, 24576)}),
+    ("google", "gemini-3*", {"thinking": "level", "thinking_budget": None, "thinking_off": False,
+                             "reasoning_levels": ("minimal", "low", "medium", "high")}),
+    ("google", "gemini-3*-pro*", {"reasoning_levels": ("low", "high")}),
+)
+
 # Providers whose own SDK package speaks OpenAI's Chat Completions (models.dev gives no
 # base URL for them because the package knows it).
 KNOWN_BASE_URLS = {
@@ -137,6 +163,13 @@ def model_info(vendor: str, model: str, raw: dict[str, Any]) -> ModelInfo:
         source="models.dev")
     for vglob, mglob, changes in SAMPLING_RULES:
         if fnmatch.fnmatchcase(vendor, vglob) and fnmatch.fnmatchcase(model, mglob):
+            info = info.merged(changes, source="models.dev")
+    data_provider = DATA_PROVIDER.get(vendor, vendor)
+    for pglob, mglob, changes in REASONING_RULES if info.reasoning else ():
+        if fnmatch.fnmatchcase(data_provider, pglob) and fnmatch.fnmatchcase(model, mglob):
+            budget = changes.get("thinking_budget")
+            if budget is not None and budget[1] is None:
+                changes = {**changes, "thinking_budget": (budget[0], info.max_output_tokens - 1)}
             info = info.merged(changes, source="models.dev")
     return info
 
