@@ -17,7 +17,7 @@ from ._sse import SSEDecoder
 from ._stream import StreamSink
 from ._transport import map_httpx_error
 from ._types import Finish, ParsedReply, StreamStart, TextDelta, Usage, UsageUpdate
-from .errors import MidStreamError, ProtocolError
+from .errors import MidStreamError, ProtocolError, ResponseTooLargeError
 from .vendors import Adapter, Endpoint
 from .vendors._base import request_id_of
 
@@ -104,6 +104,9 @@ async def send_stream(client: httpx.AsyncClient, adapter: Adapter, ep: Endpoint,
             take(parser.close())
         except httpx.HTTPError as exc:
             err = map_httpx_error(exc, ep.name, read_timeout)
+            if isinstance(err, ResponseTooLargeError):  # a cap: its own type, the text kept
+                err.partial_text, err.usage = "".join(text), usage
+                raise err from None
             if text:
                 raise MidStreamError(f"the stream broke after {len(text)} pieces of text: {err}",
                                      vendor=ep.name, partial_text="".join(text),

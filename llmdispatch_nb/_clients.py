@@ -20,6 +20,7 @@ from collections.abc import AsyncGenerator, Callable
 import httpx
 
 from ._http11 import Http11Transport, shared_ssl_context
+from ._transport import response_caps, response_hook
 
 _LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
@@ -32,15 +33,18 @@ def new_client(timeout: httpx.Timeout) -> httpx.AsyncClient:
     transport then shares our SSL context (building its own took 45-100 ms a client).
 
     Loopback (the emulators, a local Ollama) never goes through a proxy, which would
-    otherwise swallow every demo call."""
+    otherwise swallow every demo call. Every body is read under the caps of
+    `_transport.response_caps()`, as set when the client is made."""
+    hooks = {"response": [response_hook(response_caps())]}
     transport = Http11Transport()
     mounts: dict[str, httpx.AsyncBaseTransport | None] = {
         f"all://{host}": transport for host in _LOOPBACK}
     if any(k != "no" for k in urllib.request.getproxies()):  # as httpx reads them
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)  # as ours
         return httpx.AsyncClient(timeout=timeout, mounts=mounts, verify=shared_ssl_context(),
-                                 limits=limits)
-    return httpx.AsyncClient(timeout=timeout, transport=transport, mounts=mounts)
+                                 limits=limits, event_hooks=hooks)
+    return httpx.AsyncClient(timeout=timeout, transport=transport, mounts=mounts,
+                             event_hooks=hooks)
 
 
 class LoopClients:

@@ -81,21 +81,35 @@ def read_dotenv(path: Path) -> dict[str, str]:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        start = raw.rfind(b"\n", 0, exc.start) + 1
-        name = raw[start:exc.start].partition(b"=")
+        bad = exc.start
+    else:
+        bad = -1
+    if bad >= 0:  # raised out here, so no __context__ keeps the decode error (and the file)
+        line = raw.count(b"\n", 0, bad) + 1
+        start = raw.rfind(b"\n", 0, bad) + 1
+        name = raw[start:bad].partition(b"=")
         where = (f" (in the value of {name[0].decode('ascii', 'replace').strip()})"
                  if name[1] and name[0].strip().isascii() else "")
         raise ConfigurationError(
-            f"{path} is not UTF-8: line {line} has the byte 0x{raw[exc.start]:02x}{where}. "
-            f"Save the file as UTF-8 (a key is plain ASCII; retype or re-copy it)") from None
+            f"{path} is not UTF-8: line {line} has the byte 0x{raw[bad]:02x}{where}. "
+            f"Save the file as UTF-8 (a key is plain ASCII; retype or re-copy it)")
     out: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
+    # Only CR/LF end a line: str.splitlines would also cut at U+2028, U+0085 and a few
+    # control characters, silently truncating a key that a bad paste put one into.
+    for number, line in enumerate(re.split(r"\r\n|\r|\n", text), 1):
+        line = line.strip().lstrip("\ufeff")  # files joined together keep their marks
         if not line or line.startswith("#") or "=" not in line:
             continue
         key, _, value = line.partition("=")
         key = key.removeprefix("export ").strip()
+        odd = [ch for ch in key if unicodedata.category(ch) in ("Cc", "Cf", "Zs") and ch != " "]
+        if odd:
+            # An invisible character in a name makes it another name: the key would be
+            # ignored without a word, and the dispatcher fall back to demo mode. (The name
+            # is not shown: on a garbled line it may be part of a key.)
+            raise ConfigurationError(
+                f"{path}, line {number}: the variable's name contains {_char_name(odd[0])}; "
+                f"retype the name")
         value = value.strip()
         if value[:1] in ("'", '"') and value[-1:] == value[:1] and len(value) >= 2:
             value = value[1:-1]
@@ -204,15 +218,17 @@ def check_base_url(url: str, where: str, *, sends_key: bool, allow_http: bool) -
     text = url.strip() if isinstance(url, str) else ""
     if not text:
         raise ConfigurationError(f"{where} is empty; give a URL such as https://host/v1, or unset it")
+    reason = ""
     try:
         parts = urlsplit(text)
         port = parts.port
         httpx.URL(text)
     except (ValueError, httpx.InvalidURL) as exc:
-        reason = str(exc).split("\n")[0][:80]
+        reason = str(exc).split("\n")[0][:80] or type(exc).__name__
+    if reason:  # raised out here, so no __context__ keeps the URL (it may hold a password)
         raise ConfigurationError(
             f"{where} is not a URL that can be read ({reason}): {_shown(text)}. Write it as "
-            f"https://host[:port]/path, with the port a number from 1 to 65535") from None
+            f"https://host[:port]/path, with the port a number from 1 to 65535")
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         near = difflib.get_close_matches(scheme, ["https", "http"], n=1, cutoff=0.6)
@@ -224,6 +240,9 @@ def check_base_url(url: str, where: str, *, sends_key: bool, allow_http: bool) -
             ". Nothing was sent")
     if not parts.hostname:
         raise ConfigurationError(f"{where} has no host: {_shown(text)}. Write https://host/path")
+    if any(ch.isspace() or not ch.isprintable() for ch in parts.hostname):
+        raise ConfigurationError(f"{where} has a space or an invisible character in its host: "
+                                 f"{_shown(text)}. Retype the host name")
     if port == 0:
         raise ConfigurationError(f"{where} has port 0: {_shown(text)}. Give a port from 1 to "
                                  f"65535, or none for the scheme's default")

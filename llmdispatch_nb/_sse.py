@@ -8,6 +8,10 @@ last event without its trailing blank line flushed by `close()`.
 
 Lines that are not `field: value` (Gemini may send a bare JSON error object mid-stream)
 are kept as `stray` text instead of being dropped, so an adapter can read them.
+
+One line, and one event's lines together, are capped (`_transport.ResponseCaps.sse_event`,
+16 MiB unless LLMDISPATCH_MAX_SSE_EVENT_MB says otherwise): a line that never ends would
+otherwise be buffered until the deadline. A breach raises `_transport.CapExceeded`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 import codecs
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+from ._transport import CapExceeded, ResponseCaps, response_caps
 
 _FIELDS = frozenset({"event", "data", "id", "retry"})
 
@@ -28,7 +34,9 @@ class SSEEvent:
 
 
 class SSEDecoder:
-    def __init__(self) -> None:
+    def __init__(self, caps: ResponseCaps | None = None) -> None:
+        self._max = (caps or response_caps()).sse_event
+        self._held = 0  # characters of the event being gathered (data and stray lines)
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._buf = ""
         self._pending_cr = False
@@ -47,6 +55,8 @@ class SSEDecoder:
             self._pending_cr = False
         self._buf += text
         yield from self._lines(final=False)
+        if len(self._buf) > self._max:
+            raise CapExceeded("one line of the stream", self._max, "sse_event")
 
     def close(self) -> Iterator[SSEEvent]:
         """End of input: flush a last line and a last event that had no blank line."""
@@ -91,6 +101,7 @@ class SSEDecoder:
             return
         name, sep, value = line.partition(":")
         if name not in _FIELDS:
+            self._hold(len(line))
             self._stray.append(line)
             return
         if not sep:
@@ -98,13 +109,20 @@ class SSEDecoder:
         elif value.startswith(" "):
             value = value[1:]
         if name == "data":
+            self._hold(len(value))
             self._data.append(value)
         elif name == "event":
             self._event = value
         elif name == "id" and "\0" not in value:
             self._id = value
 
+    def _hold(self, n: int) -> None:
+        self._held += n
+        if self._held > self._max:
+            raise CapExceeded("one event of the stream", self._max, "sse_event")
+
     def _dispatch(self) -> Iterator[SSEEvent]:
+        self._held = 0
         if self._stray:
             stray = "\n".join(self._stray)
             self._stray = []

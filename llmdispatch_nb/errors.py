@@ -21,6 +21,7 @@
     │   ├── ConnectError                could not connect / connection reset
     │   ├── VendorTimeoutError          no answer within the timeout
     │   └── ProtocolError               garbage, malformed JSON, a stream cut short
+    │       └── ResponseTooLargeError   an answer ran over a size cap (keeps partial text)
     └── AllCandidatesFailedError        every candidate was tried; `.errors` has each
 
 Vendor errors carry `vendor`, `status`, `request_id`, `retry_after` (seconds, from the
@@ -53,6 +54,7 @@ __all__ = [
     "QuotaExhaustedError",
     "RateLimitError",
     "RequestValidationError",
+    "ResponseTooLargeError",
     "ServerError",
     "TransportError",
     "UnknownTargetError",
@@ -298,6 +300,22 @@ class VendorTimeoutError(TransportError):
 
 class ProtocolError(TransportError):
     pass
+
+
+class ResponseTooLargeError(ProtocolError):
+    """A response ran over a size cap (its decoded body, one SSE line or event, a whole
+    streamed answer; `_transport.py` lists them). `partial_text` keeps the text that had
+    arrived. Not retryable: asking again would read the same oversized answer."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, vendor: str, limit_bytes: int, setting: str,
+                 partial_text: str = "") -> None:
+        self.limit_bytes = limit_bytes
+        self.setting = setting  # the environment variable that sets this cap
+        self.partial_text = partial_text
+        self.usage: Any = None
+        super().__init__(message, vendor=vendor)
 
 
 class AllCandidatesFailedError(LLMDispatchError):

@@ -180,24 +180,35 @@ def post_json(url: str, headers: Mapping[str, str], content: bytes,
     return httpx.Request("POST", parsed, headers=ready, content=content)
 
 
-def read_json(response: httpx.Response, vendor: str) -> Any:
-    # `from None`: a JSONDecodeError keeps the whole body in `.doc`, and a body may
-    # reflect the key back; nesting deep enough to exhaust the stack is garbage too.
+_NOT_JSON = object()
+
+
+def _loads(text: str | bytes) -> Any:
+    """JSON, or `_NOT_JSON`. The errors are raised by the callers outside the `except`:
+    a JSONDecodeError keeps the whole body in `.doc` (and a body may reflect the key
+    back), which `from None` would still leave reachable as `__context__`. Nesting deep
+    enough to exhaust the stack is not JSON we read either."""
     try:
-        return json.loads(response.content)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        return json.loads(text)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return _NOT_JSON
+
+
+def read_json(response: httpx.Response, vendor: str) -> Any:
+    data = _loads(response.content)
+    if data is _NOT_JSON:
         raise ProtocolError(
             f"sent a body that is not JSON (HTTP {response.status_code}, "
             f"{len(response.content)} bytes); the vendor or a proxy in between is misbehaving",
-            vendor=vendor,
-        ) from None
+            vendor=vendor)
+    return data
 
 
 def load_event_json(event: SSEEvent, vendor: str) -> Any:
-    try:
-        return json.loads(event.data)
-    except (ValueError, RecursionError):
-        raise ProtocolError("sent a stream event that is not JSON", vendor=vendor) from None
+    data = _loads(event.data)
+    if data is _NOT_JSON:
+        raise ProtocolError("sent a stream event that is not JSON", vendor=vendor)
+    return data
 
 
 def error_body(response: httpx.Response) -> tuple[Any, Any]:
@@ -205,9 +216,8 @@ def error_body(response: httpx.Response) -> tuple[Any, Any]:
 
     Leniently: error bodies come from vendors, gateways and proxies alike, and a body that
     is not what the vendor documents must still become a typed error, never a crash."""
-    try:
-        data = json.loads(response.content)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+    data = _loads(response.content)
+    if data is _NOT_JSON:
         return None, None
     return data, data.get("error") if isinstance(data, dict) else None
 
