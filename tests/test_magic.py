@@ -356,10 +356,18 @@ def test_format_html(d: Dispatcher, nb: Notebook) -> None:
 
 def test_format_code_puts_the_code_in_a_new_cell(d: Dispatcher, nb: Notebook) -> None:
     nb.shell.rl_next_input = None
-    run = nb.cell("gpt -f code -m 8", "Write code")
+    run = nb.cell("gpt -f code", "Write code")
     assert run.success
-    assert nb.shell.rl_next_input == nb.ns["_llm"].text.strip()  # no fence: the whole answer
+    assert nb.shell.rl_next_input == fenced_code(nb.ns["_llm"].text)  # the fenced code only
     assert "the code is in a new cell below" in run.last_data["text/plain"]
+
+
+def test_format_code_without_code_says_so_and_inserts_nothing(d: Dispatcher, nb: Notebook) -> None:
+    nb.shell.rl_next_input = None
+    run = nb.cell("gpt -f code -m 6", "Write code")  # cut before the fence opens
+    assert run.success and fenced_code(nb.ns["_llm"].text) is None
+    assert nb.shell.rl_next_input is None
+    assert "no fenced code block, so no cell was inserted" in run.last_data["text/plain"]
 
 
 def test_format_json_reports_an_invalid_answer(d: Dispatcher, nb: Notebook) -> None:

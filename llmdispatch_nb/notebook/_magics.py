@@ -25,8 +25,16 @@ from ._display import (
 )
 from ._errors import CellError, describe, from_dispatch
 from ._interpolate import fill
-from ._parser import FORMATS, USAGE, CellArgs, parse_cell_line, parse_subcommand, split_line_prompt
-from ._results import CompareResult, LLMResult
+from ._parser import (
+    FORMATS,
+    USAGE,
+    CellArgs,
+    parse_cell_line,
+    parse_subcommand,
+    split_line_prompt,
+    with_format_hint,
+)
+from ._results import CompareResult, LLMResult, fenced_code
 from ._run import Column, Runner
 
 
@@ -176,8 +184,9 @@ class LLMMagics(Magics):
         if chat is not None:
             messages = chat.messages(prompt, self.chat_max_turns, self.chat_max_tokens)
         send_params = args.send_params()
-        if system is not None:
-            send_params["system"] = system
+        hinted = with_format_hint(system, fmt)  # -f json / -f code say so to the model
+        if hinted is not None:
+            send_params["system"] = hinted
         d.request(messages, None, **send_params)  # refuses an empty prompt, bad ranges, now
         params = {**send_params, **args.route_options()}
 
@@ -185,10 +194,10 @@ class LLMMagics(Magics):
                         stream=stream, throttle_s=self.throttle_s)
         if args.compare:
             return self._compare(runner, args, fmt, prompt)
-        return self._single(runner, args, fmt, prompt, chat)
+        return self._single(runner, args, fmt, prompt, chat, system)
 
     def _single(self, runner: Runner, args: CellArgs, fmt: str, prompt: str,
-                chat: Chat | None) -> LLMResult | None:
+                chat: Chat | None, system: str | None = None) -> LLMResult | None:
         label = runner.columns[0].target
         live = LiveOutput()
         in_place = live.updates_in_place
@@ -224,11 +233,15 @@ class LLMMagics(Magics):
             return None
         result = LLMResult(label, run, format=fmt, prompt=prompt, chat=args.chat)
         if chat is not None:
-            chat.system = runner.params.get("system")
+            chat.system = system  # the user's own: the format's hint is added per turn
             chat.record(prompt, run.text, label)
             self.chats.keep(chat)
         if fmt == "code" and self.shell is not None:
-            self.shell.set_next_input(result.code, replace=False)
+            code = fenced_code(result.text)
+            # Only fenced code: prose in a code cell would fail when run (the result's note
+            # says nothing was inserted).
+            if code is not None:
+                self.shell.set_next_input(code, replace=False)
         if printed and not in_place:
             print("— " + footer_text(result.response))
         else:

@@ -16,6 +16,23 @@ from typing import Any, NoReturn
 from ._errors import UsageError
 
 FORMATS = ("markdown", "text", "code", "json", "html")
+
+# What `-f json` and `-f code` tell the model, as a line of the system prompt: no vendor
+# guesses from the display format that JSON or a code block is wanted, and a system line
+# works on every vendor (Anthropic's Messages API has no JSON mode). The emulators read
+# the same words, so a demo answer takes the same shape.
+FORMAT_HINTS = {
+    "json": "Reply with JSON only: one JSON value, no prose around it and no code fence.",
+    "code": "Put the code of your answer in a fenced code block.",
+}
+
+
+def with_format_hint(system: str | None, fmt: str) -> str | None:
+    """The system prompt with the line `fmt` asks for (once) at its end."""
+    hint = FORMAT_HINTS.get(fmt)
+    if hint is None or (system and hint in system):
+        return system
+    return f"{system}\n\n{hint}" if system else hint
 PLOTS = ("latency", "ttft", "cost", "tradeoff")
 SUBCOMMANDS = ("vendors", "models", "alias", "unalias", "stats", "calls", "plot", "budget",
                "cache", "config", "chats", "reset", "panel", "help")
@@ -46,8 +63,9 @@ Options:
   --no-cache               always ask the vendor, never the response cache
   --tag TAG                label the call in the ledger (repeatable)
   -n K                     run each target K times; columns show mean and spread
-  -f, --format FORMAT      markdown (default), text, code (the fenced code goes into a
-                           new cell below), json (validated), html
+  -f, --format FORMAT      markdown (default), text, code (asks for a fenced block; its
+                           code goes into a new cell below), json (asks for JSON and
+                           validates it), html
   -o NAME                  also keep the result in the variable NAME (always in _llm)
   --no-stream              wait for the whole answer instead of streaming it
   --chat NAME              continue the named conversation (its history is sent)

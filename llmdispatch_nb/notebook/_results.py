@@ -194,10 +194,11 @@ class LLMResult:
             md = _fence(shown, "json") if check.ok else markdown_answer(shown)
             plain = shown
         elif self.format == "code":
-            code = self.code
-            md = _fence(code) if fenced_code(text) is None else markdown_answer(text)
+            md = markdown_answer(text)
             plain = text
-            notes.append("llm: the code is in a new cell below")
+            # The magic inserts a cell only when there is fenced code (prose would not run).
+            notes.append("llm: the code is in a new cell below" if fenced_code(text) is not None
+                         else "llm: the answer has no fenced code block, so no cell was inserted")
         else:
             md = markdown_answer(text)
             plain = text

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-SHAPES = ("prose", "list", "code", "json")
+SHAPES = ("prose", "list", "code", "json", "score")
 
 QUOTE_LIMIT = 200  # characters of the question quoted before the ellipsis
 
@@ -74,6 +74,10 @@ _LIST_WORD = re.compile(r"\b(?:a\s+list|bullet(?:ed)?\s+(?:list|points?)|as\s+a\
 _SENTENCES = re.compile(r"\b(?:in|with|using)?\s*" + _COUNT + r"\s+(?:short\s+)?sentences?\b",
                         re.IGNORECASE)
 _JSON = re.compile(r"\bjson\b", re.IGNORECASE)
+# A grade the request names ("Score: 7/10 is the only grade you give"): a test scripts a
+# judge's verdict this way. A bare form ("Score: N/10") gets no grade: a simulated judge
+# that graded would pass for a real one.
+_SCORE = re.compile(r"\bScore:\s*(?P<n>\d+)\s*/\s*(?P<of>\d+)", re.IGNORECASE)
 _CODE_ASK = re.compile(
     r"\b(?:write|show|give|create|generate|implement|fix|refactor|convert|translate|sketch|"
     r"code\s+up)\b[^.?!\n]*\b(?:code|function|script|program|snippet|class|method|regex|"
@@ -85,7 +89,9 @@ _LANGUAGES = (("python", "python"), ("typescript", "typescript"), ("javascript",
 
 
 def requested_shape(question: str, instructions: str = "") -> str:
-    """The shape asked for in words: JSON, code, a list, else prose."""
+    """The shape asked for in words: a score, JSON, code, a list, else prose."""
+    if _SCORE.search(instructions) or _SCORE.search(question):
+        return "score"
     if _JSON.search(question) or _JSON.search(instructions):
         return "json"
     if _CODE_ASK.search(question) or _CODE_IN.search(question) or _CODE_TOLD.search(instructions):
@@ -224,6 +230,8 @@ def answer_text(question: Question, model: str, rng: random.Random, words: int) 
     label = rng.choice(_LABELS).format(**fill)
     if shape == "code":
         return _code(head, asked, question, model, rng)
+    if shape == "score":
+        return head + "\n\n" + _score(question, model, rng) + " " + label
     if shape == "list":
         return head + "\n\n" + label + "\n\n" + _list(question.text, model, rng)
     body = list(rng.sample(_BODY, len(_BODY)))
@@ -255,6 +263,20 @@ def _list(text: str, model: str, rng: random.Random) -> str:
         item = f"{i + 1}. **{noun.capitalize()} {i + 1}**"
         lines.append(item + (": " + phrases[i].format(**fill) if i < len(phrases) else ""))
     return "\n".join(lines)
+
+
+_REASONS = (
+    "The emulator gives this grade without reading the answer.",
+    "A simulated verdict: no model weighed the answer against the rubric.",
+    "This grade is a placeholder for {model}'s judgement.",
+)
+
+
+def _score(question: Question, model: str, rng: random.Random) -> str:
+    """'Score: K/N', the grade the request names, and a reason."""
+    m = _SCORE.search(question.instructions) or _SCORE.search(question.text)
+    assert m is not None
+    return f"Score: {m.group('n')}/{m.group('of')}. " + rng.choice(_REASONS).format(model=model)
 
 
 def _json(asked: str, text: str, model: str, rng: random.Random) -> str:
