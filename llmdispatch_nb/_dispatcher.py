@@ -335,14 +335,7 @@ class Dispatcher:
     def plan(self, request: Request, *, stream: bool = False, strategy: Any = None,
              fallbacks: Sequence[str] | None = None) -> Plan:
         """The candidates this request would try, in order, and those skipped (with why)."""
-        plan = self.router.plan(request, stream=stream, strategy=strategy)
-        if fallbacks:
-            seen = {c.key for c in plan.candidates}
-            for target in fallbacks:
-                for c in self.resolver.resolve(target):
-                    if c.key not in seen:
-                        seen.add(c.key)
-                        plan.candidates.append(replace(c, reason=f"fallback {target}"))
+        plan = self.router.plan(request, stream=stream, strategy=strategy, fallbacks=fallbacks)
         plan.raise_if_empty()
         return plan
 
@@ -366,6 +359,7 @@ class Dispatcher:
                 cand = pending[i]
                 i += 1
                 outcome = await self._try_candidate(call, cand, fell_back=cand.key != first_key)
+                call.request = request  # undo a budget-fitted max_tokens for the next one
                 if isinstance(outcome, Response):
                     return outcome
                 if outcome == "deadline":
@@ -419,6 +413,7 @@ class Dispatcher:
         retries = 0
         request, opts = call.request, call.opts
         while True:
+            call.request = request  # as asked: a cap fitted to the budget is per attempt
             if call.deadline - time.monotonic() < _MIN_ATTEMPT_S:
                 call.trail.append(Attempt(cand.vendor, cand.model, "skipped",
                                           "the call deadline passed"))
@@ -427,10 +422,11 @@ class Dispatcher:
                 call.trail.append(Attempt(cand.vendor, cand.model, "skipped",
                                           self.breaker.refusal(cand.key)))
                 return "breaker"
-            estimate = self.router.estimate_cost(request, cand)
+            worst = self.router.worst_case(request, cand)  # what the vendor can bill at most
             try:
-                reservation = self.budget.reserve(estimate, request.tags, opts.max_cost,
-                                                  what=cand.key)
+                reservation = self.budget.reserve_worst(
+                    worst.prompt_usd, worst.usd_per_output_token, worst.output_tokens,
+                    request.tags, opts.max_cost, fit=request.max_tokens is None, what=cand.key)
             except BudgetExceededError as exc:
                 self.breaker.release(cand.key)
                 call.number += 1
@@ -438,6 +434,13 @@ class Dispatcher:
                 call.errors.append(exc)
                 call.trail.append(Attempt(cand.vendor, cand.model, "refused", str(exc)))
                 return "refused"
+            fitted = reservation.output_tokens
+            if fitted is not None and fitted < worst.output_tokens:
+                call.request = replace(request, max_tokens=fitted)
+                _log.warning("%s: sent with max_tokens=%d (the most the budget has room for) "
+                             "instead of %s %d; Budget(policy='refuse') refuses such a call "
+                             "instead", cand.key, fitted, "the cap of" if worst.capped
+                             else "the model's output cap", worst.output_tokens)
             call.number += 1
             tokens = estimated_input_tokens(request) + self.router.max_output_tokens(request)
             try:

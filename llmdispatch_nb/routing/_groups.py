@@ -1,9 +1,10 @@
 """What the router knows about a candidate and a request before sending: the model's
-context window, the request's estimated size, and the user's routing rules.
+context window, the request's size (a cheap estimate for routing, an upper bound for the
+budget), what the vendor can bill for its answer, and the user's routing rules.
 
-Context windows come from genai-prices' model data (kept current with its prices), then
-from the emulator profiles (for models only the emulators know), then from nowhere: an
-unknown window is taken to fit, and the vendor's own context-length error decides.
+Context windows come from the model catalogue (models.dev, with your overrides), then from
+genai-prices' model data, then from the emulator's own figure for a local model, then from
+nowhere: an unknown window is taken to fit, and the vendor's own context-length error decides.
 """
 
 from __future__ import annotations
@@ -57,10 +58,14 @@ class ContextWindows:
         return window
 
     def _lookup(self, candidate: Candidate) -> int | None:
+        from ..catalogue import lookup
         from ..pricing import PROVIDERS
 
         ep = candidate.endpoint
         model = pricing_model(candidate)
+        entry = lookup(catalogue_vendor(candidate), model, warn=ep.priced)
+        if entry.known:
+            return entry.context_window
         provider = PROVIDERS.get(ep.kind) or PROVIDERS.get(ep.name)
         if provider is not None:
             try:
@@ -78,9 +83,91 @@ class ContextWindows:
         sim_vendor = {"gemini": "google"}.get(ep.kind, ep.kind)
         for vendor in (ep.name, sim_vendor):
             prof = PROFILES.get(vendor, {}).get(candidate.model) or PROFILES.get(vendor, {}).get(model)
-            if prof is not None:
-                return prof.context_window
+            if prof is not None and prof.window is not None:
+                return prof.window
         return None
+
+
+def catalogue_vendor(candidate: Candidate) -> str:
+    """The vendor name the catalogue files this candidate's model under (Azure: OpenAI's)."""
+    ep = candidate.endpoint
+    return "azure" if ep.kind == "azure" else ep.name
+
+
+# -- what a request may cost: the budget's worst case ------------------------------------
+
+# Tokens a request costs beyond its text: role markers and framing, per message and once.
+# OpenAI documents 3-4 per message plus 3 per reply; Anthropic and Gemini add similar.
+_FRAMING_PER_MESSAGE = 8
+_FRAMING_PER_REQUEST = 16
+
+
+def prompt_token_bound(request: Request) -> int:
+    """An upper bound of the prompt's tokens under any tokenizer the vendors use.
+
+    Every token of a byte-level BPE (OpenAI, Anthropic, Llama, Qwen) or a SentencePiece
+    vocabulary with byte fallback (Gemini) covers at least one UTF-8 byte, so the byte count
+    bounds the token count for any text: Chinese, emoji and long digit strings included,
+    where four characters a token undercounts threefold. English costs about four bytes a
+    token, so this overstates it about fourfold; only the budget's reservation uses it."""
+    text = request.prompt_text
+    messages = len(request.messages) + (1 if request.system else 0)
+    return (len(text.encode("utf-8", "surrogatepass")) + _FRAMING_PER_MESSAGE * messages
+            + _FRAMING_PER_REQUEST)
+
+
+# The request fields that cap a reply, per wire: OpenAI, Azure, compatible servers, Anthropic
+# (max_tokens), OpenAI's newer name, Responses-style, and Gemini's generationConfig.
+_CAP_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+
+
+def output_cap_sent(request: Request, candidate: Candidate) -> int | None:
+    """The answer cap the adapter actually puts in the request body (Anthropic's default
+    when none is asked, a Gemini cap raised for thinking, ...), or None when none is sent.
+
+    Read from the body the adapter builds, so whatever an adapter adds or renames is what
+    is counted; on any trouble building it, the request's own max_tokens."""
+    import json
+
+    from ..vendors import adapter_for
+
+    ep = candidate.endpoint
+    try:
+        built = adapter_for(ep.kind).build_request(request, candidate.model, ep, stream=False)
+        body = json.loads(built.content)
+    except Exception:  # the real attempt will raise its own error; this is only an estimate
+        return request.max_tokens
+    if not isinstance(body, dict):
+        return request.max_tokens
+    for name in _CAP_FIELDS:
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    config = body.get("generationConfig")
+    if isinstance(config, dict):
+        value = config.get("maxOutputTokens")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def billable_output_tokens(request: Request, candidate: Candidate) -> tuple[int, bool]:
+    """The most answer tokens the vendor can bill for this request, and whether that is a
+    cap sent with it (True) or the model's own output cap because none is sent (False).
+
+    Reasoning and thinking tokens are billed as output and counted inside the cap sent:
+    OpenAI's max_completion_tokens, Anthropic's max_tokens (thinking.budget_tokens must be
+    below it) and, as Gemini 2.5+ behaves, maxOutputTokens. With no cap sent, the model's
+    output cap from the catalogue bounds the answer (an unknown model: the catalogue's
+    stated default, DEFAULT_MAX_OUTPUT_TOKENS)."""
+    from ..catalogue import lookup
+
+    sent = output_cap_sent(request, candidate)
+    if sent is not None:
+        return sent, True
+    info = lookup(catalogue_vendor(candidate), pricing_model(candidate),
+                  warn=candidate.endpoint.priced)
+    return info.max_output_tokens, False
 
 
 def estimated_input_tokens(request: Request) -> int:

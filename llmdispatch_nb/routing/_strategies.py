@@ -26,9 +26,11 @@ from ._groups import (
     DEFAULT_MAX_TOKENS,
     ContextWindows,
     Rule,
+    billable_output_tokens,
     estimated_input_tokens,
     first_rule,
     pricing_model,
+    prompt_token_bound,
 )
 from ._targets import Candidate, TargetResolver
 
@@ -79,6 +81,36 @@ class LatencyTracker:
         with self._lock:
             return {k: {"latency_s": self._latency.get(k), "ttft_s": self._ttft.get(k),
                         "observed": n} for k, n in sorted(self._count.items())}
+
+
+@dataclass(frozen=True)
+class WorstCase:
+    """The most a request can cost on one candidate, as the budget reserves it.
+
+    `prompt_tokens` is an upper bound of the prompt (UTF-8 bytes plus framing);
+    `output_tokens` the most answer tokens the vendor can bill (`capped`: a cap sent with
+    the request; else the model's own output cap, none being sent). Prices are US dollars
+    per million tokens; None when the model has no known price."""
+
+    prompt_tokens: int
+    output_tokens: int
+    capped: bool
+    input_price: float | None
+    output_price: float | None
+
+    @property
+    def usd(self) -> float | None:
+        if self.input_price is None or self.output_price is None:
+            return None
+        return (self.prompt_tokens * self.input_price + self.output_tokens * self.output_price) / 1e6
+
+    @property
+    def prompt_usd(self) -> float | None:
+        return None if self.input_price is None else self.prompt_tokens * self.input_price / 1e6
+
+    @property
+    def usd_per_output_token(self) -> float | None:
+        return None if self.output_price is None else self.output_price / 1e6
 
 
 @dataclass
@@ -181,6 +213,17 @@ class Router:
                                     self.max_output_tokens(request), kind=ep.kind,
                                     free=not ep.priced)
 
+    def worst_case(self, request: Request, candidate: Candidate) -> WorstCase:
+        """What the vendor can bill at most for `request` on `candidate` (see `WorstCase`):
+        the budget reserves this; the cheap estimate above stays for routing."""
+        ep = candidate.endpoint
+        output, capped = billable_output_tokens(request, candidate)
+        price = self.prices.price_of(ep.name, pricing_model(candidate), kind=ep.kind,
+                                     free=not ep.priced)
+        return WorstCase(prompt_token_bound(request), output, capped,
+                         None if price is None else price.input,
+                         None if price is None else price.output)
+
     def _misfit(self, candidate: Candidate, request: Request, tokens: int) -> str | None:
         window = self.context_window(candidate)
         if window is None:
@@ -194,7 +237,11 @@ class Router:
     # -- planning ---------------------------------------------------------------------
 
     def plan(self, request: Request, *, stream: bool = False,
-             strategy: str | StrategyFn | None = None) -> Plan:
+             strategy: str | StrategyFn | None = None,
+             fallbacks: Sequence[str] | None = None) -> Plan:
+        """The plan for `request`. `fallbacks` are this call's own, tried after the
+        configured ones; like every candidate, one whose window is known to be too small
+        for the prompt is skipped (with the reason) before anything is sent."""
         strategy = self.strategy if strategy is None else strategy
         self._check_strategy(strategy)
         tokens = estimated_input_tokens(request)
@@ -238,6 +285,17 @@ class Router:
                 plan.skipped.append((c, why))
             else:
                 plan.candidates.append(c)
+        for name in fallbacks or ():
+            for c in self.resolver.resolve(name):
+                if c.key in seen:
+                    continue
+                seen.add(c.key)
+                c = replace(c, reason=f"fallback {name}")
+                why = self._misfit(c, request, tokens)
+                if why:
+                    plan.skipped.append((c, why))
+                else:
+                    plan.candidates.append(c)
         return plan
 
     def _default_or_empty(self) -> str:

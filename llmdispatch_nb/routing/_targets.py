@@ -166,11 +166,11 @@ class TargetResolver:
             from ..catalogue._providers import PROVIDER_ALIASES, missing_key_variables
 
             alias = PROVIDER_ALIASES.get(vendor)
-            if alias in self.endpoints and model.strip():
+            if alias is not None and alias in self.endpoints and model.strip():
                 return [Candidate(self.endpoints[alias], model.strip(), "target")]
-            variables = missing_key_variables(vendor)
-            if variables is not None:
-                raise MissingKeyError(alias or vendor, variables)
+            needed = missing_key_variables(vendor)
+            if needed is not None:
+                raise MissingKeyError(alias or vendor, needed)
             raise self._unknown(target, f"no vendor called {vendor!r}")
         # A bare model name: by family, or any endpoint that lists it.
         for pattern, vendors in FAMILIES:
