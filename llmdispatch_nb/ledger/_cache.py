@@ -17,17 +17,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._types import Request, Response, Usage
+from ._errors import LedgerError
 from ._repair import replace_surrogates
 
 if TYPE_CHECKING:
     from ._store import Ledger
 
+log = logging.getLogger("llmdispatch_nb.ledger")
 KEY_VERSION = 1
 Policy = Callable[[Request], bool]
 Chunks = tuple[tuple[float, str], ...]
@@ -53,6 +56,8 @@ def key_for(vendor: str, model: str, request: Request) -> str:
         "stop": list(request.stop),
         "seed": request.seed,
     }
+    if request.reasoning is not None:  # only then: keys of calls without it stay as they were
+        payload["reasoning"] = request.reasoning
     text = _canonical(payload)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -202,7 +207,26 @@ class ResponseCache:
         return self.enabled and bool(self.policy(request))
 
     def get(self, key: str) -> CachedAnswer | None:
-        """The answer kept under `key`, or None (missing or expired)."""
+        """The answer kept under `key`, or None (missing, expired, or the ledger's store
+        is in trouble: a cache must never fail the call it would have saved)."""
+        try:
+            return self._get(key)
+        except Exception as exc:
+            self._trouble(exc, "read")
+            self.misses += 1
+            return None
+
+    def _trouble(self, exc: Exception, doing: str) -> None:
+        """Say a store problem once (the ledger's warning); anything else at debug level."""
+        from ._trouble import is_store_problem
+
+        if isinstance(exc, LedgerError) or is_store_problem(exc):
+            self.ledger._problem(exc)
+        else:
+            log.warning("the response cache could not %s an answer (%s: %s); the call goes "
+                        "on without it", doing, type(exc).__name__, exc)
+
+    def _get(self, key: str) -> CachedAnswer | None:
         with self.ledger._reading() as conn:
             row = conn.execute("SELECT created, answer FROM cache WHERE key = ?", (key,)).fetchone()
             if row is not None and self._expired(row[0]):
@@ -218,7 +242,8 @@ class ResponseCache:
     def put(self, key: str, response: Response | CachedAnswer,
             chunks: Iterable[tuple[float, str]] | None = None) -> CachedAnswer:
         """Keep `response` under `key` (replacing what was there); returns the answer as kept
-        (not kept at all when the ledger keeps no texts)."""
+        (not kept at all when the ledger keeps no texts, nor when its store is in trouble:
+        the answer was paid for, and the caller gets it either way)."""
         now = self._clock()
         if isinstance(response, CachedAnswer):
             answer = response
@@ -229,6 +254,13 @@ class ResponseCache:
         data = {**answer.to_json(), "key": key, "created": now}
         if not self.enabled:
             return CachedAnswer.from_json(data)
+        try:
+            self._put(key, now, answer, data)
+        except Exception as exc:
+            self._trouble(exc, "keep")
+        return CachedAnswer.from_json(data)
+
+    def _put(self, key: str, now: float, answer: CachedAnswer, data: dict[str, Any]) -> None:
         with self.ledger._reading() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -249,7 +281,6 @@ class ResponseCache:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-        return CachedAnswer.from_json(data)
 
     def clear(self) -> int:
         """Drop every kept answer; returns how many there were."""

@@ -156,8 +156,9 @@ class Ledger:
             self.path: Path | None = None
         else:
             p = Path(path).expanduser() if path is not None else default_path()
-            if p.is_dir() or (not p.exists() and p.suffix == ""):
-                p = p / FILE_NAME
+            with contextlib.suppress(OSError):  # an unreadable place: said at first use
+                if p.is_dir() or (not p.exists() and p.suffix == ""):
+                    p = p / FILE_NAME
             self.path = p.absolute()
         self._lock = threading.RLock()  # guards the reading connection (and all of memory mode)
         self._held = Connections()

@@ -125,7 +125,10 @@ class Quarantine:
                 self.kept.append((reason, r))
             where = self._append(records, reason)
             kind = type(exc).__name__
-            if kind not in self._told:  # once per kind of failure, not once per record
+            if isinstance(exc, LedgerError):  # the store's trouble: its warning said it all
+                log.info("the ledger set aside %d records it could not write; %s",
+                         len(records), where)
+            elif kind not in self._told:  # once per kind of failure, not once per record
                 self._told.add(kind)
                 log.warning("the ledger could not store %d record%s (%s); %s. Later records "
                             "are written as usual; Ledger.quarantined counts these",
