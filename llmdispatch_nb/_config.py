@@ -85,19 +85,19 @@ def read_dotenv(path: Path) -> dict[str, str]:
     else:
         bad = -1
     if bad >= 0:  # raised out here, so no __context__ keeps the decode error (and the file)
-        line = raw.count(b"\n", 0, bad) + 1
+        line_no = raw.count(b"\n", 0, bad) + 1
         start = raw.rfind(b"\n", 0, bad) + 1
         name = raw[start:bad].partition(b"=")
         where = (f" (in the value of {name[0].decode('ascii', 'replace').strip()})"
                  if name[1] and name[0].strip().isascii() else "")
         raise ConfigurationError(
-            f"{path} is not UTF-8: line {line} has the byte 0x{raw[bad]:02x}{where}. "
+            f"{path} is not UTF-8: line {line_no} has the byte 0x{raw[bad]:02x}{where}. "
             f"Save the file as UTF-8 (a key is plain ASCII; retype or re-copy it)")
     out: dict[str, str] = {}
     # Only CR/LF end a line: str.splitlines would also cut at U+2028, U+0085 and a few
     # control characters, silently truncating a key that a bad paste put one into.
-    for number, line in enumerate(re.split(r"\r\n|\r|\n", text), 1):
-        line = line.strip().lstrip("\ufeff")  # files joined together keep their marks
+    for number, text_line in enumerate(re.split(r"\r\n|\r|\n", text), 1):
+        line = text_line.strip().lstrip("\ufeff")  # files joined together keep their marks
         if not line or line.startswith("#") or "=" not in line:
             continue
         key, _, value = line.partition("=")

@@ -285,7 +285,7 @@ class TransportError(LLMDispatchError):
     def __init__(self, message: str, *, vendor: str) -> None:
         self.vendor = vendor
         self.status: int | None = None
-        self.request_id: str | None = None
+        self.request_id = None
         self.retry_after: float | None = None
         super().__init__(f"{vendor}: {message}")
 

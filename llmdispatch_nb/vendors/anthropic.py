@@ -314,7 +314,8 @@ class AnthropicStream(StreamParser):
         name = name or str(data.get("type") or "")
         out: list[StreamEvent] = []
         if name == "message_start":
-            message = data.get("message") if isinstance(data.get("message"), dict) else {}
+            given = data.get("message")
+            message: dict[str, Any] = given if isinstance(given, dict) else {}
             out.append(StreamStart(wire(message.get("model")), wire(message.get("id"))))
             update = self._merge_usage(message.get("usage"))
             if update is not None:
@@ -325,8 +326,8 @@ class AnthropicStream(StreamParser):
                 self.partial.append(piece)
                 out.append(TextDelta(piece))
         elif name == "message_delta":
-            delta = data.get("delta") if isinstance(data.get("delta"), dict) else {}
-            raw = wire(delta.get("stop_reason"))
+            given = data.get("delta")
+            raw = wire(given.get("stop_reason")) if isinstance(given, dict) else None
             if raw:
                 out.append(FinishEvent(finish_from(raw, FINISH), raw))
             update = self._merge_usage(data.get("usage"))
