@@ -9,7 +9,7 @@ connection waits (busy_timeout) rather than failing while another holds the writ
 Writes are acknowledged by `flush()`; what was flushed survives the process being killed.
 
 The writer thread takes what has piled up in one transaction: a few records row by row, a
-busy stream column by column, 64 rows to an INSERT (`_insert_rows`), and packs the analysis
+busy stream column by column, 64 rows to an INSERT (`_rows.insert_rows`), and packs the analysis
 columns of the new rows into a block as it goes. Copying the write-ahead log into the file
 (a checkpoint, with its fsyncs) happens on a thread of its own (`Checkpointer`).
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime as dt
-import functools
 import itertools
 import logging
 import operator
@@ -39,12 +38,13 @@ from ._opening import Connections, create_private, fast_binding, switch_to_wal
 from ._repair import replace_surrogates, storable
 from ._rows import (
     FEW_ROWS,
+    INSERT_ROW,
     ROW_FIELDS,
     TextMode,
     check_text_mode,
     columns_of,
     from_row,
-    omissible,
+    insert_rows,
     to_columns,
     to_row,
 )
@@ -76,53 +76,8 @@ _CHECKPOINT_BYTES = 16 << 20
 _BACKSTOP_PAGES = 4000
 _WAL_LIMIT_BYTES = 64 << 20
 _ROW_BYTES = 160  # a row less its texts, roughly: to estimate the log's growth
-_ROWS_PER_INSERT = (64, 8)  # see `_insert_rows`
 _TEXT_FIELDS = ("prompt", "response", "chunks")
 _texts_of = operator.itemgetter(*(ROW_FIELDS.index(name) for name in _TEXT_FIELDS))
-
-
-@functools.lru_cache(maxsize=64)
-def _insert(names: tuple[str, ...], rows: int = 1) -> str:
-    """The INSERT of `rows` rows of these columns (the others take their defaults: see
-    `omissible`)."""
-    one = f"({', '.join('?' for _ in names)})"
-    return f"INSERT INTO calls ({', '.join(names)}) VALUES {', '.join([one] * rows)}"
-
-
-_INSERT_ROW = _insert(ROW_FIELDS)
-
-
-def _insert_rows(conn: sqlite3.Connection, cols: dict[str, list[Any]], n: int) -> None:
-    """Insert the n rows of `cols`, in order, leaving out the columns that hold only their
-    default (see `omissible`).
-
-    Mostly 64 rows to a statement: SQLite then sets up the statement, its three b-tree
-    cursors and its end once per 64 rows, and appends to the two indexes without seeking
-    from their roots (a cursor kept from the row before shows where), which takes a fifth
-    off the cost of a row. The values go in as one flat list filled column by column in
-    C (no tuple per row). What is left over goes in 8 rows or 1 row at a time.
-    """
-    skip = omissible(cols)
-    names = tuple(name for name in ROW_FIELDS if name not in skip) if skip else ROW_FIELDS
-    start = 0
-    m = len(names)
-    most = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // m if n >= 8 else 0
-    for per in _ROWS_PER_INSERT:
-        count = (n - start) // per * per if per <= most else 0
-        if not count:
-            continue
-        flat: list[Any] = [None] * (count * m)
-        for i, name in enumerate(names):
-            col = cols[name]
-            flat[i::m] = col if count == len(col) else col[start:start + count]
-        size = per * m
-        conn.executemany(_insert(names, per),
-                         (flat[j:j + size] for j in range(0, len(flat), size)))
-        start += count
-    if start < n:
-        # zip hands sqlite3 one tuple, refilled row after row, not a new tuple per row.
-        rest = [cols[k][start:] if start else cols[k] for k in names]
-        conn.executemany(_insert(names), zip(*rest, strict=True))
 
 
 def ledger_home() -> Path:
@@ -347,7 +302,7 @@ class Ledger:
             raise
 
     def _write_rows(self, batch: list[CallRecord]) -> None:
-        # Many records go in column by column (see `_insert_rows`), a few row by row.
+        # Many records go in column by column (see `insert_rows`), a few row by row.
         cols: dict[str, list[Any]] | None = None
         rows: list[tuple[Any, ...]] = []
         if len(batch) >= FEW_ROWS:
@@ -366,9 +321,9 @@ class Ledger:
             try:
                 first = conn.execute("SELECT ifnull(max(id), 0) FROM calls").fetchone()[0] + 1
                 if cols is not None:
-                    _insert_rows(conn, cols, n)
+                    insert_rows(conn, cols, n)
                 else:
-                    conn.executemany(_INSERT_ROW, rows)
+                    conn.executemany(INSERT_ROW, rows)
                 last = conn.execute("SELECT max(id) FROM calls").fetchone()[0]
                 if last - first + 1 == n:
                     ids: Sequence[int] = range(first, last + 1)
