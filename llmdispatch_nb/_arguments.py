@@ -10,6 +10,7 @@ is planned, reserved or sent; never a `TypeError` from deep inside a call.
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import math
 from collections.abc import Mapping, Sequence
@@ -23,8 +24,10 @@ _MESSAGES_HELP = ("pass the text to send as a string, or a list of messages such
                   "[{'role': 'user', 'content': 'Hello'}]")
 
 
+@functools.cache
 def _request_parameters() -> tuple[str, ...]:
-    # Read from Request itself, so a parameter added there is accepted here at once.
+    # Read from Request itself, so a parameter added there is accepted here at once
+    # (once per process: inspect.signature costs more than all the checks together).
     sig = inspect.signature(Request.__init__)
     return tuple(n for n, p in sig.parameters.items()
                  if p.kind is inspect.Parameter.KEYWORD_ONLY)

@@ -208,7 +208,9 @@ class OpenAIAdapter(Adapter):
 
     def parse_models(self, response: httpx.Response) -> list[str]:
         data = read_json(response, self.kind)
-        return [m["id"] for m in data.get("data", []) if isinstance(m, dict) and "id" in m]
+        items = data.get("data") if isinstance(data, dict) else None
+        return [m["id"] for m in items if isinstance(m, dict) and isinstance(m.get("id"), str)] \
+            if isinstance(items, list) else []
 
 
 class OpenAIStream(StreamParser):
