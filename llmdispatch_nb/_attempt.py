@@ -108,7 +108,8 @@ async def send_stream(client: httpx.AsyncClient, adapter: Adapter, ep: Endpoint,
                 err.partial_text, err.usage = "".join(text), usage
                 raise err from None
             if text:
-                raise MidStreamError(f"the stream broke after {len(text)} pieces of text: {err}",
+                # The cause first: it carries the vendor's name, which is not repeated.
+                raise MidStreamError(f"{err}; the stream broke after {len(text)} pieces of text",
                                      vendor=ep.name, partial_text="".join(text),
                                      usage=usage) from None
             raise err from None

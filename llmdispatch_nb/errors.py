@@ -101,6 +101,17 @@ class LLMDispatchError(Exception):
         return str(self.args[0]) if self.args else ""
 
 
+def _name_vendor(vendor: str, status: int | None, message: str) -> str:
+    """`vendor status: message`, the one place a message is labelled with its vendor. A
+    message that already starts with that label (an error re-raised as another, say a
+    broken stream wrapping the transport error) keeps its own: never "fake: fake: ...".
+    """
+    already = re.match(rf"{re.escape(vendor)}(?: \d{{3}})?: ", message)
+    if already:
+        return message
+    return f"{vendor} {status}: {message}" if status else f"{vendor}: {message}"
+
+
 class ConfigurationError(LLMDispatchError):
     """The setup is wrong: a key, a target, an option."""
 
@@ -219,8 +230,7 @@ class VendorError(LLMDispatchError):
         # The vendor's own x-should-retry header overrides our reading of the status.
         if should_retry is not None:
             self.retryable = should_retry
-        where = f"{vendor} {status}" if status else vendor
-        super().__init__(f"{where}: {message}")
+        super().__init__(_name_vendor(vendor, status, message))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self.__dict__, self.args))
@@ -287,7 +297,7 @@ class TransportError(LLMDispatchError):
         self.status: int | None = None
         self.request_id = None
         self.retry_after: float | None = None
-        super().__init__(f"{vendor}: {message}")
+        super().__init__(_name_vendor(vendor, None, message))
 
 
 class ConnectError(TransportError):
