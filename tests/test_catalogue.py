@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -229,3 +230,34 @@ def test_the_routers_windows_come_from_the_catalogue() -> None:
     assert windows(Candidate(anthropic, "claude-opus-4-7")) == 1_000_000
     groq = Endpoint("groq", "compat", "https://api.groq.com/openai/v1")
     assert windows(Candidate(groq, "llama-3.3-70b-versatile")) == 131_072
+
+
+# -- %llm models: the catalogue's columns as a DataFrame -------------------------------------
+
+pytest_plugins = ("tests.test_magic_support",)  # its fixtures: shell, nb, demo, d
+
+
+def test_llm_models_shows_the_catalogue_columns_and_keeps_the_frame(d: Any, nb: Any) -> None:
+    run = nb.run("%llm models openai -o openai_models")
+    assert run.success, run.stdout + run.stderr
+    frame = nb.shell.user_ns["openai_models"]
+    assert list(frame.columns) == ["vendor", "model", "context", "output cap", "reasoning", "tools",
+                                   "structured output", "images", "price in /1M",
+                                   "price out /1M", "released", "note"]
+    rows = frame.set_index("model")
+    assert rows.loc["gpt-5", "context"] == 400_000 and rows.loc["gpt-5", "reasoning"] == True  # noqa: E712
+    assert rows.loc["gpt-4o-mini", "output cap"] == 16_384
+    assert rows.loc["gpt-4o-mini", "price in /1M"] == pytest.approx(0.15)
+    assert rows.loc["gpt-4o-mini", "price out /1M"] == pytest.approx(0.60)
+    assert "default" in rows.loc["gpt-4o-mini", "note"]
+    assert set(frame["vendor"]) == {"openai"} and "llama3.2" not in set(frame["model"])
+    cheapest = frame.sort_values("price out /1M").iloc[0]["model"]  # sortable as any frame
+    assert rows.loc[cheapest, "price out /1M"] == frame["price out /1M"].min()
+    text = run.published[-1].data["text/plain"]
+    assert "gpt-5.5" in text and "1,050,000" in text  # every column, unabridged
+    everyone = nb.run("%llm models")
+    assert everyone.success
+    shown = everyone.published[-1].data["text/plain"]
+    assert "claude-opus-4-7" in shown and "gemini-3" in shown
+    assert "usage: %llm models" in nb.run("%llm models openai -o").stdout + \
+        nb.run("%llm models openai -o").stderr

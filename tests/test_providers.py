@@ -5,6 +5,7 @@ extra settings are named; demo mode emulates providers through the OpenAI-wire e
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -127,3 +128,30 @@ def test_the_official_openai_sdk_reads_an_emulated_provider(keyed_sim: SimServer
     r = httpx.post(provider_url(keyed_sim, "not-a-provider") + "/chat/completions", json={},
                    headers={"Authorization": f"Bearer {CANARY_KEY}"})
     assert r.status_code == 404
+
+
+# -- %llm vendors: the configured providers, and how many more there are ---------------------
+
+pytest_plugins = ("tests.test_magic_support",)  # its fixtures: shell, nb
+
+
+def test_llm_vendors_lists_providers_and_counts_the_rest(keyed_sim: SimServer, nb: Any,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import llmdispatch_nb
+
+    monkeypatch.setenv("CLOUDFLARE_API_KEY", CANARY_KEY)  # its account id is missing
+    env = {"GROQ_API_KEY": CANARY_KEY, "GROQ_BASE_URL": provider_url(keyed_sim, "groq")}
+    with Dispatcher(env=env, dotenv=False, ledger=MemoryLedger()) as d:
+        llmdispatch_nb.set_default(d)
+        try:
+            run = nb.run("%llm vendors")
+        finally:
+            llmdispatch_nb.set_default(None)
+    assert run.success, run.stdout + run.stderr
+    data = run.published[-1].data
+    assert_no_canary(run.stdout, run.stderr, data)
+    md = data["text/markdown"]
+    assert "| groq | compat | set | real |" in md
+    assert "| cloudflare-workers-ai | compat | set | not configured |  | set CLOUDFLARE_ACCOUNT_ID |" in md
+    more = len([p for p in providers.compatible() if p.id != "groq"])
+    assert f"{more} more OpenAI-compatible providers turn on by their own key" in data["text/plain"]

@@ -78,7 +78,7 @@ naming a variable that does not exist is sent as written too, with a one-line wa
 
 Subcommands:
   %llm vendors             configured vendors, key set or not, demo or real
-  %llm models [VENDOR]     models each vendor lists
+  %llm models [VENDOR] [-o NAME]  models with context, output cap, reasoning, tools, prices
   %llm alias [NAME TARGET] list aliases, or add one;  %llm unalias NAME
   %llm stats               summary of the calls so far;  %llm calls [N]  the last N calls
   %llm plot latency|ttft|cost|tradeoff

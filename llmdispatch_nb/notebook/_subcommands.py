@@ -70,12 +70,36 @@ def handle_vendors(m: LLMMagics, sub: Subcommand) -> None:
              "set a vendor's API key to use the real one" if d.demo else
              "vendors in use (keys are never shown)")
     dotenv = getattr(d, "dotenv_path", None)
+    # The catalogue's OpenAI-compatible providers: one waiting for a setting gets a row
+    # naming it; the rest are counted, since a hundred rows would bury the five above.
+    from .._config import environment
+    from ..catalogue._providers import compatible, pending
+
+    for name, missing in sorted(pending(environment(dotenv or False)).items()):
+        if name not in d.endpoints:
+            rows.append([name, "compat", "set", "not configured", "", f"set {' and '.join(missing)}"])
+    more = [p for p in compatible() if p.id not in d.endpoints]
     title += f"; settings read from {dotenv}" if dotenv else "; no .env file read"
+    title += (f"; {len(more)} more OpenAI-compatible providers turn on by their own key "
+              f"(e.g. {', '.join(p.key_variables[0] for p in more[:3])}; "
+              f"llmdispatch_nb.catalogue.providers() lists them)")
     _show(Table(["vendor", "kind", "key", "mode", "default model", "where"], rows, title))
 
 
 def handle_models(m: LLMMagics, sub: Subcommand) -> None:
-    (vendor,) = expect(sub, 1, "[VENDOR]") or (None,)
+    """The models each vendor lists, with the catalogue's limits and capabilities and the
+    list price, as a DataFrame (`-o NAME` keeps it in NAME for sorting and filtering)."""
+    args = list(expect(sub, 3, "[VENDOR] [-o NAME]"))
+    keep: str | None = None
+    if "-o" in args:
+        at = args.index("-o")
+        if at + 1 >= len(args) or not args[at + 1].isidentifier():
+            raise UsageError("usage: %llm models [VENDOR] -o NAME (NAME: a Python name)")
+        keep = args[at + 1]
+        del args[at:at + 2]
+    if len(args) > 1:
+        raise UsageError("usage: %llm models [VENDOR] [-o NAME]")
+    vendor = args[0] if args else None
     d = _dispatcher()
     if vendor is not None:
         name = vendor if vendor in d.endpoints else VENDOR_ALIASES.get(vendor, vendor)
@@ -85,19 +109,12 @@ def handle_models(m: LLMMagics, sub: Subcommand) -> None:
         names = [name]
     else:
         names = sorted(d.endpoints)
-    rows: list[list[str]] = []
-    for name in names:
-        try:
-            models = d.models(name)
-        except LLMDispatchError as exc:
-            rows.append([name, "", f"error: {describe(exc)}"])
-            continue
-        default = d.endpoints[name].default_model
-        for model in models:
-            rows.append([name, model, "default" if model == default else ""])
-        if not models:
-            rows.append([name, "", "lists no models"])
-    _show(Table(["vendor", "model", "note"], rows))
+    from ._models_table import models_table
+
+    frame = models_table(d, names, describe)
+    if keep is not None:
+        m.shell.user_ns[keep] = frame
+    _show(frame)
 
 
 # -- aliases -------------------------------------------------------------------------------
