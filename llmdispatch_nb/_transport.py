@@ -213,6 +213,11 @@ def _inflated(inflater: _Inflater, pieces: Iterator[bytes]) -> Iterator[bytes]:
 
 
 def map_httpx_error(exc: httpx.HTTPError, vendor: str, timeout_s: float | None = None) -> TransportError:
+    # `exc` stays reachable as our error's __context__, and its request carries the key in
+    # its headers: it forgets the request (`exc.request` then raises, as httpx's own does
+    # for an error raised before a request existed).
+    if isinstance(exc, httpx.RequestError):
+        exc._request = None
     if isinstance(exc, CapExceeded):
         return ResponseTooLargeError(
             f"{exc.what} ran over {_size(exc.limit)}, the cap for one answer; the server is "

@@ -14,10 +14,12 @@ not (caught because it is a configured secret).
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from llmdispatch_nb import Dispatcher, Endpoint, Secret
@@ -227,3 +229,46 @@ def test_a_reflected_key_in_a_midstream_error_is_redacted(
     assert leaks(key, info.value) == []
     assert key not in describe(info.value)
     assert_ledger_clean(d, key, tmp_path)
+
+
+def chain(err: BaseException | None) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def held_headers(err: BaseException) -> list[str]:
+    """Header values of any request or response an exception in the chain still holds."""
+    out = []
+    for e in chain(err):
+        for value in vars(e).values():
+            if isinstance(value, httpx.Request | httpx.Response):
+                out += [v.decode("latin-1") for _, v in value.headers.raw]
+    return out
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("kind", ["openai", "azure", "anthropic", "gemini"])
+def test_a_failed_connection_keeps_no_request_with_the_key(kind: str, stream: bool) -> None:
+    """httpx's error (our error's __context__) held the request, and so the key in its
+    headers; the mapping makes it forget the request."""
+    url = f"http://127.0.0.1:{closed_port()}"
+    ep = Endpoint("v", kind, url, key=Secret(CANARY_KEY), auth="api-key" if kind == "azure" else "default",
+                  deployments={"m": "m"} if kind == "azure" else {})
+    with Dispatcher([ep], dotenv=False, retry=RetryPolicy(max_attempts=1),
+                    ledger=Ledger.memory()) as d, pytest.raises(LLMDispatchError) as info:
+        if stream:
+            list(d.stream("hello", "v:m"))
+        else:
+            d.send("hello", "v:m")
+    assert len(list(chain(info.value))) >= 1
+    assert not [h for h in held_headers(info.value) if CANARY_KEY in h]
+    assert leaks(CANARY_KEY, info.value) == []
