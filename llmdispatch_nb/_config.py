@@ -1,5 +1,13 @@
 """Where vendors come from: explicit `Endpoint`s, the environment, a `.env` file, or the
 emulators (demo mode). Keys become `Secret`s the moment they are read.
+
+Everything read here is checked before anything is sent, and a bad setting is one
+`ConfigurationError` naming it (never the key): a key must be printable ASCII (a
+zero-width or no-break space from a paste is caught); a base URL must be http or https
+with a readable host and port, and plain http carries a key only to this machine or a
+private network, unless LLMDISPATCH_ALLOW_INSECURE_HTTP=1. The `.env` is looked for from
+the working directory up to the project root (a `.git` or `pyproject.toml` folder) or
+the home folder, so a notebook in `notebooks/` reads the repository's.
 """
 
 from __future__ import annotations
