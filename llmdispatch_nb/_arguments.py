@@ -91,6 +91,9 @@ def check_params(params: Mapping[str, Any]) -> None:
         if name in ("temperature", "top_p") and not _is_number(value):
             raise RequestValidationError(f"{name} must be a number, got {_short(value)} "
                                          f"({_type(value)})")
+        if name == "reasoning" and (isinstance(value, bool) or not isinstance(value, str | int)):
+            raise RequestValidationError(f"reasoning must be 'none', 'low', 'medium', 'high' or a "
+                                         f"thinking budget in tokens, got {_short(value)}")
         if name == "stop" and not isinstance(value, str) and not (
                 isinstance(value, Sequence) and all(isinstance(s, str) for s in value)):
             raise RequestValidationError("stop must be a string or a list of strings, "

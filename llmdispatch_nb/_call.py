@@ -68,7 +68,7 @@ class CallState:
 
 def request_params(request: Request) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name in ("max_tokens", "temperature", "top_p", "seed", "user"):
+    for name in ("max_tokens", "temperature", "top_p", "seed", "user", "reasoning"):
         v = getattr(request, name)
         if v is not None:
             out[name] = v

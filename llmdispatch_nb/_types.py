@@ -19,6 +19,9 @@ from .errors import RequestValidationError
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "error", "other"]
 UsageSource = Literal["reported", "estimated"]
+# The unified `reasoning=`: a level, or a thinking budget in tokens (0 = off). Each adapter
+# maps it to its vendor's knob (vendors/_rules.py); "minimal" exists on OpenAI and Gemini.
+REASONING_LEVELS = ("none", "minimal", "low", "medium", "high")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +58,9 @@ class Request:
 
     `target` is `vendor:model`, an alias, a group or a bare model name; None means the
     dispatcher's default. `system` is kept apart from the turns because two of the five
-    vendors want it outside the message list.
+    vendors want it outside the message list. `reasoning` is one of `REASONING_LEVELS` or a
+    thinking budget in tokens; `strict_params` makes a parameter the model does not accept
+    an error instead of a dropped parameter and a warning (vendors/_rules.py).
     """
 
     messages: tuple[Message, ...]
@@ -67,6 +72,8 @@ class Request:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     user: str | None = None
+    reasoning: str | int | None = None
+    strict_params: bool = False
     tags: tuple[str, ...] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
 
@@ -82,6 +89,8 @@ class Request:
         stop: str | Sequence[str] | None = None,
         seed: int | None = None,
         user: str | None = None,
+        reasoning: str | int | None = None,
+        strict_params: bool = False,
         tags: Sequence[str] = (),
         metadata: Mapping[str, str] | None = None,
     ) -> None:
@@ -103,6 +112,8 @@ class Request:
         s(self, "stop", stops)
         s(self, "seed", seed)
         s(self, "user", user)
+        s(self, "reasoning", reasoning)
+        s(self, "strict_params", bool(strict_params))
         s(self, "tags", tuple(tags))
         s(self, "metadata", dict(metadata or {}))
         self.validate()
@@ -129,6 +140,12 @@ class Request:
             raise RequestValidationError("at most 4 stop sequences are accepted by every vendor")
         if any(not s for s in self.stop):
             raise RequestValidationError("stop sequences must be non-empty strings")
+        r = self.reasoning
+        if r is not None and not (r in REASONING_LEVELS or (
+                isinstance(r, int) and not isinstance(r, bool) and r >= 0)):
+            raise RequestValidationError(
+                f"reasoning must be one of {', '.join(map(repr, REASONING_LEVELS))} or a thinking "
+                f"budget in tokens (a whole number >= 0), got {r!r}")
 
     def with_target(self, target: str | None) -> Request:
         return replace(self, target=target)

@@ -123,7 +123,9 @@ def test_stream_reads_deltas_running_usage_and_finish(d: Dispatcher, emu: Gemini
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 def test_max_tokens_is_length(d: Dispatcher, emu: GeminiEmulator, stream: bool) -> None:
-    r = call(d, stream, max_tokens=5)
+    # Thinking off: max_tokens is then the whole cap sent (with thinking, the cap sent is
+    # max_tokens + the thinking budget; tests/test_model_rules.py).
+    r = call(d, stream, max_tokens=5, reasoning="none")
     assert r.finish_reason == "length" and r.raw_finish_reason == "MAX_TOKENS"
     assert r.text == expected(max_tokens=5).text
 
@@ -161,8 +163,10 @@ def test_request_body_is_camel_case_with_model_role() -> None:
                      {"role": "model", "parts": [{"text": "Hello"}]},
                      {"role": "user", "parts": [{"text": "Again"}]}],
         "systemInstruction": {"parts": [{"text": "Be brief."}]},
-        "generationConfig": {"maxOutputTokens": 40, "temperature": 0.3, "topP": 0.9,
-                             "stopSequences": ["END"], "seed": 7},
+        # max_tokens is the answer's: the cap sent adds the thinking it is pinned to.
+        "generationConfig": {"maxOutputTokens": 40 + 1024, "temperature": 0.3, "topP": 0.9,
+                             "stopSequences": ["END"], "seed": 7,
+                             "thinkingConfig": {"thinkingBudget": 1024}},
     }
     v1 = Endpoint("google", "gemini", "https://generativelanguage.googleapis.com", api_version="v1")
     assert "/v1/models/" in str(adapter.build_request(req, "gemini-2.5-pro", v1, stream=False).url)

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._answers import Question, answer_text
 
@@ -340,6 +340,7 @@ class Received:
     stream: bool
     fault: str | None
     retry_count: str | None  # x-stainless-retry-count, when an SDK sent it
+    body: Any = None  # the JSON body as sent (None if it was not JSON): what a test checks
 
 
 @dataclass

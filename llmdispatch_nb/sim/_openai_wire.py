@@ -119,6 +119,7 @@ class Chat:
     id: str = ""
     question: Question | None = None  # what the simulated answer responds to
     created: int = 0
+    effort: str | None = None  # reasoning_effort, as asked
 
 
 class Invalid(Exception):

@@ -132,7 +132,8 @@ class Emulator:
 
     def log(self, request: Request, model: str | None, stream: bool, fault: str | None) -> None:
         self.requests.add(Received(stamp(), request.method, request.url.path, model, stream, fault,
-                                   request.headers.get("x-stainless-retry-count")))
+                                   request.headers.get("x-stainless-retry-count"),
+                                   getattr(request.state, "json_body", None)))
 
     def rng(self) -> random.Random:
         return random.Random(self._rng.random())
@@ -140,9 +141,11 @@ class Emulator:
     @staticmethod
     async def json_body(request: Request) -> Any:
         try:
-            return json.loads(await request.body())
+            body = json.loads(await request.body())
         except ValueError:
             return None
+        request.state.json_body = body  # kept for the request log
+        return body
 
 
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:

@@ -22,7 +22,7 @@ import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -44,6 +44,7 @@ DEFAULT_CACHE_MIN_TOKENS = 1024
 CACHE_TTL_S = {"5m": 300.0, "1h": 3600.0}
 # The assistant turn the API appends after the last block: counted, never cacheable.
 TURN_OVERHEAD_TOKENS = 3
+DOCS = "https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
 ORGANIZATION_ID = "00000000-0000-4000-8000-00000000a11a"
 
 
@@ -66,6 +67,7 @@ class Ask:
     stop: tuple[str, ...]
     stream: bool
     auto_cache_ttl: str | None  # top-level cache_control
+    thoughts: int = 0  # thinking tokens: billed as output, inside max_tokens
 
     @property
     def prompt_text(self) -> str:
@@ -84,6 +86,22 @@ class Ask:
     @property
     def input_tokens(self) -> int:
         return count_tokens("".join(self.pieces)) + TURN_OVERHEAD_TOKENS
+
+
+def thinking_tokens(body: dict[str, Any], prompt: str) -> int:
+    """How long the model thinks (0 without thinking): a few hundred tokens for a short
+    question, more at a higher effort, never past budget_tokens. Deterministic per prompt."""
+    thinking = body.get("thinking")
+    kind = thinking.get("type") if isinstance(thinking, dict) else None
+    if kind not in ("enabled", "adaptive"):
+        return 0
+    digest = int(hashlib.sha256(f"{kind}|{prompt}".encode()).hexdigest()[:6], 16)
+    config = body.get("output_config")
+    effort = config.get("effort") if isinstance(config, dict) else None
+    scale = {"low": 0.5, "high": 2.0, "xhigh": 3.0, "max": 4.0}.get(str(effort), 1.0)
+    thoughts = int((200 + digest % 600) * scale)
+    budget = thinking.get("budget_tokens") if kind == "enabled" else None
+    return min(thoughts, budget) if isinstance(budget, int) else thoughts
 
 
 class Invalid(Exception):
@@ -294,10 +312,7 @@ class AnthropicEmulator(Emulator):
         if found is None:
             raise Invalid(f"model: {model}", 404, "not_found_error")
         key, profile = found
-        # The 4.x models refuse both sampling controls at once († Claude 4.5 migration notes).
-        if body.get("temperature") is not None and body.get("top_p") is not None:
-            raise Invalid("`temperature` and `top_p` cannot both be specified for this model. "
-                          "Please use only one.")
+        self.check_model_rules(body, profile)
         cap = MAX_OUTPUT.get(key, DEFAULT_MAX_OUTPUT)
         if isinstance(max_tokens, int) and max_tokens > cap:
             raise Invalid(f"max_tokens: {max_tokens} > {cap}, which is the maximum allowed number "
@@ -305,6 +320,9 @@ class AnthropicEmulator(Emulator):
         parsed = Ask(model, key, profile, tuple(blocks),
                      max_tokens if isinstance(max_tokens, int) and need_max_tokens else None,
                      tuple(stop), stream, auto_ttl)
+        if need_max_tokens:
+            parsed = replace(parsed, thoughts=min(thinking_tokens(body, parsed.prompt_text),
+                                                  parsed.max_tokens or 0))
         window, n = profile.context_window, parsed.input_tokens
         if n > window:
             raise Invalid(f"prompt is too long: {n} tokens > {window} maximum")
@@ -313,6 +331,61 @@ class AnthropicEmulator(Emulator):
                           f"{parsed.max_tokens} > {window}, decrease input length or "
                           f"`max_tokens` and try again")
         return parsed
+
+    @staticmethod
+    def check_model_rules(body: dict[str, Any], profile: Profile) -> None:
+        """What this model refuses, as the catalogue says and the API words it
+        (vendor-protocols.md §11.2)."""
+        info = profile.info
+        for name, accepted in (("temperature", info.temperature), ("top_p", info.top_p),
+                               ("top_k", info.temperature)):
+            if body.get(name) is not None and not accepted:
+                raise Invalid(f"`{name}` is deprecated for this model.")
+        if info.sampling_one_of and body.get("temperature") is not None \
+                and body.get("top_p") is not None:
+            raise Invalid("`temperature` and `top_p` cannot both be specified for this model. "
+                          "Please use only one.")
+        thinking = body.get("thinking")
+        if thinking is None:
+            return
+        kind = thinking.get("type") if isinstance(thinking, dict) else None
+        if kind not in ("enabled", "adaptive", "disabled"):
+            raise Invalid("thinking: Input tag does not match any of the expected tags: "
+                          "'enabled', 'adaptive', 'disabled'")
+        if kind == "disabled":
+            return
+        if not info.reasoning or info.thinking is None:
+            raise Invalid(f"thinking: '{profile.served}' does not support thinking.")
+        if kind == "adaptive" and info.thinking != "adaptive":
+            raise Invalid("thinking.type.adaptive is not supported for this model. Use "
+                          "thinking.type.enabled with budget_tokens.")
+        if kind == "enabled" and info.thinking == "adaptive":
+            raise Invalid("thinking.type.enabled is not supported for this model. Use "
+                          "thinking.type.adaptive and output_config.effort to control "
+                          "thinking behavior.")
+        if kind == "enabled":
+            budget = thinking.get("budget_tokens")
+            if not isinstance(budget, int) or isinstance(budget, bool):
+                raise Invalid("thinking.enabled.budget_tokens: Field required")
+            if budget < 1024:
+                raise Invalid("thinking.enabled.budget_tokens: Input should be greater than or "
+                              "equal to 1024")
+            if isinstance(body.get("max_tokens"), int) and body["max_tokens"] <= budget:
+                raise Invalid("`max_tokens` must be greater than `thinking.budget_tokens`. "
+                              f"Please consult our documentation at {DOCS}#max-tokens-and-context-window-size")
+        temp = body.get("temperature")
+        if temp is not None and temp != 1:
+            raise Invalid("`temperature` may only be set to 1 when thinking is enabled or in "
+                          f"adaptive mode. Please consult our documentation at {DOCS}"
+                          "#feature-compatibility")
+        if body.get("top_k") is not None:
+            raise Invalid("`top_k` must be unset when thinking is enabled. Please consult our "
+                          f"documentation at {DOCS}#feature-compatibility")
+        top_p = body.get("top_p")
+        if top_p is not None and top_p < 0.95:
+            raise Invalid("`top_p` must be greater than or equal to 0.95 or unset when thinking "
+                          f"is enabled. Please consult our documentation at {DOCS}"
+                          "#feature-compatibility")
 
     # -- prompt caching ----------------------------------------------------------------
 
@@ -449,7 +522,12 @@ class AnthropicEmulator(Emulator):
 
     def generation(self, ask: Ask) -> tuple[tuple[str, ...], str, str | None]:
         """Tokens, stop_reason and the stop sequence that ended the text (if one did)."""
-        g = generate(ask.prompt_text, ask.key, vendor=self.vendor, max_tokens=ask.max_tokens,
+        # Thinking comes first and counts inside max_tokens (it is below the budget, which
+        # is below max_tokens): the answer gets what is left.
+        room = None if ask.max_tokens is None else ask.max_tokens - ask.thoughts
+        if room is not None and room < 1:  # (adaptive) thinking took the whole cap
+            return (), "max_tokens", None
+        g = generate(ask.prompt_text, ask.key, vendor=self.vendor, max_tokens=room,
                      stop=ask.stop, question=ask.question)
         if g.finish == "length":
             return g.tokens, "max_tokens", None
@@ -463,7 +541,11 @@ class AnthropicEmulator(Emulator):
         return g.tokens, "end_turn", None
 
     def usage(self, ask: Ask, output_tokens: int) -> dict[str, Any]:
-        return {**self.input_usage(ask), "output_tokens": output_tokens, "service_tier": "standard"}
+        usage = {**self.input_usage(ask), "output_tokens": output_tokens + ask.thoughts,
+                 "service_tier": "standard"}
+        if ask.thoughts:  # thinking is inside output_tokens; its own count since 2026-05
+            usage["output_tokens_details"] = {"thinking_tokens": ask.thoughts}
+        return usage
 
     async def answer(self, request: Request, ask: Ask, fault: Fault | None) -> Response:
         tokens, stop_reason, stop_sequence = self.generation(ask)
@@ -536,7 +618,7 @@ class AnthropicEmulator(Emulator):
             yield sse_frame({"type": "content_block_stop", "index": 0}, "content_block_stop")
         yield sse_frame({"type": "message_delta",
                          "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-                         "usage": {"output_tokens": sent}}, "message_delta")
+                         "usage": {"output_tokens": sent + ask.thoughts}}, "message_delta")
         yield sse_frame({"type": "message_stop"}, "message_stop")
 
     async def fault_response(self, request: Request, ask: Ask, fault: Fault) -> Response | None:

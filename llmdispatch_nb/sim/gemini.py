@@ -326,14 +326,21 @@ class GeminiEmulator(Emulator):
             if not isinstance(body, dict):
                 raise Invalid("Invalid JSON payload received. Unexpected token.")
             text, config = read_prompt(fields(body))
+            thoughts = thinking_tokens(model, profile, config, text)
         except Invalid as exc:
             return google_error(400, "INVALID_ARGUMENT", str(exc))
-        gen = generate(text, model, vendor="google", max_tokens=config.get("maxOutputTokens"),
+        # Thinking comes first and counts inside maxOutputTokens (vendor-protocols.md §11.3):
+        # the answer gets what it leaves, and nothing at all when it takes the whole cap.
+        cap = config.get("maxOutputTokens") or profile.max_output_tokens
+        thoughts = min(thoughts, cap)
+        gen = generate(text, model, vendor="google", max_tokens=max(1, cap - thoughts),
                        stop=tuple(config.get("stopSequences") or ()), seed=config.get("seed"),
                        question=question_of(fields(body), config))
+        if thoughts >= cap:
+            gen = Generation((), "length", gen.input_tokens)
         if gen.input_tokens > profile.context_window and fault is None:
             fault = Fault("context-length")
-        reply = Reply(self, model, profile, gen, config)
+        reply = Reply(self, model, profile, gen, config, thoughts)
         if fault is not None:
             if fault.kind == "hang":
                 await hang(request, fault.hang_s)
@@ -364,6 +371,46 @@ def question_of(body: Mapping[str, Any], config: Mapping[str, Any]) -> Question:
     turns.insert(0, ("system", texts(body.get("systemInstruction"))))
     json_asked = config.get("responseMimeType") == "application/json"
     return Question.from_turns(turns, shape="json" if json_asked else None)
+
+
+def thinking_tokens(model: str, profile: Profile, config: Mapping[str, Any], text: str) -> int:
+    """How many tokens the model thinks for this request, refusing a thinkingConfig the
+    model refuses (the catalogue's rules: budget range, levels, whether it can be off)."""
+    info = profile.info
+    thinking = config.get("thinkingConfig") or {}
+    budget, level = thinking.get("thinkingBudget"), thinking.get("thinkingLevel")
+    if budget is not None and level is not None:
+        raise Invalid("You can only set only one of thinking budget and thinking level.")
+    if not info.reasoning:
+        if level is not None or (budget is not None and budget != 0):
+            raise Invalid("Thinking is not supported for this model.")
+        return 0
+    if level is not None:
+        levels = tuple(v.upper() for v in info.reasoning_levels)
+        if info.thinking != "level":
+            raise Invalid("Thinking level is not supported for this model.")
+        if str(level).upper() not in levels:
+            raise Invalid(f"Thinking level {level} is not supported for this model. "
+                          f"Supported levels: {', '.join(levels)}.")
+    if budget is not None:
+        if not isinstance(budget, int) or isinstance(budget, bool):
+            raise Invalid("* GenerateContentRequest.generation_config.thinking_config."
+                          "thinking_budget: must be an integer\n")
+        low, high = info.thinking_budget or (1, profile.max_output_tokens)
+        if budget == 0 and not info.thinking_off:
+            raise Invalid("Budget 0 is invalid. This model only works in thinking mode.")
+        if budget == 0:
+            return 0
+        if budget != -1 and not low <= budget <= high:
+            raise Invalid(f"The thinking budget ({budget}) is invalid. Please choose a value "
+                          f"between {low} and {high}.")
+    # As much as a real model thinks about a short question: a few hundred tokens, more at a
+    # higher level; never past a budget. Deterministic per prompt, so replays agree.
+    rng = random.Random(f"{model}|{level}|{budget}|{text}")
+    spans = {"MINIMAL": (0, 64), "LOW": (150, 600), "MEDIUM": (300, 1500), "HIGH": (600, 3000)}
+    lo, hi = spans.get(str(level).upper(), (150, 600))
+    thoughts = rng.randint(lo, hi)
+    return min(thoughts, budget) if isinstance(budget, int) and budget > 0 else thoughts
 
 
 def read_prompt(body: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -419,7 +466,7 @@ class Reply:
     """One answer, whole or as chunks, with its usage and any fault mixed in."""
 
     def __init__(self, emu: GeminiEmulator, model: str, profile: Profile, gen: Generation,
-                 config: Mapping[str, Any]) -> None:
+                 config: Mapping[str, Any], thoughts: int = 0) -> None:
         self.emu = emu
         self.model = model
         self.profile = profile
@@ -427,15 +474,8 @@ class Reply:
         self.rng: random.Random = emu.rng()
         self.response_id = base64.urlsafe_b64encode(self.rng.randbytes(17)).decode().rstrip("=")
         thinking = config.get("thinkingConfig") or {}
-        budget = thinking.get("thinkingBudget")
-        self.thoughts = 0
-        if "2.5" in model and not (budget == 0 and "flash" in model):
-            self.thoughts = self.rng.randint(20, 120)
-            if isinstance(budget, int) and budget > 0:
-                self.thoughts = min(self.thoughts, budget)
+        self.thoughts = thoughts  # counted inside maxOutputTokens (thinking_tokens)
         self.include_thoughts = bool(thinking.get("includeThoughts")) and self.thoughts > 0
-        # Gemini 2.5 counts thinking against maxOutputTokens; the emulator does not, so a
-        # small max_tokens still yields visible text.
 
     def usage(self, sent: int | None) -> dict[str, Any]:
         u: dict[str, Any] = {"promptTokenCount": self.gen.input_tokens}

@@ -325,17 +325,12 @@ class OpenAIEmulator(Emulator):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise refuse(f"Invalid '{field}': integer below minimum value. Expected a value "
                              f">= 1, but got {v!r} instead.", field, "integer_below_min_value")
+        effort = body.get("reasoning_effort")
         if target.reasoning and not self.local:
-            # Reasoning models refuse the deprecated field and any sampling temperature.
-            if body.get("max_tokens") is not None:
-                raise refuse("Unsupported parameter: 'max_tokens' is not supported with this "
-                             "model. Use 'max_completion_tokens' instead.", "max_tokens",
-                             "unsupported_parameter")
-            temp = body.get("temperature")
-            if temp is not None and temp != 1:
-                raise refuse(f"Unsupported value: 'temperature' does not support {temp} with "
-                             f"this model. Only the default (1) value is supported.",
-                             "temperature", "unsupported_value")
+            self.check_reasoning_rules(body, target, refuse)
+        elif effort is not None and target.table in ("openai", "azure") and not self.local:
+            raise refuse("Unsupported parameter: 'reasoning_effort' is not supported with this "
+                         "model.", "reasoning_effort", "unsupported_parameter")
         stop = body.get("stop")
         stops = (stop,) if isinstance(stop, str) else tuple(s for s in stop if isinstance(s, str)) \
             if isinstance(stop, list) else ()
@@ -361,7 +356,40 @@ class OpenAIEmulator(Emulator):
             include_usage=stream and opts.get("include_usage") is True
             and self.include_usage_supported,
             obfuscate=stream and not self.local and opts.get("include_obfuscation") is not False,
+            effort=effort if isinstance(effort, str) else None,
         )
+
+    @staticmethod
+    def check_reasoning_rules(body: dict[str, Any], target: Target, refuse: Any) -> None:
+        """What OpenAI's reasoning models refuse, as the catalogue says and as the API words
+        it (vendor-protocols.md §11.1)."""
+        info = target.profile.info
+        if info.max_completion_tokens and body.get("max_tokens") is not None:
+            raise refuse("Unsupported parameter: 'max_tokens' is not supported with this "
+                         "model. Use 'max_completion_tokens' instead.", "max_tokens",
+                         "unsupported_parameter")
+        for name, accepted in (("temperature", info.temperature), ("top_p", info.top_p)):
+            v = body.get(name)
+            if v is not None and v != 1 and not accepted:
+                raise refuse(f"Unsupported value: '{name}' does not support {v} with this "
+                             f"model. Only the default (1) value is supported.", name,
+                             "unsupported_value")
+        refused = [n for n in ("presence_penalty", "frequency_penalty", "logprobs",
+                               "top_logprobs", "logit_bias") if body.get(n) is not None]
+        if body.get("stop") is not None and not info.stop:
+            refused.insert(0, "stop")
+        if refused:
+            raise refuse(f"Unsupported parameter: '{refused[0]}' is not supported with this "
+                         f"model.", refused[0], "unsupported_parameter")
+        effort = body.get("reasoning_effort")
+        levels = info.reasoning_levels
+        if effort is not None and levels and effort not in levels:
+            quoted = [f"'{v}'" for v in levels]
+            listed = quoted[0] if len(quoted) == 1 else \
+                f"{', '.join(quoted[:-1])}{',' if len(quoted) > 2 else ''} and {quoted[-1]}"
+            raise refuse(f"Unsupported value: '{effort}' is not supported with the "
+                         f"'{target.name}' model. Supported values are: {listed}.",
+                         "reasoning_effort", "unsupported_value")
 
     def context_error(self, request: Request, target: Target, tokens: int) -> Response:
         window = target.profile.context_window
@@ -474,9 +502,11 @@ class OpenAIEmulator(Emulator):
         kind = fault.kind if fault else None
         digest = hashlib.sha256(f"{chat.target.key}|{chat.prompt}".encode()).hexdigest()
         reasoning, visible = 0, chat.max_tokens
-        if chat.target.reasoning:
-            # Hidden reasoning is billed as output and eats the max_completion_tokens budget.
-            reasoning = 64 * (1 + int(digest[:4], 16) % 7)
+        if chat.target.reasoning and chat.effort != "none":
+            # Hidden reasoning is billed as output and eats the max_completion_tokens budget;
+            # more effort, more of it.
+            scale = {"minimal": 0.25, "low": 0.5, "high": 2.0, "xhigh": 3.0}.get(chat.effort or "", 1)
+            reasoning = int(64 * scale) * (1 + int(digest[:4], 16) % 7)
             if chat.max_tokens is not None:
                 reasoning = min(reasoning, chat.max_tokens)
                 visible = chat.max_tokens - reasoning

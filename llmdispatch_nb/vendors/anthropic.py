@@ -58,6 +58,7 @@ from ._base import (
     unreliable_usage_note,
     wire,
 )
+from ._rules import parameters_for
 
 API_VERSION = "2023-06-01"
 # Anthropic refuses a request without max_tokens; 4096 fits every current model's cap.
@@ -121,9 +122,11 @@ class AnthropicAdapter(Adapter):
             raise RequestValidationError(
                 f"temperature {request.temperature:g} is out of range for Anthropic, which "
                 f"accepts 0 to 1; pass a value <= 1")
+        # What this model accepts of what was asked: the catalogue's rules, in one place.
+        sent = parameters_for(request, "anthropic", model, default_max_tokens=DEFAULT_MAX_TOKENS)
         body: dict[str, Any] = {
             "model": model,
-            "max_tokens": request.max_tokens if request.max_tokens is not None else DEFAULT_MAX_TOKENS,
+            "max_tokens": sent.max_tokens,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
         }
         if request.system:
@@ -134,12 +137,17 @@ class AnthropicAdapter(Adapter):
                 body["system"] = request.system
         if self.prompt_cache == "auto":
             body["cache_control"] = {"type": "ephemeral"}
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.top_p is not None:
-            body["top_p"] = request.top_p
-        if request.stop:
-            body["stop_sequences"] = list(request.stop)
+        if sent.temperature is not None:
+            body["temperature"] = sent.temperature
+        if sent.top_p is not None:
+            body["top_p"] = sent.top_p
+        if sent.stop:
+            body["stop_sequences"] = list(sent.stop)
+        if sent.thinking == "adaptive":
+            body["thinking"] = {"type": "adaptive"}
+            body["output_config"] = {"effort": sent.effort}
+        elif sent.budget:  # extended thinking; budget_tokens < max_tokens, as sent
+            body["thinking"] = {"type": "enabled", "budget_tokens": sent.budget}
         if request.user:
             body["metadata"] = {"user_id": request.user}
         # Anthropic has no seed: sampling cannot be pinned, so `seed` is not sent.

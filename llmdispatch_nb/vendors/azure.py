@@ -115,6 +115,9 @@ class AzureAdapter(OpenAIAdapter):
     def pricing_model(self, model: str, endpoint: Endpoint) -> str:
         return endpoint.deployments.get(model, model)
 
+    def catalogue_model(self, model: str, endpoint: Endpoint) -> str:
+        return endpoint.deployments.get(model, model)  # a deployment serves this model
+
     # -- replies --------------------------------------------------------------------------
 
     def parse_reply(self, response: httpx.Response, endpoint: Endpoint) -> ParsedReply:

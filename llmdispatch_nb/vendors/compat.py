@@ -60,6 +60,11 @@ class CompatAdapter(OpenAIAdapter):
     vendor_label = "compat"
     max_tokens_field = "max_tokens"
 
+    def catalogue_vendor(self, endpoint: Endpoint) -> str:
+        # A provider of the catalogue (groq, deepseek, ...) by its own name; a local server's
+        # models are not in it, so they are sent what was asked.
+        return endpoint.name
+
     def reply_extra(self, data: dict[str, Any], choice: dict[str, Any]) -> dict[str, Any]:
         extra = super().reply_extra(data, choice)
         message = choice.get("message")

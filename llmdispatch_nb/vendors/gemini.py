@@ -60,6 +60,7 @@ from ._base import (
     unreliable_usage_note,
     wire,
 )
+from ._rules import parameters_for
 
 DEFAULT_API_VERSION = "v1beta"
 # Gemini's page size cap: one page lists every model in practice.
@@ -238,14 +239,21 @@ class GeminiAdapter(Adapter):
         if request.system:
             body["systemInstruction"] = {"parts": [{"text": request.system}]}
         config: dict[str, Any] = {}
-        if request.max_tokens is not None:
-            config["maxOutputTokens"] = request.max_tokens
-        if request.temperature is not None:
-            config["temperature"] = request.temperature
-        if request.top_p is not None:
-            config["topP"] = request.top_p
-        if request.stop:
-            config["stopSequences"] = list(request.stop)
+        # What this model accepts of what was asked: the catalogue's rules, in one place.
+        # Thinking counts inside maxOutputTokens, so the cap sent is max_tokens + thinking.
+        sent = parameters_for(request, "google", model_id(model))
+        if sent.max_tokens is not None:
+            config["maxOutputTokens"] = sent.max_tokens
+        if sent.temperature is not None:
+            config["temperature"] = sent.temperature
+        if sent.top_p is not None:
+            config["topP"] = sent.top_p
+        if sent.stop:
+            config["stopSequences"] = list(sent.stop)
+        if sent.thinking == "level" and sent.effort is not None:
+            config["thinkingConfig"] = {"thinkingLevel": sent.effort.upper()}
+        elif sent.budget is not None:
+            config["thinkingConfig"] = {"thinkingBudget": sent.budget}
         if request.seed is not None:
             config["seed"] = request.seed
         if config:

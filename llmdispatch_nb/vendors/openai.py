@@ -50,6 +50,7 @@ from ._base import (
     unreliable_usage_note,
     wire,
 )
+from ._rules import parameters_for
 
 FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -96,14 +97,20 @@ class OpenAIAdapter(Adapter):
             messages.append({"role": "system", "content": request.system})
         messages.extend({"role": m.role, "content": m.content} for m in request.messages)
         body: dict[str, Any] = {"model": model, "messages": messages}
-        if request.max_tokens is not None:
-            body[self.max_tokens_field] = request.max_tokens
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.top_p is not None:
-            body["top_p"] = request.top_p
-        if request.stop:
-            body["stop"] = list(request.stop)
+        # What this model accepts of what was asked: the catalogue's rules, in one place.
+        sent = parameters_for(request, self.catalogue_vendor(endpoint),
+                              self.catalogue_model(model, endpoint),
+                              max_tokens_field=self.max_tokens_field)
+        if sent.max_tokens is not None:
+            body[sent.max_tokens_field] = sent.max_tokens
+        if sent.temperature is not None:
+            body["temperature"] = sent.temperature
+        if sent.top_p is not None:
+            body["top_p"] = sent.top_p
+        if sent.stop:
+            body["stop"] = list(sent.stop)
+        if sent.effort is not None:
+            body["reasoning_effort"] = sent.effort
         if request.seed is not None:
             body["seed"] = request.seed
         if request.user:
@@ -112,6 +119,13 @@ class OpenAIAdapter(Adapter):
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
         return body
+
+    def catalogue_vendor(self, endpoint: Endpoint) -> str:
+        """The vendor the catalogue files this endpoint's models under."""
+        return self.vendor_label
+
+    def catalogue_model(self, model: str, endpoint: Endpoint) -> str:
+        return model
 
     def auth_headers(self, endpoint: Endpoint) -> dict[str, str]:
         return {"Authorization": f"Bearer {endpoint.key.reveal()}"} if endpoint.key else {}
