@@ -40,6 +40,8 @@ FLOAT_FIELDS: tuple[str, ...] = ("timestamp", "latency_s", "ttft_s", "cost_usd",
                                  "original_latency_s")
 _texts = operator.attrgetter(*TEXT_FIELDS)
 _ints = operator.attrgetter(*INT_FIELDS)
+_floats = operator.attrgetter(*FLOAT_FIELDS)
+_piece = operator.itemgetter(1)
 _LOW, _HIGH = -(2**63), 2**63 - 1
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -60,7 +62,30 @@ def replace_surrogates(text: str) -> tuple[str, int]:
 
 
 def storable(record: CallRecord) -> CallRecord:
-    """`record`, or a copy that SQLite can store with `repaired` saying what changed."""
+    """`record`, or a copy that SQLite can store with `repaired` saying what changed.
+
+    Runs on the caller's thread for every record, so it first asks, a whole group of
+    fields at once, whether anything could need repair (nearly never), and only then
+    looks field by field."""
+    try:
+        if (_clean("".join(filter(None, _texts(record))))
+                and min(ints := tuple(filter(None, _ints(record))), default=0) >= _LOW
+                and max(ints, default=0) <= _HIGH
+                and int not in map(type, _floats(record))
+                and _clean("".join(record.tags))
+                and _clean(_params(record.params) or "")
+                and (not record.chunks or _clean("".join(map(_piece, record.chunks))))):
+            return record
+    except Exception:  # not the types expected (a tag that is no str, ...): look closer
+        pass
+    return _repaired(record)
+
+
+def _clean(text: str) -> bool:
+    return text.isascii() or not _has_surrogate(text)
+
+
+def _repaired(record: CallRecord) -> CallRecord:
     changes: dict[str, Any] = {}
     notes: list[str] = []
     for name, value in zip(TEXT_FIELDS, _texts(record), strict=True):
@@ -75,8 +100,7 @@ def storable(record: CallRecord) -> CallRecord:
                 continue
             changes[name] = None
             notes.append(f"{name}: {_short(value)} does not fit 64 bits, stored as NULL")
-    for name in FLOAT_FIELDS:
-        value = getattr(record, name)
+    for name, value in zip(FLOAT_FIELDS, _floats(record), strict=True):
         if type(value) is int and not _LOW <= value <= _HIGH:
             try:
                 changes[name] = float(value)
