@@ -70,7 +70,9 @@ def footer_parts(resp: Response) -> list[str]:
         f"{resp.vendor} · {resp.model}",
         fmt_seconds(resp.latency_s),
         f"ttft {fmt_seconds(resp.ttft_s)}" if resp.ttft_s is not None else "ttft –",
-        f"{approx}{usage.input_tokens} → {approx}{usage.output_tokens} tokens",
+        f"{approx}{usage.input_tokens} → {approx}{usage.output_tokens} tokens"
+        # Reasoning is billed inside the output: say how much of it was thinking.
+        + (f" ({usage.reasoning_tokens} reasoning)" if usage.reasoning_tokens else ""),
         fmt_cost(resp.cost.usd),
     ]
     if resp.finish_reason == "length":

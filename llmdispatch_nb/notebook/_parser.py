@@ -13,6 +13,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from .._types import REASONING_LEVELS
 from ._errors import UsageError
 
 FORMATS = ("markdown", "text", "code", "json", "html")
@@ -57,6 +58,8 @@ Options:
   --top-p X                nucleus sampling, (0, 1]
   --stop TEXT              stop sequence (repeatable, at most 4)
   --seed N                 sampling seed, where the vendor supports one
+  --reasoning R            how hard a reasoning model thinks: none, minimal, low, medium,
+                           high, or a thinking budget in tokens (-m stays the answer's)
   --strategy NAME          how candidates are picked (model, cheapest, fastest, ...)
   --fallback TARGET        try this target if the first fails (repeatable)
   --max-cost USD           refuse to send if the call could cost more
@@ -103,6 +106,7 @@ class CellArgs:
     top_p: float | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    reasoning: str | int | None = None
     strategy: str | None = None
     fallbacks: tuple[str, ...] = ()
     max_cost: float | None = None
@@ -123,7 +127,7 @@ class CellArgs:
     def send_params(self) -> dict[str, Any]:
         """Parameters that shape the request itself."""
         out: dict[str, Any] = {}
-        for name in ("system", "temperature", "max_tokens", "top_p", "seed"):
+        for name in ("system", "temperature", "max_tokens", "top_p", "seed", "reasoning"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -180,6 +184,19 @@ def _whole(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
+def _reasoning(text: str) -> str | int:
+    if text.strip().lower() in REASONING_LEVELS:
+        return text.strip().lower()
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not one of {', '.join(REASONING_LEVELS)} or a thinking budget in tokens")
+    return value
+
+
 def _build() -> _Parser:
     p = _Parser(prog="%%llm", add_help=False, allow_abbrev=False)
     p.add_argument("targets", nargs="*")
@@ -190,6 +207,7 @@ def _build() -> _Parser:
     p.add_argument("--top-p", type=_number)
     p.add_argument("--stop", action="append", default=[])
     p.add_argument("--seed", type=_whole)
+    p.add_argument("--reasoning", type=_reasoning)
     p.add_argument("--strategy")
     p.add_argument("--fallback", action="append", default=[], dest="fallbacks")
     p.add_argument("--max-cost", type=_number)
@@ -229,6 +247,7 @@ def parse_cell_line(line: str) -> CellArgs:
     args = CellArgs(
         targets=tuple(ns.targets), system=ns.system, temperature=ns.temperature,
         max_tokens=ns.max_tokens, top_p=ns.top_p, stop=tuple(ns.stop), seed=ns.seed,
+        reasoning=ns.reasoning,
         strategy=ns.strategy, fallbacks=tuple(ns.fallbacks), max_cost=ns.max_cost,
         no_cache=ns.no_cache, tags=tuple(ns.tags), repeat=ns.repeat, format=ns.format,
         output=ns.output, stream=False if ns.no_stream else None, chat=ns.chat,

@@ -91,11 +91,13 @@ def usage_from_anthropic(u: Any) -> Usage | None:
     fresh = token_count(u, "input_tokens")
     write = token_count(u, "cache_creation_input_tokens")
     read = token_count(u, "cache_read_input_tokens")
+    details = u.get("output_tokens_details")  # thinking, inside output_tokens (2026-05)
     return Usage(
         input_tokens=fresh + write + read,
         output_tokens=token_count(u, "output_tokens"),
         cache_read_tokens=read,
         cache_write_tokens=write,
+        reasoning_tokens=token_count(details, "thinking_tokens") if isinstance(details, dict) else 0,
     )
 
 
