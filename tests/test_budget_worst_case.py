@@ -9,6 +9,7 @@ of this test's own that bills every UTF-8 byte of the prompt as a token."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +27,7 @@ from llmdispatch_nb.routing import estimated_input_tokens, prompt_token_bound
 from llmdispatch_nb.sim import SimServer
 from llmdispatch_nb.sim._openai_wire import Chat
 from llmdispatch_nb.sim.openai import OpenAIEmulator
-from llmdispatch_nb.vendors import Endpoint, Secret
+from llmdispatch_nb.vendors import Endpoint, Secret, adapter_for
 from tests._resilience_support import dispatcher, fresh, start
 
 from .conftest import CANARY_KEY
@@ -93,7 +94,13 @@ def test_the_worst_case_is_the_cap_sent_or_the_models_output_cap(sim: SimServer)
         haiku = worst("anthropic:claude-haiku-4-5")  # the adapter sends its own default
         assert haiku.capped and haiku.output_tokens == 4096
         assert worst("google:gemini-2.5-flash").output_tokens == 65_536
-        assert worst("google:gemini-2.5-flash", max_tokens=70).output_tokens == 70
+        # Gemini: whatever maxOutputTokens the adapter sends (room for thinking included).
+        request = d.request("hi", "google:gemini-2.5-flash", max_tokens=70)
+        cand = d.plan(request).candidates[0]
+        body = json.loads(adapter_for("gemini").build_request(request, cand.model, cand.endpoint,
+                                                              stream=False).content)
+        sent = body["generationConfig"]["maxOutputTokens"]
+        assert sent >= 70 and worst("google:gemini-2.5-flash", max_tokens=70).output_tokens == sent
         assert mini.usd is not None and mini.usd == pytest.approx(
             (mini.prompt_tokens * 0.15 + 16_384 * 0.60) / 1e6)
 
