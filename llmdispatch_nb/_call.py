@@ -3,11 +3,12 @@ routing options (`CallOptions`) that travel with it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ._stream import StreamSink
-from ._types import Attempt, Request
+from ._types import Attempt, Request, Waiting
 from .errors import LLMDispatchError
 from .routing import Candidate
 
@@ -20,9 +21,12 @@ class CallOptions:
     fallbacks: tuple[str, ...] | None = None  # None = the configured fallbacks
     max_cost: float | None = None  # US dollars for this call, refused before sending if exceeded
     cache: bool | None = None  # None = the cache policy decides; False = never; True = always
+    # Told of every wait of about 2 s or more (Retry-After, breaker, limiter), as a stream
+    # is; on the loop the call runs on, so keep it quick. For `send`, where no stream is.
+    on_wait: Callable[[Waiting], None] | None = None
 
 
-_OPTION_NAMES = ("strategy", "fallbacks", "max_cost", "cache")
+_OPTION_NAMES = ("strategy", "fallbacks", "max_cost", "cache", "on_wait")
 
 
 NO_OPTIONS = CallOptions()
@@ -40,7 +44,7 @@ def split_options(params: dict[str, Any]) -> CallOptions:
 class CallState:
     """The state of one call across its attempts."""
 
-    __slots__ = ("_keys", "call_id", "deadline", "errors", "last_chunks", "number",
+    __slots__ = ("_keys", "call_id", "deadline", "errors", "held", "last_chunks", "number",
                  "number_recorded", "opts", "request", "sink", "trail")
 
     def __init__(self, call_id: str, request: Request, sink: StreamSink | None,
@@ -51,11 +55,18 @@ class CallState:
         self.opts = opts
         self.deadline = deadline
         self.errors: list[LLMDispatchError] = []
+        # Failures on the candidate being tried that a retry may still recover; the
+        # breaker judges them with the candidate's outcome (resilience/breaker.py).
+        self.held: list[LLMDispatchError] = []
         self.trail: list[Attempt] = []
         self.number = 0  # attempts started
         self.number_recorded = 0  # attempts written to the ledger
         self.last_chunks: list[tuple[float, str]] = []
         self._keys: dict[str, str] = {}
+
+    def take_held(self) -> list[LLMDispatchError]:
+        held, self.held = self.held, []
+        return held
 
     def cache_key_for(self, cand: Candidate) -> str:
         key = self._keys.get(cand.key)

@@ -42,6 +42,7 @@ from ._types import (
     new_call_id,
     now,
 )
+from ._waits import Cause, LimitNotice, pause
 from .errors import (
     AllCandidatesFailedError,
     BudgetExceededError,
@@ -360,6 +361,8 @@ class Dispatcher:
                 i += 1
                 outcome = await self._try_candidate(call, cand, fell_back=cand.key != first_key)
                 call.request = request  # undo a budget-fitted max_tokens for the next one
+                if call.held:  # left with failures no retry recovered: they count
+                    self.breaker.abandon(cand.key, call.take_held())
                 if isinstance(outcome, Response):
                     return outcome
                 if outcome == "deadline":
@@ -376,10 +379,12 @@ class Dispatcher:
             # Every candidate failed or was open. Wait for the soonest breaker to half-open
             # (once, within the deadline) rather than fail without trying.
             if breaker_skipped and self.wait_for_breaker and not waited_for_breaker:
-                _, wait = self.breaker.soonest([c.key for c in breaker_skipped])
+                key, wait = self.breaker.soonest([c.key for c in breaker_skipped])
                 if time.monotonic() + wait + _MIN_ATTEMPT_S < call.deadline:
                     waited_for_breaker = True
-                    await asyncio.sleep(wait)
+                    soonest = next(c for c in breaker_skipped if c.key == key)
+                    await self._pause(call, soonest, wait, "breaker",
+                                      _breaker_reason(self.breaker, key), soonest.key != first_key)
                     pending = breaker_skipped
                     continue
             break
@@ -445,7 +450,8 @@ class Dispatcher:
             tokens = estimated_input_tokens(request) + self.router.max_output_tokens(request)
             try:
                 try:
-                    async with self.limiter.slot((cand.vendor, cand.key), tokens, call.deadline) as lease:
+                    async with self.limiter.slot((cand.vendor, cand.key), tokens, call.deadline,
+                                                 LimitNotice(call, cand.key)) as lease:
                         if call.deadline - time.monotonic() < _MIN_ATTEMPT_S:
                             # The slot came free just as the deadline passed: sending now
                             # would only race the deadline and blame the vendor for it.
@@ -463,41 +469,66 @@ class Dispatcher:
             except asyncio.CancelledError:
                 reservation.release()
                 self.breaker.release(cand.key)
+                if call.number_recorded < call.number:  # cancelled waiting for the limiter
+                    self._record_failure(call, cand, LLMDispatchError(
+                        "cancelled by the caller while waiting for a client-side limit slot"),
+                        None, fell_back, retries > 0, "cancelled")
                 raise
             except LLMDispatchError as exc:
                 if isinstance(exc, MidStreamError) and exc.usage is not None:
                     reservation.settle(self._price(cand.endpoint, cand.model, exc.usage).usd)
                 else:
                     reservation.release()  # vendors do not bill a request that failed
+                streamed = call.sink is not None and call.sink.started
+                left = call.deadline - time.monotonic() - _MIN_ATTEMPT_S
+                delay = None if streamed or isinstance(exc, ContextLengthError) else \
+                    self.retry.delay(retries, exc, remaining_s=left)
+                if delay is not None and delay >= left:
+                    # A wait that would use up the deadline leaves no time to try again;
+                    # the next candidate gets the time instead.
+                    delay = None
                 if isinstance(exc, LimitWaitTimeoutError):
                     # Nothing reached the vendor: no news about its health. Hand back a
                     # half-open probe rather than let our own queue close the circuit.
                     self.breaker.release(cand.key)
+                elif delay is not None:
+                    self.breaker.hold(cand.key, exc)  # the retry's outcome decides
+                    call.held.append(exc)
                 else:
-                    self.breaker.record(cand.key, False, exc)
+                    self.breaker.record(cand.key, False, exc, held=call.take_held())
                 call.errors.append(exc)
                 call.trail.append(Attempt(cand.vendor, cand.model, "error", type(exc).__name__))
-                if call.sink is not None and call.sink.started:
+                if streamed:
                     raise  # text reached the caller: no retry, no fallback
                 if isinstance(exc, ContextLengthError):
                     return "context"
-                left = call.deadline - time.monotonic() - _MIN_ATTEMPT_S
-                delay = self.retry.delay(retries, exc, remaining_s=left)
-                if delay is None or delay >= left:
-                    # A wait that would use up the deadline leaves no time to try again;
-                    # the next candidate gets the time instead.
+                if delay is None:
                     return "failed"
                 retries += 1
-                await asyncio.sleep(delay)
+                await self._pause(call, cand, delay, "retry", _retry_reason(exc),
+                                  fell_back)
                 continue
             reservation.settle(resp.cost.usd)
-            self.breaker.record(cand.key, True)
+            self.breaker.record(cand.key, True, held=call.take_held())
             self.router.tracker.observe(cand.key, resp.latency_s, resp.ttft_s)
             call.trail.append(Attempt(cand.vendor, cand.model, "ok", None, resp.latency_s))
             if call.cache_key_for(cand) and self.cache is not None and self.cache_allows(call):
                 await asyncio.to_thread(self.cache.put, call.cache_key_for(cand), resp,
                                         call.last_chunks or None)
             return replace(resp, attempts=tuple(call.trail))
+
+    async def _pause(self, call: CallState, cand: Candidate, seconds: float, cause: Cause,
+                     reason: str, fell_back: bool) -> None:
+        """Wait before the next attempt, shown when long (`_waits.py`). A call cancelled
+        meanwhile records the attempt it was waiting to make as cancelled."""
+        try:
+            await pause(call, seconds, cause, cand.key, reason)
+        except asyncio.CancelledError:
+            call.number += 1
+            self._record_failure(call, cand, LLMDispatchError(
+                f"cancelled by the caller while waiting {seconds:.1f} s for {cand.key}: "
+                f"{reason}"), None, fell_back, cause == "retry", "cancelled")
+            raise
 
     async def _attempt(self, call: CallState, cand: Candidate, *, fell_back: bool,
                        retried: bool) -> Response:
@@ -631,3 +662,21 @@ class Dispatcher:
                     self._failed_sinks.add(id(sink))
                     _log.exception("the on_record sink %r raised; the call goes on (logged "
                                    "once per sink)", sink)
+
+
+def _retry_reason(exc: LLMDispatchError) -> str:
+    """Why a retry waits, for a status line: the vendor's Retry-After, or our backoff."""
+    status = getattr(exc, "status", None)
+    what = f"{status} {type(exc).__name__}" if status else type(exc).__name__
+    if getattr(exc, "retry_after", None) is not None:
+        return f"the vendor asked for this wait (Retry-After on a {what})"
+    return f"backing off before retrying a {what}"
+
+
+def _breaker_reason(breaker: CircuitBreaker, key: str) -> str:
+    """Why a call waits for `key`'s circuit, in words that stay true as the wait counts down."""
+    last = breaker.snapshot().get(key, {}).get("last_failure")
+    if breaker.state(key) == "open":
+        return "its circuit breaker is open after repeated failures" + (
+            f" ({last})" if last else "")
+    return "its circuit is half-open, with its one probe call out"

@@ -271,7 +271,32 @@ class StreamStart:
     kind: Literal["start"] = "start"
 
 
-StreamEvent = TextDelta | UsageUpdate | Finish | StreamStart
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """The call is waiting before it can go on, for `seconds` more (None: no end known,
+    such as a free concurrency slot), and says why. Sent (and logged) only for waits of
+    about 2 s or more: a Retry-After or backoff before a retry ("retry"), a circuit to
+    half-open ("breaker"), a client-side rate or concurrency limit ("limit"). When the
+    wait is over and the call goes on, a last `Waiting` with `seconds=0` says so."""
+
+    cause: Literal["retry", "breaker", "limit"]
+    target: str  # the candidate waited for, vendor:model
+    reason: str  # in words, for a status line
+    seconds: float | None
+    kind: Literal["waiting"] = "waiting"
+
+    @property
+    def over(self) -> bool:
+        return self.seconds == 0
+
+    def describe(self) -> str:
+        if self.over:
+            return f"{self.target}: done waiting ({self.reason})"
+        how_long = "until it frees" if self.seconds is None else f"{self.seconds:.0f} s"
+        return f"waiting {how_long} for {self.target}: {self.reason}"
+
+
+StreamEvent = TextDelta | UsageUpdate | Finish | StreamStart | Waiting
 
 
 @dataclass(frozen=True, slots=True)

@@ -299,7 +299,8 @@ def test_snapshot_and_reset(breaker: CircuitBreaker, clock: Clock) -> None:
     fail(breaker, 1)
     snap = breaker.snapshot()[KEY]
     assert snap == {"state": "closed", "calls": 3, "failures": 1, "failure_rate": 1 / 3,
-                    "opens_in": 0.0, "probe_out": False, "trips": 0, "last_failure": "ServerError"}
+                    "opens_in": 0.0, "probe_out": False, "trips": 0, "last_failure": "ServerError",
+                    "recovered": 0}
     fail(breaker, 5)
     assert breaker.snapshot()[KEY]["state"] == "open"
     assert "not_closed=['openai:gpt-4o']" in repr(breaker)

@@ -18,6 +18,18 @@ call that timed out in our own rate limiter's queue without being sent. There th
 vendor answered properly and the request (or key) is at fault; they count as a healthy
 answer, and they close a half-open circuit like a success would.
 
+A failure that a retry recovers within the same call does not count at all (it is not
+weighed less: it is left out). The dispatcher holds a call's failed attempts on a
+candidate (`hold`) until the call is done with that candidate, then reports them with its
+outcome (`record(..., held=...)`): an answer in the end drops them (counted only in the
+`recovered` figure of `snapshot()`), no answer counts every one of them. Why: the retry
+policy already absorbed them, so they say the vendor is busy, not down, and opening the
+circuit on them turned three 429s that each cost the caller 1.2 s into a 30 s wait for
+the next call. A real outage still opens it as quickly as before, since an unrecovered
+call brings all its failed attempts. Two failures do not wait for the call's end:
+a half-open probe's (its answer decides at once) and a 429 whose Retry-After exceeds
+`long_retry_after_s` (the vendor said it is out for a while; other calls should know now).
+
 State changes are lazy (read off the clock when asked), so the breaker needs no timer
 task; a lock makes it safe to read from a notebook thread while the loop writes.
 """
@@ -72,6 +84,7 @@ class _Circuit:
     trips: int = 0
     last_failure: str | None = None
     in_flight: int = 0  # allowed, not yet recorded or released
+    recovered: int = 0  # failures a retry within the same call made good (never counted)
 
 
 class CircuitBreaker:
@@ -168,15 +181,59 @@ class CircuitBreaker:
                 if c.state == "half_open":
                     c.probe_since = None
 
-    def record(self, key: str, ok: bool, error: LLMDispatchError | None = None) -> None:
-        """Remember how a call to `key` ended. `ok=False` with a client error (400, 401, …)
-        counts as a healthy answer: see the module docstring."""
+    def hold(self, key: str, error: LLMDispatchError | None) -> None:
+        """An attempt on `key` failed and the call will retry it: its verdict waits for
+        the call's outcome on `key` (pass the held errors to `record` then). Gives back
+        the attempt's slot; only a half-open probe's failure or a long Retry-After acts
+        now (see the module docstring)."""
         now = self.clock()
-        failed = not ok and counts_as_failure(error)
+        failed = counts_as_failure(error)
         with self._lock:
             c = self._get(key)
             c.in_flight = max(0, c.in_flight - 1)
             self._refresh(c, now)
+            if not failed:
+                if c.state == "half_open":
+                    c.probe_since = None  # no news of the vendor's health: free the probe
+                return
+            c.last_failure = type(error).__name__ if error is not None else "failure"
+            if c.state == "half_open" or (c.state == "closed" and self._long_rate_limit(error)):
+                self._trip(c, now, error)
+
+    def abandon(self, key: str, held: Iterable[LLMDispatchError | None]) -> None:
+        """The call left `key` with failures held and no further outcome (its deadline
+        passed, the budget refused the retry, it was cancelled): they were not recovered,
+        so each failure counts."""
+        now = self.clock()
+        earlier = [e for e in held if counts_as_failure(e)]
+        if not earlier:
+            return
+        with self._lock:
+            c = self._get(key)
+            self._refresh(c, now)
+            if c.state == "closed":
+                c.outcomes.extend([True] * len(earlier))
+                self._judge(c, now, earlier[-1])
+
+    def record(self, key: str, ok: bool, error: LLMDispatchError | None = None, *,
+               held: Iterable[LLMDispatchError | None] = ()) -> None:
+        """Remember how a call to `key` ended. `ok=False` with a client error (400, 401, …)
+        counts as a healthy answer: see the module docstring. `held`: the errors of this
+        call's earlier attempts on `key` passed to `hold`; an answer drops them (a retry
+        recovered them), any other end counts each that is a failure."""
+        now = self.clock()
+        failed = not ok and counts_as_failure(error)
+        earlier = [e for e in held if counts_as_failure(e)]
+        with self._lock:
+            c = self._get(key)
+            c.in_flight = max(0, c.in_flight - 1)
+            self._refresh(c, now)
+            if ok:
+                c.recovered += len(earlier)
+            elif earlier and c.state == "closed":
+                c.outcomes.extend([True] * len(earlier))
+                if not failed:  # the last attempt was the request's fault: judge the rest
+                    self._judge(c, now, earlier[-1])
             if failed:
                 c.last_failure = type(error).__name__ if error is not None else "failure"
             if c.state == "half_open":
@@ -202,12 +259,15 @@ class CircuitBreaker:
             if self._long_rate_limit(error):
                 self._trip(c, now, error)
                 return
-            # Calls still in flight count as not failed (yet): failures come back fast and
-            # answers slowly, so judging only what has finished would trip a healthy vendor
-            # at the start of every concurrent burst.
-            n = len(c.outcomes)
-            if n >= self.min_calls and sum(c.outcomes) / (n + c.in_flight) >= self.threshold:
-                self._trip(c, now, error)
+            self._judge(c, now, error)
+
+    def _judge(self, c: _Circuit, now: float, error: LLMDispatchError | None) -> None:
+        # Calls still in flight count as not failed (yet): failures come back fast and
+        # answers slowly, so judging only what has finished would trip a healthy vendor
+        # at the start of every concurrent burst.
+        n = len(c.outcomes)
+        if n >= self.min_calls and sum(c.outcomes) / (n + c.in_flight) >= self.threshold:
+            self._trip(c, now, error)
 
     def trip(self, key: str, seconds: float | None = None) -> None:
         """Open `key` by hand for `seconds` (default the cool-down)."""
@@ -310,6 +370,7 @@ class CircuitBreaker:
                     "probe_out": c.state == "half_open" and c.probe_since is not None,
                     "trips": c.trips,
                     "last_failure": c.last_failure,
+                    "recovered": c.recovered,
                 }
         return out
 

@@ -16,6 +16,11 @@ request back every second, up to 60 saved). A request larger than a whole minute
 allowance waits for a full bucket and then overdraws it, so later calls pay the debt.
 `Lease.settle(actual)` corrects the tokens taken to what the vendor reported.
 
+A caller that wants to show a wait passes `on_wait(seconds, reason)`: called when the
+call first has to wait (`seconds` until the rates allow it, None when only a release can
+tell, as for a concurrency slot or calls queued ahead), and once more with
+`reason=None` when the wait ends, however it ends.
+
 One limiter serves calls from several threads and event loops at once (async callers'
 calls run on their own loops, sync ones on the dispatcher's): its state changes under a
 lock, never held across an await, and a waiter is woken on its own loop.
@@ -35,6 +40,9 @@ from typing import Any
 from ..errors import ConfigurationError, VendorTimeoutError
 
 _EPS = 1e-9
+
+# on_wait(seconds or None, reason) when a wait starts; on_wait(None, None) when it ends.
+OnWait = Callable[[float | None, str | None], None]
 
 
 class LimitWaitTimeoutError(VendorTimeoutError):
@@ -244,16 +252,16 @@ class RateLimiter:
         return {k: s.limit for k, s in self._states.items()}
 
     @asynccontextmanager
-    async def slot(self, keys: Sequence[str], tokens: int = 0,
-                   deadline: float | None = None) -> AsyncIterator[Lease]:
-        lease = await self.acquire(keys, tokens, deadline)
+    async def slot(self, keys: Sequence[str], tokens: int = 0, deadline: float | None = None,
+                   on_wait: OnWait | None = None) -> AsyncIterator[Lease]:
+        lease = await self.acquire(keys, tokens, deadline, on_wait)
         try:
             yield lease
         finally:
             lease.release()
 
     async def acquire(self, keys: Sequence[str], tokens: int = 0,
-                      deadline: float | None = None) -> Lease:
+                      deadline: float | None = None, on_wait: OnWait | None = None) -> Lease:
         """Wait for room on every limited key in `keys`; call `lease.release()` after.
 
         Raises `LimitWaitTimeoutError` (a `VendorTimeoutError`) when `deadline` (on
@@ -272,6 +280,7 @@ class RateLimiter:
             w = _Waiter(tokens)
             for s in states:
                 s.queue.append(w)
+        told: str | None = None  # what on_wait was told
         try:
             while True:
                 with self._lock:
@@ -282,6 +291,9 @@ class RateLimiter:
                         if wait == 0.0:
                             self._take(states, tokens)
                             return Lease(self, states, tokens)
+                    if on_wait is not None and told is None:
+                        told = self._why_waiting(states, w, tokens, now)
+                        on_wait(wait, told)
                     if deadline is not None:
                         left = deadline - now
                         if left <= 0:
@@ -291,6 +303,8 @@ class RateLimiter:
                     w.fut = fut = w.loop.create_future()
                 await self._wait(fut, wait)
         finally:
+            if told is not None and on_wait is not None:
+                on_wait(None, None)
             with self._lock:
                 w.fut = None
                 for s in states:
@@ -352,17 +366,21 @@ class RateLimiter:
             woken.cancel()
             slept.cancel()
 
-    def _gave_up(self, states: tuple[_KeyState, ...], w: _Waiter, tokens: int,
-                 now: float) -> LimitWaitTimeoutError:
+    def _why_waiting(self, states: tuple[_KeyState, ...], w: _Waiter, tokens: int,
+                     now: float) -> str:
         reasons = []
         for s in states:
             ahead = s.queue.index(w) if w in s.queue else 0
             if ahead or self._room((s,), tokens, now) != 0.0:
                 reasons.append(f"{s.key}: {s.why_full(tokens, now, ahead)}")
+        return "; ".join(reasons or ["no room"])
+
+    def _gave_up(self, states: tuple[_KeyState, ...], w: _Waiter, tokens: int,
+                 now: float) -> LimitWaitTimeoutError:
         vendor = states[0].key.partition(":")[0]
         return LimitWaitTimeoutError(
             "the call's deadline passed while waiting for a client-side limit slot ("
-            + "; ".join(reasons or ["no room"])
+            + self._why_waiting(states, w, tokens, now)
             + "); nothing was sent. Raise the limit or the deadline", vendor=vendor)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
