@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         TextDelta,
         Usage,
         UsageUpdate,
+        Waiting,
     )
     from .experiments import recommend, sweep, what_if
     from .notebook._panel import panel
@@ -60,6 +61,7 @@ __all__ = [
     "TextDelta",
     "Usage",
     "UsageUpdate",
+    "Waiting",
     "__version__",
     "default",
     "load_ipython_extension",
@@ -113,7 +115,7 @@ _LAZY = {
     "Attempt": "._types", "CallRecord": "._types", "Cost": "._types", "Finish": "._types",
     "Message": "._types", "Request": "._types", "Response": "._types",
     "StreamEvent": "._types", "StreamStart": "._types", "TextDelta": "._types",
-    "Usage": "._types", "UsageUpdate": "._types",
+    "Usage": "._types", "UsageUpdate": "._types", "Waiting": "._types",
     "Price": ".pricing", "PriceBook": ".pricing",
     "Endpoint": ".vendors", "Secret": ".vendors",
     "panel": ".notebook._panel",
