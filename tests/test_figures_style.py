@@ -82,6 +82,9 @@ def test_labels_never_overlap_or_leave_the_plot() -> None:
     positions = place_labels(x, y, names, 16.0, xr, yr)
     placed = [p for p in positions if p]
     assert placed and len(placed) < len(names)  # the rest are left to the hover text
+    # Points that matter most (the Pareto front) are labelled first.
+    favoured = place_labels(x, y, names, 16.0, xr, yr, first=[i == 5 for i in range(12)])
+    assert favoured[5] is not None
     spread = place_labels([0.1, 0.5, 0.9], [0.1, 0.5, 0.9], ["a", "b", "c"], 16.0,
                           [0.0, 1.0], [0.0, 1.0])
     assert spread == ["top center"] * 3

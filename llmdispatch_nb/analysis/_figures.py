@@ -149,7 +149,7 @@ def tradeoff_figure(df: pd.DataFrame) -> go.Figure:
             customdata=calls, textfont={"size": 11},
             hovertemplate="%{text}<br>p50 latency %{x:.3f} s<br>mean cost $%{y:.6f}"
                           "<br>%{customdata} calls<extra>" + vendor + "</extra>"))
-    fig.update_layout(**layout("Cost against latency, per model",
+    fig.update_layout(**layout("Cost vs latency per model",
                                "one point per model, sized by its number of calls"),
                       xaxis=seconds_axis("p50 latency", range=xrange),
                       yaxis=dollar_axis("mean cost per priced attempt", range=yrange),

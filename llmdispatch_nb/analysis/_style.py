@@ -84,9 +84,10 @@ CHAR_PX, LINE_PX, GAP_PX = 7.0, 15.0, 3.0
 def place_labels(x: Sequence[float], y: Sequence[float], names: Sequence[str],
                  sizes: Sequence[float] | float, xrange: Sequence[float],
                  yrange: Sequence[float], *, width: float = WIDTH - 60,
-                 height: float = HEIGHT) -> list[str | None]:
+                 height: float = HEIGHT, first: Sequence[bool] | None = None) -> list[str | None]:
     """Each point's text position (a plotly `textposition`), or None where no position
-    fits: inside the plot, clear of every marker and of the labels placed before it."""
+    fits: inside the plot, clear of every marker and of the labels placed before it.
+    Points marked in `first` are labelled before the others (they matter most)."""
     plot_w = width - MARGIN["l"] - MARGIN["r"]
     plot_h = height - MARGIN["t"] - MARGIN["b"]
     n = len(names)
@@ -104,11 +105,11 @@ def place_labels(x: Sequence[float], y: Sequence[float], names: Sequence[str],
                                for i, (c, r) in enumerate(zip(centres, radii, strict=True))
                                if c is not None}
     placed: list[Box] = []
-    out: list[str | None] = []
-    for i in range(n):
+    out: list[str | None] = [None] * n
+    order = sorted(range(n), key=lambda i: not first[i]) if first is not None else range(n)
+    for i in order:
         c = centres[i]
         if c is None:
-            out.append(None)
             continue
         w, h, r = len(str(names[i])) * CHAR_PX, LINE_PX, radii[i] + GAP_PX
         cx, cy = c
@@ -125,7 +126,7 @@ def place_labels(x: Sequence[float], y: Sequence[float], names: Sequence[str],
                 chosen = position
                 placed.append(box)
                 break
-        out.append(chosen)
+        out[i] = chosen
     return out
 
 

@@ -30,7 +30,8 @@ def _missing(v: Any) -> bool:
 
 
 def dollars(v: Any) -> str:
-    """Dollars with the digits that matter: $12.40, $0.125, $0.0000608; "–" if unknown."""
+    """Dollars with three significant digits below $1 ($0.125, $0.0240, $0.0000608),
+    cents above ($12.40); "–" if unknown."""
     if _missing(v):
         return "–"
     v = float(v)
@@ -38,10 +39,8 @@ def dollars(v: Any) -> str:
         return "$0"
     if abs(v) >= 1:
         return f"${v:,.2f}"
-    if abs(v) >= 0.01:
-        return f"${v:.3f}"
     places = -math.floor(math.log10(abs(v))) + 2  # three significant digits, never e-05
-    return f"${v:.{places}f}".rstrip("0")
+    return f"${v:.{places}f}"
 
 
 def duration(v: Any) -> str:
@@ -85,10 +84,10 @@ _NUMERIC = {"int", "seconds", "dollars", "percent", "score"}
 _STYLES = [
     {"selector": "", "props": "border-collapse:collapse;font-size:12px;"
                                "font-variant-numeric:tabular-nums"},
-    {"selector": "th", "props": "text-align:left;padding:3px 10px;font-weight:600;"
+    {"selector": "th", "props": "text-align:left;padding:3px 7px;font-weight:600;"
                                 "border-bottom:1px solid #8c959f;white-space:nowrap"},
-    {"selector": "td", "props": "padding:3px 10px;border-bottom:1px solid #e5e7eb;"
-                                "white-space:nowrap"},
+    {"selector": "td", "props": "text-align:left;padding:3px 7px;"
+                                "border-bottom:1px solid #e5e7eb;white-space:nowrap"},
     {"selector": "caption", "props": "caption-side:bottom;text-align:left;color:#57606a;"
                                      "font-size:11px;padding-top:4px"},
 ]
@@ -128,8 +127,11 @@ class CuratedTable(pd.DataFrame):
                                    escape="html")
         styler = styler.hide(axis="index").set_table_styles(_STYLES)
         numeric = [label for _, label, kind in shown if kind in _NUMERIC]
-        if numeric:
+        if numeric:  # numbers right-aligned, their headings too; names stay left
             styler = styler.set_properties(subset=numeric, **{"text-align": "right"})
+            styler = styler.set_table_styles(
+                {label: [{"selector": "th", "props": "text-align:right"}] for label in numeric},
+                overwrite=False)
         hidden = len(self.columns) + len([n for n in self.index.names if n is not None])
         if hidden > len(shown):
             styler = styler.set_caption(f"{len(shown)} of {hidden} columns; {self.CAPTION}")

@@ -160,10 +160,10 @@ def tradeoff_chart(df: pd.DataFrame, quality: str | None = None, by: str = "targ
     xrange = padded_range(x, zero=True, high=0.15) or [0.0, 1.0]
     yrange = padded_range(y, low=0.12, high=0.18) or [0.0, 1.0]
     # Long target names: each label goes where it fits, or only into the hover text.
-    positions = place_labels(x, y, names, sizes if np.ndim(sizes) else float(sizes),
-                             xrange, yrange)
-    fig = go.Figure()
     front = table["pareto"].to_numpy()
+    positions = place_labels(x, y, names, sizes if np.ndim(sizes) else float(sizes),
+                             xrange, yrange, first=list(front))
+    fig = go.Figure()
     if front.any():
         order = np.argsort(x[front], kind="stable")
         fig.add_trace(go.Scatter(x=x[front][order], y=y[front][order], mode="lines",
@@ -181,7 +181,7 @@ def tradeoff_chart(df: pd.DataFrame, quality: str | None = None, by: str = "targ
                                  marker={"size": 26, "color": "rgba(0,0,0,0)",
                                          "line": {"width": 2, "color": "#d62728"}},
                                  hoverinfo="skip"))
-    base = layout(f"Cost against {quality}, per {by}",
+    base = layout(f"Cost vs {quality} per {by}",
                   "the Pareto front dashed and ringed; hover a point for its figures")
     base["margin"]["b"] = 110  # room for the legend under the plot, clear of the colour bar
     fig.update_layout(**base, xaxis=dollar_axis("mean cost per answered run", range=xrange),
