@@ -23,7 +23,8 @@ import pytest
 
 from llmdispatch_nb import Dispatcher, Endpoint, Secret
 from llmdispatch_nb._types import CallRecord
-from llmdispatch_nb.ledger import Ledger
+from llmdispatch_nb.ledger import Ledger, LedgerError
+from llmdispatch_nb.ledger._writer import BatchWriter
 from llmdispatch_nb.resilience import RetryPolicy
 from tests.conftest import CANARY_KEY
 
@@ -257,3 +258,43 @@ def test_a_sink_that_raises_is_logged_once_and_never_breaks_a_call(
     assert len(seen) == 3 and len(ledger.records()) == 3
     assert caplog.text.count("the on_record sink") == 1 and "dashboard is down" in caplog.text
     ledger.close()
+
+
+# -- the writer's bounds --------------------------------------------------------------
+
+
+def test_the_writer_never_retries_one_batch_forever() -> None:
+    broken = True
+    tries: list[list[int]] = []
+    stored: list[int] = []
+    set_aside: list[list[int]] = []
+
+    def sink(batch: list[int]) -> None:
+        tries.append(list(batch))
+        if broken:
+            raise LedgerError("the store is broken")
+        if 13 in batch:
+            raise ValueError("13 cannot be stored")
+        stored.extend(batch)
+
+    def retry_for(exc: BaseException) -> float | None:
+        return 0.2 if isinstance(exc, LedgerError) else None
+
+    w = BatchWriter(sink, name="test-writer", linger_s=0.5, retry_for=retry_for,
+                    give_up=lambda batch, exc: set_aside.append(list(batch)))
+    w.put(1)
+    w.flush(timeout=10)  # answers once the retries are spent
+    assert set_aside == [[1]] and w.failing and len(tries) > 1
+    before = len(tries)
+    w.put(2)
+    w.flush(timeout=10)
+    assert set_aside[-1] == [2] and len(tries) == before + 1  # one try while still failing
+    broken = False
+    for i in range(3, 40):
+        w.put(i)
+    w.flush(timeout=10)
+    # The store is back; the batch holding 13 is split down to it, the rest written in order.
+    assert stored == [i for i in range(3, 40) if i != 13]
+    assert set_aside[-1] == [13] and not w.failing
+    assert len(tries) - before - 1 < 2 * 6 + 2  # log2(37) levels of halves, not 37 singles
+    w.stop()

@@ -48,7 +48,14 @@ from ._rows import (
     to_columns,
     to_row,
 )
-from ._trouble import Quarantine, describe, is_corrupt, is_store_problem, set_aside
+from ._trouble import (
+    Quarantine,
+    describe,
+    is_corrupt,
+    is_store_problem,
+    retry_for,
+    set_aside,
+)
 from ._writer import BatchWriter, Checkpointer
 
 if TYPE_CHECKING:
@@ -130,7 +137,7 @@ class Ledger:
         self._writer = BatchWriter(self._write_batch, name=f"llmdispatch-ledger-{id(self):x}",
                                    batch_size=batch_size, on_exit=self._close_writer,
                                    give_up=self._quarantine.add,
-                                   store_problem=lambda exc: isinstance(exc, LedgerError))
+                                   retry_for=retry_for)
         self._checkpointer = Checkpointer(self._open, name=f"llmdispatch-ledger-{id(self):x}-ckpt")
         self._logged = 0  # bytes of rows written since the last checkpoint request (roughly)
         self._page_size = _PAGE_SIZE

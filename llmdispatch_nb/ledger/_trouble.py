@@ -54,6 +54,22 @@ def is_store_problem(exc: BaseException) -> bool:
     return False
 
 
+# How long the writer retries a batch when the store fails: a lock another kernel holds
+# usually clears (it waited busy_timeout_s inside SQLite already); a read-only folder, a
+# full disk or a file in the way does not, and readers should hear about it at once.
+LOCKED_RETRY_S = 60.0
+BROKEN_RETRY_S = 0.3
+
+
+def retry_for(exc: BaseException) -> float | None:
+    """For the ledger's writer: None when the records are at fault (split the batch), else
+    how long to keep retrying the store (see `BatchWriter`)."""
+    if not isinstance(exc, LedgerError):
+        return None
+    said = f"{exc} {exc.__cause__ or ''}"
+    return LOCKED_RETRY_S if "locked" in said or "busy" in said else BROKEN_RETRY_S
+
+
 def is_corrupt(exc: BaseException) -> bool:
     return (isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
             and any(words in str(exc) for words in _CORRUPT))
@@ -78,6 +94,10 @@ def describe(path: Path | None, exc: BaseException) -> str:
     if path is not None and (blocker := _file_in_the_way(path)) is not None:
         return (f"{where} cannot be opened: {blocker} is a file where a folder should be "
                 f"({said}). {_STILL}: move that file away, or set LLMDISPATCH_HOME to a folder")
+    if "locked" in text or "busy" in text:
+        return (f"{where} is locked by another connection ({said}): a tool or kernel holding "
+                f"a transaction open on it? Records wait and are retried for up to "
+                f"{LOCKED_RETRY_S:g} s, then set aside; end that transaction")
     if code == errno.ENOSPC or any(words in text for words in _FULL):
         return (f"the disk holding {where} is full ({said}). Calls still answer, but new "
                 f"records are set aside in memory and nothing is cached: free some space, or "

@@ -11,11 +11,12 @@ transaction for three costs little more than for one. `flush` cuts the wait shor
 
 `flush` appends a marker and waits until the thread has written everything before it.
 A batch that fails to write is never retried forever. When the records are at fault (the
-sink raises anything `store_problem` does not claim), the batch is split in halves and
+sink raises anything `retry_for` gives no time for), the batch is split in halves and
 each half written on its own, down to the one record that cannot be stored, which goes
 to `give_up` (the ledger's quarantine) while every record around it is written. When the
-store itself fails (locked, disk full, unwritable), the batch is retried with backoff up
-to `max_tries` times, then handed to `give_up`; while the store keeps failing, later
+store itself fails (locked, disk full, unwritable), the batch is retried with backoff for
+as long as `retry_for(error)` says (long for a lock another kernel holds, briefly for a
+store that is broken), then handed to `give_up`; while the store keeps failing, later
 batches get one try each, so `flush` answers at once. The thread exits after `idle_exit_s` without
 work (so a test suite that opens hundreds of ledgers does not keep hundreds of threads)
 and is started again by the next `put`.
@@ -62,12 +63,11 @@ class BatchWriter:
                  batch_size: int = 5000, idle_exit_s: float = 5.0, linger_s: float = 0.02,
                  on_exit: Callable[[], None] | None = None,
                  give_up: Callable[[list[Any], BaseException], None] | None = None,
-                 store_problem: Callable[[BaseException], bool] = lambda exc: True,
-                 max_tries: int = 5) -> None:
+                 retry_for: Callable[[BaseException], float | None] = lambda exc: 60.0
+                 ) -> None:
         self._sink = sink
         self._give_up = give_up
-        self._store_problem = store_problem
-        self.max_tries = max_tries
+        self._retry_for = retry_for
         self._name = name
         self.batch_size = batch_size
         self.linger_s = linger_s
@@ -85,7 +85,7 @@ class BatchWriter:
         self._stopping = False
         self._inflight = 0  # taken off the queue, not yet written
         self.last_error: BaseException | None = None
-        self.failing = False  # the store failed max_tries times and has not written since
+        self.failing = False  # the store failed past its retries and has not written since
         self.written = 0
 
     def after_fork(self) -> None:
@@ -180,12 +180,13 @@ class BatchWriter:
 
     def _write(self, batch: list[Any]) -> None:
         delay = 0.02
-        tries = 0
+        first_failure: float | None = None
         while True:
             try:
                 self._sink(batch)
             except Exception as exc:
-                if not self._store_problem(exc):  # something in these records
+                patience = self._retry_for(exc)
+                if patience is None:  # something in these records
                     if len(batch) == 1 or self._give_up is None:
                         self._abandon(batch, exc)
                         return
@@ -193,15 +194,15 @@ class BatchWriter:
                     self._write(batch[:half])
                     self._write(batch[half:])
                     return
-                tries += 1
                 if self.last_error is None and not isinstance(exc, LedgerError):
                     # (a LedgerError was said by whoever raised it, once)
-                    log.warning("ledger write failed (%s: %s); retrying %d times before "
-                                "setting the records aside", type(exc).__name__, exc,
-                                self.max_tries - 1)
+                    log.warning("ledger write failed (%s: %s); retrying for up to %g s before "
+                                "setting the records aside", type(exc).__name__, exc, patience)
                 self.last_error = exc
                 self._close_quietly()
-                if tries >= (1 if self.failing else self.max_tries):
+                now = time.monotonic()
+                first_failure = now if first_failure is None else first_failure
+                if self.failing or now + delay - first_failure > patience:
                     self.failing = True
                     self._abandon(batch, exc)
                     return
