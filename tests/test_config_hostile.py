@@ -475,3 +475,9 @@ def test_the_budget_refusal_gives_its_advice_once(d: Dispatcher, nb: Notebook) -
         nb.run("%llm budget none")
     assert line.count("cheaper model") == 1 and line.count("aise the") == 1, line
     assert "%llm budget AMOUNT" in line
+
+
+def test_a_tiny_budget_is_not_shown_as_zero() -> None:
+    with pytest.raises(BudgetExceededError) as e:
+        Budget(0.0000001).reserve(0.01, what="openai:gpt-4o-mini")
+    assert "the budget is $1.0e-07" in str(e.value)

@@ -52,6 +52,8 @@ def money(usd: float | None) -> str:
         return "$0"
     if abs(usd) >= 1:
         return f"${usd:,.2f}"
+    if abs(usd) < 1e-6:  # would round to "$0": a refusal saying "the budget is $0" misleads
+        return f"${usd:.1e}"
     return f"${usd:.6f}".rstrip("0").rstrip(".")
 
 
