@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ._core import PROFILES, Fault
+from ._core import PROFILES, Fault, Profile
 from ._openai_wire import CHAT_PARAMS, DEFAULT_WAIT, QUOTA, Chat, Invalid, Target
 from ._server import json_response
 from .openai import OpenAIEmulator
@@ -59,6 +59,10 @@ PROMPT_SAFE: dict[str, Any] = {**SAFE, "jailbreak": {"filtered": False, "detecte
 FLAGGED: dict[str, Any] = {**SAFE, "violence": {"filtered": True, "severity": "medium"}}
 
 
+def deployable(model: str) -> Profile | None:
+    return PROFILES["azure"].get(model) or PROFILES["openai"].get(model)
+
+
 class AzureEmulator(OpenAIEmulator):
     vendor = "azure"
     base_path = ""  # clients are given the resource root, e.g. https://res.openai.azure.com
@@ -70,8 +74,11 @@ class AzureEmulator(OpenAIEmulator):
         super().__init__(**kw)
 
     def add_deployment(self, name: str, model: str) -> None:
-        if model not in PROFILES["azure"]:
-            raise ValueError(f"no Azure profile for {model!r}; known: {', '.join(PROFILES['azure'])}")
+        """Deploy `model` as `name`: an Azure profile's, or any OpenAI model's (o4-mini, gpt-5,
+        ...), which then follows OpenAI's rules for that model as Azure does."""
+        if deployable(model) is None:
+            raise ValueError(f"no Azure profile for {model!r}; known: "
+                             f"{', '.join({**PROFILES['openai'], **PROFILES['azure']})}")
         self.deployments[name] = model
 
     def routes(self) -> list[Any]:
@@ -142,7 +149,9 @@ class AzureEmulator(OpenAIEmulator):
         if model is None:
             raise Invalid(self.error(request, 404, NO_DEPLOYMENT, type=None,
                                      code="DeploymentNotFound"))
-        return Target(name, model, "azure", PROFILES["azure"][model])
+        profile = deployable(model)
+        assert profile is not None  # add_deployment checked it
+        return Target(name, model, "azure", profile)
 
     def read_chat(self, request: Request, body: Any, name: str | None) -> Chat:
         chat = super().read_chat(request, body, name)
