@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 _SPEND_POINTS = 2000
 FEW = 5  # fewer values than this in a group: draw the points, not a box
-_MIN_SPAN_S = 60.0  # the spend chart's time axis spans at least a minute
+_MIN_SPAN_S = 60.0  # calls within less than this: the spend chart counts calls, not time
 
 
 def _go() -> Any:
@@ -158,7 +158,9 @@ def tradeoff_figure(df: pd.DataFrame) -> go.Figure:
 
 
 def spend_figure(df: pd.DataFrame) -> go.Figure:
-    """Cumulative known spend over time, per vendor and in total."""
+    """Cumulative known spend over time, per vendor and in total. Calls all sent within a
+    minute are drawn against their order (call 1, 2, 3...): over a time axis they would
+    stand in one vertical line, or fill the axis with milliseconds."""
     import numpy as np
 
     go = _go()
@@ -174,40 +176,34 @@ def spend_figure(df: pd.DataFrame) -> go.Figure:
     group = group[priced]
     order = np.argsort(times, kind="stable")
     times, cost, group = times[order], cost[order], group[order]
+    span = float((times[-1] - times[0]) / np.timedelta64(1, "s")) if len(times) else 0.0
+    by_order = span < _MIN_SPAN_S
+    position = np.arange(1, len(times) + 1) if by_order else times
     lines = [("total", np.ones(len(cost), dtype=np.bool_))]
     lines += [(names[g], group == g) for g in sorted(range(len(names)), key=names.__getitem__)]
     for i, (name, rows) in enumerate(lines):
         if not rows.any():
             continue
-        t, total = _thin(times[rows], np.cumsum(cost[rows]))
-        few = len(t) <= 60  # a handful of calls: show each one as a step with its point
+        x, total = _thin(position[rows], np.cumsum(cost[rows]))
+        few = len(x) <= 60  # a handful of calls: show each one as a step with its point
         fig.add_trace(go.Scatter(
-            x=t, y=total, mode="lines+markers" if few else "lines", name=name,
+            x=x, y=total, mode="lines+markers" if few else "lines", name=name,
             line={"width": 3 if name == "total" else 1.5, "shape": "hv",
                   "color": "#24292f" if name == "total" else colour(name, i)},
-            marker={"size": 6}, hovertemplate="%{x|%H:%M:%S.%L}<br>$%{y:.6f}<extra>"
-                                              + name + "</extra>"))
+            marker={"size": 7}, hovertemplate=("call %{x}" if by_order else "%{x|%H:%M:%S.%L}")
+            + "<br>$%{y:.6f} so far<extra>" + name + "</extra>"))
+    if by_order:
+        xaxis: dict[str, Any] = {
+            "title": {"text": f"call, in the order sent (all within {span:.1f} s)"},
+            "tickformat": "d", "dtick": max(1, len(times) // 10) if len(times) else 1,
+            "range": [0.5, len(times) + 0.5]}
+    else:
+        xaxis = {"title": {"text": "time (UTC)"}, "tickformat": "%H:%M:%S"}
     fig.update_layout(**layout("Cumulative spend", "known prices, in total and per vendor"),
-                      xaxis={"title": {"text": "time (UTC)"}, "range": _time_range(times),
-                             "tickformat": "%H:%M:%S"},
-                      yaxis=dollar_axis("US dollars"),
+                      xaxis=xaxis, yaxis=dollar_axis("US dollars"),
                       legend={"orientation": "h", "yanchor": "bottom", "y": 1.0,
                               "xanchor": "right", "x": 1.0})
     return fig
-
-
-def _time_range(times: np.ndarray) -> list[Any] | None:
-    """At least a minute of time axis: calls a few milliseconds apart would otherwise fill
-    the axis with milliseconds."""
-    import numpy as np
-
-    if not len(times):
-        return None
-    first, last = times.min(), times.max()
-    span = (last - first) / np.timedelta64(1, "s")
-    pad = max(span * 0.05, (_MIN_SPAN_S - span) / 2)
-    step = np.timedelta64(int(pad * 1e6), "us")
-    return [str(first - step), str(last + step)]
 
 
 def _thin(times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
