@@ -138,7 +138,13 @@ def check_call(prompt: Any, target: Any, params: Mapping[str, Any]) -> None:
     """Everything a call was given, before a `Request` is built from it."""
     check_prompt(prompt)
     check_target(target)
-    if not isinstance(prompt, Request):
+    if isinstance(prompt, Request):
+        # A Request built by hand went through its own checks, which let a bool pass as
+        # a count and a number as a system prompt: its fields get the same checks here.
+        check_params({name: getattr(prompt, name) for name in _request_parameters()
+                      if hasattr(prompt, name)})
+        check_target(prompt.target)
+    else:
         check_params(params)
 
 

@@ -481,3 +481,16 @@ def test_a_tiny_budget_is_not_shown_as_zero() -> None:
     with pytest.raises(BudgetExceededError) as e:
         Budget(0.0000001).reserve(0.01, what="openai:gpt-4o-mini")
     assert "the budget is $1.0e-07" in str(e.value)
+
+
+@pytest.mark.parametrize(("kwargs", "fragment"), [
+    ({"system": 123}, "system must be a string"),
+    ({"max_tokens": True}, "max_tokens must be a whole number"),
+    ({"tags": [3]}, "tags must be a list of strings"),
+])
+def test_a_request_built_by_hand_gets_the_same_checks(quiet: Dispatcher, kwargs: dict[str, Any],
+                                                      fragment: str) -> None:
+    req = llmdispatch_nb.Request("hi", "openai:gpt-4o-mini", **kwargs)
+    for how in (quiet.send, quiet.stream):
+        with pytest.raises(RequestValidationError, match=fragment):
+            how(req)
