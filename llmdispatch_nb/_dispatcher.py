@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 import httpx
 
 from . import _config
-from ._attempt import Exchange, send_plain, send_stream
 from ._arguments import check_call, checked_options
+from ._attempt import Exchange, send_plain, send_stream
 from ._call import NO_OPTIONS, CallOptions, CallState, request_params
 from ._clients import LoopClients, new_client
 from ._loop import LoopThread
