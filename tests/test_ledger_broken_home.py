@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -176,3 +178,22 @@ def test_a_full_disk_still_answers_and_sets_the_records_aside(
     assert stats["attempts"] + stats["quarantined"] >= 18 and stats["quarantined"] > 0
     d.close()
     assert warnings_of(caplog) == [warning]
+
+
+def test_a_cache_row_that_is_not_an_answer_is_a_miss(
+        openai_sim: SimServer, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LLMDISPATCH_HOME", str(tmp_path))
+    with dispatcher(openai_sim) as d:
+        first = d.send("q", TARGET, max_tokens=20, temperature=0)
+        with closing(sqlite3.connect(tmp_path / "ledger.db")) as conn:
+            conn.execute("UPDATE cache SET answer = '{\"key\": [1, 2'")
+            conn.commit()
+        for _ in range(2):
+            again = d.send("q", TARGET, max_tokens=20, temperature=0)
+            assert again.text == first.text and not again.cached  # asked the vendor again
+            with closing(sqlite3.connect(tmp_path / "ledger.db")) as conn:
+                conn.execute("UPDATE cache SET answer = '{\"key\": [1, 2'")
+                conn.commit()
+    (warning,) = warnings_of(caplog)
+    assert "the response cache could not read an answer" in warning

@@ -180,7 +180,10 @@ def test_stats_count_what_was_set_aside(vendor: Vendor, tmp_path: Path) -> None:
         d.ledger.write(record(1, session=d.session, chunks=(("not a time", "x"),)))
         stats = d.stats()
     assert stats["attempts"] == 1 and stats["quarantined"] == 1
+    assert ledger.info()["quarantined"] == 1
     ledger.close()
+    side = (tmp_path / "ledger.db.quarantine.jsonl").read_bytes()
+    assert b"not a time" in side and CANARY_KEY.encode() not in side
 
 
 # -- the class, fuzzed ------------------------------------------------------------------

@@ -196,6 +196,7 @@ class ResponseCache:
         self.policy: Policy = policy
         self._clock = clock
         self.hits = self.misses = self.expired = self.evicted = 0
+        self._told: set[str] = set()  # trouble already logged as a warning
 
     key_for = staticmethod(key_for)
 
@@ -222,9 +223,12 @@ class ResponseCache:
 
         if isinstance(exc, LedgerError) or is_store_problem(exc):
             self.ledger._problem(exc)
-        else:
-            log.warning("the response cache could not %s an answer (%s: %s); the call goes "
-                        "on without it", doing, type(exc).__name__, exc)
+        else:  # a row that is not an answer, say: once per kind, then quietly
+            said = f"{doing} {type(exc).__name__}"
+            log.log(logging.DEBUG if said in self._told else logging.WARNING,
+                    "the response cache could not %s an answer (%s: %s); the call goes on "
+                    "without it", doing, type(exc).__name__, exc)
+            self._told.add(said)
 
     def _get(self, key: str) -> CachedAnswer | None:
         with self.ledger._reading() as conn:

@@ -460,7 +460,8 @@ class Ledger:
             blocks = conn.execute("SELECT count(*) FROM call_blocks").fetchone()[0]
         return {"path": None if self._memory else str(self.path), "text": self.text,
                 "attempts": rows[0], "first": rows[1], "last": rows[2], "schema": schema,
-                "column_blocks": blocks, "pending": self.pending()}
+                "column_blocks": blocks, "pending": self.pending(),
+                "quarantined": self.quarantined}
 
 
 def _filters(session: str | None, since: float | dt.datetime | None,
