@@ -112,15 +112,17 @@ def _runs_from_records(records: Sequence[CallRecord], evaluators: Any) -> pd.Dat
     for r in records:
         if r.status not in ("ok", "cached") or r.prompt is None or "judge" in r.tags:
             continue
-        cost = r.cost_usd
+        cost, latency = r.cost_usd, r.latency_s
         if r.cache_hit or r.status == "cached":  # billed $0; what would it have cost?
+            # ... and taken: a hit records its own latency, the vendor's is kept apart.
+            latency = r.original_latency_s if r.original_latency_s is not None else latency
             prices = prices or PriceBook()
             cost = prices.cost(r.vendor, r.model_requested, Usage(
                 input_tokens=r.input_tokens or 0, output_tokens=r.output_tokens or 0,
                 cache_read_tokens=r.cache_read_tokens or 0)).usd
         target = f"{r.vendor}:{r.model_requested}"
         row = {"case": r.prompt, "prompt": r.prompt, "target": target, "answered": True,
-               "cost_usd": cost, "latency_s": r.latency_s, "quality": float("nan")}
+               "cost_usd": cost, "latency_s": latency, "quality": float("nan")}
         if evals and r.response is not None:
             scores = []
             for _, f in evals:  # an evaluator that fails leaves the run unscored
