@@ -272,3 +272,18 @@ def test_a_failed_connection_keeps_no_request_with_the_key(kind: str, stream: bo
     assert len(list(chain(info.value))) >= 1
     assert not [h for h in held_headers(info.value) if CANARY_KEY in h]
     assert leaks(CANARY_KEY, info.value) == []
+
+
+def models_answer(seen: Seen) -> Answer:
+    k = seen.key
+    if "/v1beta/models" in seen.path:
+        return Answer(body={"models": [{"name": f"models/{k}"}, {"name": "models/gemini-2.5-flash"}]})
+    return Answer(body={"data": [{"id": k}, {"id": "some-model"}], "has_more": False})
+
+
+@pytest.mark.parametrize("vendor", ["openai", "anthropic", "google"])
+def test_a_reflected_key_in_a_models_listing_is_redacted(
+        d: Dispatcher, server: WireServer, key: str, vendor: str) -> None:
+    server.script = models_answer
+    listed = d.models(vendor)
+    assert key not in repr(listed) and "[redacted]" in listed and len(listed) == 2

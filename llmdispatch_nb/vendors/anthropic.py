@@ -259,7 +259,9 @@ class AnthropicAdapter(Adapter):
     def parse_models(self, response: httpx.Response) -> list[str]:
         data = read_json(response, self.kind)
         items = data.get("data") if isinstance(data, dict) else None
-        return [m["id"] for m in items or [] if isinstance(m, dict) and "id" in m]
+        ids = [wire(m.get("id")) for m in items if isinstance(m, dict)] \
+            if isinstance(items, list) else []
+        return [i for i in ids if i]
 
     def next_models_request(self, endpoint: Endpoint, response: httpx.Response) -> httpx.Request | None:
         """The request for the page after `response`, or None when it was the last."""

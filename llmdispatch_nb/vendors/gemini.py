@@ -356,13 +356,14 @@ class GeminiAdapter(Adapter):
         data = read_json(response, "google")
         models = data.get("models") if isinstance(data, dict) else None
         out = []
-        for m in models or []:
-            if not isinstance(m, dict) or not m.get("name"):
+        for m in models if isinstance(models, list) else []:
+            name = wire(m.get("name")) if isinstance(m, dict) else None
+            if not name:
                 continue
             methods = m.get("supportedGenerationMethods")
             if isinstance(methods, list) and "generateContent" not in methods:
                 continue  # embedding and other models cannot answer a prompt
-            out.append(model_id(str(m["name"])))
+            out.append(model_id(name))
         return out
 
     @staticmethod

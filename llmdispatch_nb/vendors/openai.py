@@ -223,8 +223,9 @@ class OpenAIAdapter(Adapter):
     def parse_models(self, response: httpx.Response) -> list[str]:
         data = read_json(response, self.kind)
         items = data.get("data") if isinstance(data, dict) else None
-        return [m["id"] for m in items if isinstance(m, dict) and isinstance(m.get("id"), str)] \
+        ids = [wire(m.get("id")) for m in items if isinstance(m, dict)] \
             if isinstance(items, list) else []
+        return [i for i in ids if i]
 
 
 class OpenAIStream(StreamParser):
