@@ -294,3 +294,24 @@ def test_magic_reasoning_flag(d: Dispatcher, nb: Notebook) -> None:  # noqa: F81
             bad.stdout + bad.stderr
     finally:
         llmdispatch_nb.set_default(None)
+
+
+def test_panel_reasoning_control_reaches_the_call(d: Dispatcher) -> None:
+    from llmdispatch_nb.notebook._panel import panel
+
+    records: list[Any] = []
+    d.on_record(records.append)
+    p = panel(d)
+    try:
+        p.prompt.value = "Why is the sky blue?"
+        p.targets.value = ("openai:gpt-5",)
+        assert p.settings().call_params().get("reasoning") is None  # the model's default
+        p.reasoning.value = "low"
+        assert p.settings().call_params()["reasoning"] == "low"
+        assert p.on_send()  # the slider's temperature 1 is gpt-5's default: no warning
+        assert p.wait(30) and p.state == "idle"
+        assert received(d, "openai").body["reasoning_effort"] == "low"
+        assert "temperature" not in received(d, "openai").body
+        assert [r.params.get("reasoning") for r in records] == ["low"]
+    finally:
+        p.close()

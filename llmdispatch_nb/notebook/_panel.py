@@ -27,6 +27,7 @@ import ipywidgets as widgets
 from .._config import VENDORS
 from .._dispatcher import Dispatcher
 from .._stream import Stream
+from .._types import REASONING_LEVELS
 from ._panel_column import Column
 from ._panel_ledger import LedgerView
 
@@ -102,10 +103,13 @@ class RunSettings:
     strategy: str | None
     repeat: int
     max_cost: float | None
+    reasoning: str | None = None  # None: the model's default
 
     def call_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {"system": self.system, "temperature": self.temperature,
                                   "max_tokens": self.max_tokens, "tags": ("panel",)}
+        if self.reasoning:
+            params["reasoning"] = self.reasoning
         if self.strategy:
             params["strategy"] = self.strategy
         if self.max_cost:
@@ -159,6 +163,10 @@ class Panel:
             options=[("dispatcher default", "")] + [(s, s) for s in _strategies()],
             value="", description="Strategy", style=wide)
         self.repeat = widgets.BoundedIntText(value=1, min=1, max=50, description="Repeat", style=wide)
+        # How hard a reasoning model thinks (ignored, with a warning, by one that does not).
+        self.reasoning = widgets.Dropdown(
+            options=[("model default", "")] + [(r, r) for r in REASONING_LEVELS],
+            value="", description="Reasoning", style=wide)
         self.max_cost = widgets.BoundedFloatText(value=0.0, min=0.0, max=1_000.0, step=0.01,
                                                  description="Max cost $", style=wide,
                                                  tooltip="US dollars per call; 0 = no cap")
@@ -179,8 +187,8 @@ class Panel:
         self.columns_box = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap", width="100%"))
         self.columns_box.add_class("llmd-columns")
 
-        controls = widgets.VBox([self.temperature, self.max_tokens, self.strategy, self.repeat,
-                                 self.max_cost])
+        controls = widgets.VBox([self.temperature, self.max_tokens, self.reasoning, self.strategy,
+                                 self.repeat, self.max_cost])
         compose = widgets.VBox([
             widgets.HBox([widgets.VBox([self.prompt, self.system],
                                        layout=widgets.Layout(flex="1 1 0")),
@@ -253,7 +261,7 @@ class Panel:
             prompt=self.prompt.value, system=self.system.value.strip() or None,
             temperature=float(self.temperature.value), max_tokens=int(self.max_tokens.value),
             strategy=self.strategy.value or None, repeat=int(self.repeat.value),
-            max_cost=float(self.max_cost.value) or None)
+            max_cost=float(self.max_cost.value) or None, reasoning=self.reasoning.value or None)
 
     def _start(self, targets: Sequence[str]) -> bool:
         with self._lock:

@@ -95,11 +95,15 @@ def parameters_for(request: Request, vendor: str, model: str, *, max_tokens_fiel
         return out
     if info.max_completion_tokens:
         out.max_tokens_field = "max_completion_tokens"
+    # A model that takes only the default gets nothing sent; asking for the default itself
+    # (1, as a panel slider left alone does) loses nothing, so it is not warned about.
     if not info.temperature and out.temperature is not None:
-        rules.drop("temperature", "it takes only its default")
+        if out.temperature != 1:
+            rules.drop("temperature", "it takes only its default")
         out.temperature = None
     if not info.top_p and out.top_p is not None:
-        rules.drop("top_p", "it takes only its default")
+        if out.top_p != 1:
+            rules.drop("top_p", "it takes only its default")
         out.top_p = None
     if info.sampling_one_of and out.temperature is not None and out.top_p is not None:
         rules.drop("top_p", "it takes temperature or top_p, not both; temperature is kept")
