@@ -153,9 +153,10 @@ def warning_html(line: str) -> str:
 # -- one answer, live ----------------------------------------------------------------------
 
 
-def live_bundle(target: str, text: str, *, fmt: str) -> Bundle:
-    """What one streaming answer looks like before it is finished."""
-    status = f"{target} · {'streaming…' if text else 'waiting…'}"
+def live_bundle(target: str, text: str, *, fmt: str, wait: str | None = None) -> Bundle:
+    """What one streaming answer looks like before it is finished; `wait` is a wait's
+    status line (`Run.wait_line`: what for, how long), shown in place of "waiting…"."""
+    status = f"{target} · {wait or ('streaming…' if text else 'waiting…')}"
     if fmt == "text":
         return {"text/plain": clean(f"{text}{CURSOR}\n— {status}")}
     return {"text/plain": clean(f"{text}\n— {status}"),

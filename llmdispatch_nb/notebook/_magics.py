@@ -102,6 +102,10 @@ class LLMMagics(Magics):
             error: CellError = exc
         except LLMDispatchError as exc:
             error = from_dispatch(exc)
+        except KeyboardInterrupt:
+            # Ctrl-C / the kernel's interrupt: one line, and the cell always fails (Run All
+            # stops); the Runner has cancelled the calls, which the ledger keeps as cancelled.
+            raise CellError("interrupted: the call was cancelled (%llm calls shows it)") from None
         # Raised here, outside the except blocks, so no chained context tags along.
         return self.fail(error)
 
@@ -211,7 +215,8 @@ class LLMMagics(Magics):
             text = run.text if run else ""
             if in_place:
                 if not final:
-                    live.show(live_bundle(label, text, fmt=fmt))
+                    live.show(live_bundle(label, text, fmt=fmt,
+                                          wait=run.wait_line() if run else None))
             elif len(text) > printed:  # a terminal: print the new text as it comes
                 print(text[printed:], end="", flush=True)
                 printed = len(text)

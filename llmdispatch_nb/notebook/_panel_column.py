@@ -19,9 +19,10 @@ from typing import Any, Literal
 import ipywidgets as widgets
 
 from .._stream import Stream
-from .._types import Response, TextDelta, Usage, UsageUpdate, estimate_tokens
+from .._types import Response, TextDelta, Usage, UsageUpdate, Waiting, estimate_tokens
 from ..errors import MidStreamError, redact
 from ._escape import html_block
+from ._run import wait_text
 
 ColumnStatus = Literal["waiting", "streaming", "done", "error", "cancelled"]
 FINAL: tuple[ColumnStatus, ...] = ("done", "error", "cancelled")
@@ -63,6 +64,7 @@ class Column:
         self._usage: Usage | None = None
         self._started: float | None = None  # perf_counter at the current call's start
         self._first_text: float | None = None
+        self._wait: tuple[Waiting, float] | None = None  # a wait in progress, since (monotonic)
         self._stream: Stream | None = None
         self._cancel = threading.Event()
         self._lock = threading.Lock()
@@ -147,6 +149,7 @@ class Column:
             self._usage = None
             self._started = time.perf_counter()
             self._first_text = None
+            self._wait = None
             self._dirty = True
 
     def _attach(self, stream: Stream) -> bool:
@@ -166,6 +169,8 @@ class Column:
                 self._parts.append(event.text)
             elif isinstance(event, UsageUpdate):
                 self._usage = event.usage
+            elif isinstance(event, Waiting):
+                self._wait = None if event.over else (event, time.monotonic())
             self._dirty = True
 
     def _finish_call(self, response: Response) -> None:
@@ -196,6 +201,8 @@ class Column:
         """
         now = time.perf_counter() if now is None else now
         with self._lock:
+            if self._wait is not None and self.status == "streaming" and now - self._last_render >= 1.0:
+                self._dirty = True  # a wait's countdown moves on once a second
             if not self._dirty:
                 return False
             if not force and now - self._last_render < self.min_interval:
@@ -227,7 +234,7 @@ class Column:
             f"<span class='llmd-badge' style='font-size:85%;color:{colour if b == self.status else '#555'}'>"
             f"[{html.escape(b)}]</span>" for b in badges)
         return html_block(f"{name} {tags}", "line-height:1.4", tag="span").replace(
-            'class="', 'class="llmd-title ', 1)
+            ' class="', ' class="llmd-title ', 1)
 
     def _body_html(self) -> str:
         text = html.escape("".join(self._parts))
@@ -272,8 +279,11 @@ class Column:
             tokens = _tokens(self._usage)
         else:
             tokens = f"~{estimate_tokens(''.join(self._parts))} out"
-        return {"elapsed": seconds(now - self._started), "ttft": seconds(ttft), "tokens": tokens,
-                "cost": "–"}
+        fields = {"elapsed": seconds(now - self._started), "ttft": seconds(ttft),
+                  "tokens": tokens, "cost": "–"}
+        if self._wait is not None and self.status == "streaming":
+            fields["status"] = wait_text(*self._wait, time.monotonic())
+        return fields
 
     def summary(self) -> Mapping[str, Any]:
         """What a test or a caller may want to know about the column, as plain data."""

@@ -6,6 +6,10 @@ at the same time. Workers only *post* what happened to one queue; the caller's t
 applies it to the `Column`s and calls `on_update`, at most once per `throttle_s`, then
 once more at the end. Display code (the magic, the widget panel) lives in that callback,
 so it always runs on the caller's thread.
+
+A call that waits (a Retry-After, a circuit to half-open, a client-side limit; see
+`_waits.py`) posts its `Waiting` events too: the run keeps the wait and its end, the
+column's status reads "waiting 12 s: why", counting down with an update a second.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._types import Response, TextDelta
+from .._types import Response, TextDelta, Waiting
 
 
 @dataclass
@@ -31,14 +35,30 @@ class Run:
     response: Response | None = None
     error: BaseException | None = None
     started: bool = False
+    waiting: Waiting | None = None  # the wait in progress, if one was announced
+    wait_since: float = 0.0  # when it was announced, on time.monotonic()
 
     @property
     def done(self) -> bool:
         return self.response is not None or self.error is not None
 
+    def wait_line(self, now: float | None = None) -> str | None:
+        """The live status of a wait in progress: what for and how long, else None."""
+        if self.waiting is None or self.done:
+            return None
+        return wait_text(self.waiting, self.wait_since, time.monotonic() if now is None else now)
+
     @property
     def ok(self) -> bool:
         return self.response is not None
+
+
+def wait_text(w: Waiting, since: float, now: float) -> str:
+    """A wait announced at `since` as seen at `now`: the seconds left (or, with no end
+    known, so far), what for and why. The magic's status line and the panel's both."""
+    if w.seconds is None:
+        return f"waiting ({now - since:.0f} s so far) for {w.target}: {w.reason}"
+    return f"waiting {max(0.0, since + w.seconds - now):.0f} s for {w.target}: {w.reason}"
 
 
 @dataclass
@@ -67,6 +87,10 @@ class Column:
 
     @property
     def status(self) -> str:
+        current = self.current
+        line = current.wait_line() if current is not None else None
+        if line is not None:
+            return line
         if not self.runs or not any(r.started for r in self.runs):
             return "waiting"
         if not self.done:
@@ -150,7 +174,8 @@ class Runner:
         d = self.dispatcher
         if not self.stream:
             try:
-                resp = d.send(self.messages, target, **self.params)
+                resp = d.send(self.messages, target, **self.params,
+                              on_wait=lambda w: self._q.put(("wait", col, i, w)))
             except BaseException as exc:
                 self._q.put(("error", col, i, exc, ""))
             else:
@@ -164,6 +189,8 @@ class Runner:
             for ev in s:
                 if isinstance(ev, TextDelta) and ev.text:
                     self._q.put(("text", col, i, ev.text))
+                elif isinstance(ev, Waiting):
+                    self._q.put(("wait", col, i, ev))
             self._q.put(("done", col, i, s.response))
         except BaseException as exc:
             self._q.put(("error", col, i, exc, s.text if s is not None else ""))
@@ -180,6 +207,10 @@ class Runner:
             column.runs.append(Run(column.target, msg[2], started=True))
         elif kind == "text":
             column.runs[msg[2]].text += msg[3]
+        elif kind == "wait":
+            run, w = column.runs[msg[2]], msg[3]
+            run.waiting = None if w.over else w
+            run.wait_since = time.monotonic()
         elif kind == "done":
             run = column.runs[msg[2]]
             run.response = msg[3]
@@ -209,6 +240,8 @@ class Runner:
                 except queue.Empty:
                     pass
                 now = time.monotonic()
+                if not dirty and now - last >= 1.0 and self._waiting():
+                    dirty = True  # a wait's countdown moves on once a second
                 if dirty and pending and now - last >= self.throttle_s:
                     on_update(self.columns, False)
                     last, dirty = now, False
@@ -219,6 +252,10 @@ class Runner:
             raise
         on_update(self.columns, True)
         return self.columns
+
+    def _waiting(self) -> bool:
+        return any(c.current is not None and c.current.waiting is not None
+                   and not c.current.done for c in self.columns)
 
     def cancel(self) -> None:
         self._cancel.set()
