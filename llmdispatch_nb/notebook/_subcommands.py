@@ -112,7 +112,7 @@ def handle_models(m: LLMMagics, sub: Subcommand) -> None:
     from ._models_table import models_table
 
     frame = models_table(d, names, describe)
-    if keep is not None:
+    if keep is not None and m.shell is not None:
         m.shell.user_ns[keep] = frame
     _show(frame)
 
