@@ -45,6 +45,22 @@ REAL = [
     ("mistral", "mistral-large-latest", None, None, None),
     ("xai", "grok-4.3", None, None, None),
     ("openrouter", "openai/gpt-4o-mini", 128_000, 16_384, False),
+    ("openai", "gpt-5.5", 1_050_000, 128_000, True),
+    ("openai", "o3-mini", 200_000, 100_000, True),
+    ("openai", "gpt-4o-2024-08-06", 128_000, 16_384, False),
+    ("azure", "gpt-4.1-mini", 1_047_576, 32_768, False),
+    ("anthropic", "claude-opus-4-6", 1_000_000, 128_000, True),
+    ("anthropic", "claude-opus-4-7", 1_000_000, 128_000, True),
+    ("anthropic", "claude-sonnet-4-6", 1_000_000, 64_000, True),
+    ("google", "gemini-3-pro-preview", 1_048_576, 65_536, True),
+    ("google", "gemini-3.5-flash", 1_048_576, 65_536, True),
+    ("google", "gemini-2.5-flash-lite", 1_048_576, 65_536, True),
+    ("deepseek", "deepseek-reasoner", None, None, None),
+    ("cerebras", "gpt-oss-120b", None, None, None),
+    ("togetherai", "meta-llama/Llama-3.3-70B-Instruct-Turbo", None, None, None),
+    ("fireworks-ai", "accounts/fireworks/models/deepseek-v3p1", None, None, None),
+    ("perplexity", "sonar", None, None, None),
+    ("groq", "openai/gpt-oss-120b", None, None, None),
 ]
 
 

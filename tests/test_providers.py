@@ -155,3 +155,14 @@ def test_llm_vendors_lists_providers_and_counts_the_rest(keyed_sim: SimServer, n
     assert "| cloudflare-workers-ai | compat | set | not configured |  | set CLOUDFLARE_ACCOUNT_ID |" in md
     more = len([p for p in providers.compatible() if p.id != "groq"])
     assert f"{more} more OpenAI-compatible providers turn on by their own key" in data["text/plain"]
+
+
+def test_demo_mode_emulates_a_provider_named_without_a_key() -> None:
+    env = {"LLMDISPATCH_DEMO": "1", "LLMDISPATCH_PROVIDERS": "cerebras,together"}
+    with Dispatcher(env=env, dotenv=False, sim_time_scale=0, ledger=MemoryLedger()) as d:
+        assert d.endpoints["cerebras"].simulated and d.endpoints["togetherai"].simulated
+        model = d.endpoints["cerebras"].default_model
+        assert model is not None
+        r = d.send("Hello", f"cerebras:{model}", max_tokens=10)
+        assert r.vendor == "cerebras" and r.usage.output_tokens <= 10
+        assert "groq" not in d.endpoints  # neither its key nor its name was given

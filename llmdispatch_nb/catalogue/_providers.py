@@ -154,9 +154,11 @@ def pending(env: Mapping[str, str], catalogue: Any = None) -> dict[str, tuple[st
 
 def simulated(base_url: str, env: Mapping[str, str], key: Secret, taken: Collection[str] = (),
               catalogue: Any = None) -> list[Endpoint]:
-    """Demo mode: the providers whose key is set, served by the OpenAI-wire emulator at
-    `base_url` (its `/providers/<id>/v1` paths), labelled as simulated."""
+    """Demo mode: the providers whose key is set, and those $LLMDISPATCH_PROVIDERS names
+    (to try one with no key at all), served by the OpenAI-wire emulator at `base_url` (its
+    `/providers/<id>/v1` paths), labelled as simulated."""
     real = {ep.name for ep in endpoints(env, taken, catalogue)} | set(pending(env, catalogue))
+    real |= _opted(env) or set()
     if not real:
         return []  # no provider key: the catalogue is not read at all
     out = []
