@@ -52,8 +52,8 @@ def html_inline(text: object) -> str:
 
 def html_block(inner_html: str, style: str = "", tag: str = "div") -> str:
     """An element MathJax skips, around HTML that is already escaped."""
-    style_attr = f' style="{style}"' if style else ""
-    return f'<{tag} class="{NO_MATH}"{style_attr}>{inner_html}</{tag}>'
+    style_attr = f'style="{style}" ' if style else ""
+    return f'<{tag} {style_attr}class="{NO_MATH}">{inner_html}</{tag}>'
 
 
 # -- Markdown ------------------------------------------------------------------------------
