@@ -432,6 +432,17 @@ class Dispatcher:
                 reservation = self.budget.reserve_worst(
                     worst.prompt_usd, worst.usd_per_output_token, worst.output_tokens,
                     request.tags, opts.max_cost, fit=request.max_tokens is None, what=cand.key)
+                fitted = reservation.output_tokens
+                if fitted is not None and fitted < worst.output_tokens:
+                    sent = self.router.fit_to(request, cand, fitted)
+                    if sent is None:  # the adapter's own room (thinking) leaves no answer
+                        reservation.release()
+                        raise BudgetExceededError(
+                            f"refused before sending: the budget has room for {fitted} answer "
+                            f"tokens of {cand.key}, less than the room its request keeps for "
+                            f"thinking", budget=self.budget.limit_usd,
+                            estimate=worst.usd, advice="Raise the budget or pick a cheaper model")
+                    call.request = sent
             except BudgetExceededError as exc:
                 self.breaker.release(cand.key)
                 call.number += 1
@@ -439,13 +450,12 @@ class Dispatcher:
                 call.errors.append(exc)
                 call.trail.append(Attempt(cand.vendor, cand.model, "refused", str(exc)))
                 return "refused"
-            fitted = reservation.output_tokens
-            if fitted is not None and fitted < worst.output_tokens:
-                call.request = replace(request, max_tokens=fitted)
+            if call.request is not request:
                 _log.warning("%s: sent with max_tokens=%d (the most the budget has room for) "
                              "instead of %s %d; Budget(policy='refuse') refuses such a call "
-                             "instead", cand.key, fitted, "the cap of" if worst.capped
-                             else "the model's output cap", worst.output_tokens)
+                             "instead", cand.key, call.request.max_tokens,
+                             "the cap of" if worst.capped else "the model's output cap",
+                             worst.output_tokens)
             call.number += 1
             tokens = estimated_input_tokens(request) + self.router.max_output_tokens(request)
             try:

@@ -219,3 +219,25 @@ def test_a_server_billing_each_byte_cannot_overspend_forty_concurrent_calls(
         assert r.usage.input_tokens > 2 * estimated_input_tokens(Request(prompts[0]))
     assert billed(out) <= limit
     assert budget.spent <= limit and budget.reserved == 0
+
+
+def test_a_fitted_cap_leaves_room_the_adapter_adds_for_thinking(
+        sim: SimServer, caplog: pytest.LogCaptureFixture) -> None:
+    target = "google:gemini-2.5-flash"
+    with dispatcher(sim, budget=Budget(0.004)) as d, caplog.at_level(logging.WARNING):
+        request = d.request("Name three rivers.", target)
+        cand = d.plan(request).candidates[0]
+        room = 1500
+        fitted = d.router.fit_to(request, cand, room)
+        assert fitted is not None and fitted.max_tokens is not None
+        body = json.loads(adapter_for("gemini").build_request(fitted, cand.model, cand.endpoint,
+                                                              stream=False).content)
+        assert fitted.max_tokens <= body["generationConfig"]["maxOutputTokens"] <= room
+        r = d.send("Name three rivers.", target)
+        assert d.budget.spent <= 0.004 and d.budget.reserved == 0
+    said = [x.getMessage() for x in caplog.records if "sent with max_tokens=" in x.getMessage()]
+    assert len(said) == 1 and r.usage.output_tokens > 0
+    with dispatcher(sim, budget=Budget(0.002)) as d, \
+            pytest.raises(BudgetExceededError, match="room its request keeps for thinking"):
+        d.send("Name three rivers.", target)
+    assert d.budget.reserved == 0

@@ -29,6 +29,7 @@ from ._groups import (
     billable_output_tokens,
     estimated_input_tokens,
     first_rule,
+    output_cap_sent,
     pricing_model,
     prompt_token_bound,
 )
@@ -223,6 +224,21 @@ class Router:
         return WorstCase(prompt_token_bound(request), output, capped,
                          None if price is None else price.input,
                          None if price is None else price.output)
+
+    def fit_to(self, request: Request, candidate: Candidate, tokens: int) -> Request | None:
+        """`request` with the largest max_tokens whose cap, as the adapter sends it, is at
+        most `tokens` (an adapter may add room of its own, Gemini's for thinking); None
+        when no max_tokens of at least 1 fits."""
+        want = tokens
+        for _ in range(3):  # the room an adapter adds is constant, or nearly: one step fits
+            if want < 1:
+                return None
+            trial = replace(request, max_tokens=want)
+            sent = output_cap_sent(trial, candidate)
+            if sent is None or sent <= tokens:
+                return trial
+            want -= sent - tokens
+        return None
 
     def _misfit(self, candidate: Candidate, request: Request, tokens: int) -> str | None:
         window = self.context_window(candidate)
