@@ -32,6 +32,7 @@ from starlette.routing import Route
 
 from ._answers import Question
 from ._core import PROFILES, Fault, Profile, count_tokens, generate, paced, total_time
+from ._rules import Refused, anthropic_refusal, anthropic_thinking_tokens
 from ._server import Emulator, hang, json_response, reset_connection, sse_frame
 
 VERSION_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -44,7 +45,6 @@ DEFAULT_CACHE_MIN_TOKENS = 1024
 CACHE_TTL_S = {"5m": 300.0, "1h": 3600.0}
 # The assistant turn the API appends after the last block: counted, never cacheable.
 TURN_OVERHEAD_TOKENS = 3
-DOCS = "https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
 ORGANIZATION_ID = "00000000-0000-4000-8000-00000000a11a"
 
 
@@ -86,22 +86,6 @@ class Ask:
     @property
     def input_tokens(self) -> int:
         return count_tokens("".join(self.pieces)) + TURN_OVERHEAD_TOKENS
-
-
-def thinking_tokens(body: dict[str, Any], prompt: str) -> int:
-    """How long the model thinks (0 without thinking): a few hundred tokens for a short
-    question, more at a higher effort, never past budget_tokens. Deterministic per prompt."""
-    thinking = body.get("thinking")
-    kind = thinking.get("type") if isinstance(thinking, dict) else None
-    if kind not in ("enabled", "adaptive"):
-        return 0
-    digest = int(hashlib.sha256(f"{kind}|{prompt}".encode()).hexdigest()[:6], 16)
-    config = body.get("output_config")
-    effort = config.get("effort") if isinstance(config, dict) else None
-    scale = {"low": 0.5, "high": 2.0, "xhigh": 3.0, "max": 4.0}.get(str(effort), 1.0)
-    thoughts = int((200 + digest % 600) * scale)
-    budget = thinking.get("budget_tokens") if kind == "enabled" else None
-    return min(thoughts, budget) if isinstance(budget, int) else thoughts
 
 
 class Invalid(Exception):
@@ -312,7 +296,10 @@ class AnthropicEmulator(Emulator):
         if found is None:
             raise Invalid(f"model: {model}", 404, "not_found_error")
         key, profile = found
-        self.check_model_rules(body, profile)
+        try:
+            anthropic_refusal(body, profile.info, profile.served)
+        except Refused as exc:
+            raise Invalid(str(exc)) from None
         cap = MAX_OUTPUT.get(key, DEFAULT_MAX_OUTPUT)
         if isinstance(max_tokens, int) and max_tokens > cap:
             raise Invalid(f"max_tokens: {max_tokens} > {cap}, which is the maximum allowed number "
@@ -321,7 +308,7 @@ class AnthropicEmulator(Emulator):
                      max_tokens if isinstance(max_tokens, int) and need_max_tokens else None,
                      tuple(stop), stream, auto_ttl)
         if need_max_tokens:
-            parsed = replace(parsed, thoughts=min(thinking_tokens(body, parsed.prompt_text),
+            parsed = replace(parsed, thoughts=min(anthropic_thinking_tokens(body, parsed.prompt_text),
                                                   parsed.max_tokens or 0))
         window, n = profile.context_window, parsed.input_tokens
         if n > window:
@@ -331,61 +318,6 @@ class AnthropicEmulator(Emulator):
                           f"{parsed.max_tokens} > {window}, decrease input length or "
                           f"`max_tokens` and try again")
         return parsed
-
-    @staticmethod
-    def check_model_rules(body: dict[str, Any], profile: Profile) -> None:
-        """What this model refuses, as the catalogue says and the API words it
-        (vendor-protocols.md §11.2)."""
-        info = profile.info
-        for name, accepted in (("temperature", info.temperature), ("top_p", info.top_p),
-                               ("top_k", info.temperature)):
-            if body.get(name) is not None and not accepted:
-                raise Invalid(f"`{name}` is deprecated for this model.")
-        if info.sampling_one_of and body.get("temperature") is not None \
-                and body.get("top_p") is not None:
-            raise Invalid("`temperature` and `top_p` cannot both be specified for this model. "
-                          "Please use only one.")
-        thinking = body.get("thinking")
-        if thinking is None:
-            return
-        kind = thinking.get("type") if isinstance(thinking, dict) else None
-        if kind not in ("enabled", "adaptive", "disabled"):
-            raise Invalid("thinking: Input tag does not match any of the expected tags: "
-                          "'enabled', 'adaptive', 'disabled'")
-        if kind == "disabled":
-            return
-        if not info.reasoning or info.thinking is None:
-            raise Invalid(f"thinking: '{profile.served}' does not support thinking.")
-        if kind == "adaptive" and info.thinking != "adaptive":
-            raise Invalid("thinking.type.adaptive is not supported for this model. Use "
-                          "thinking.type.enabled with budget_tokens.")
-        if kind == "enabled" and info.thinking == "adaptive":
-            raise Invalid("thinking.type.enabled is not supported for this model. Use "
-                          "thinking.type.adaptive and output_config.effort to control "
-                          "thinking behavior.")
-        if kind == "enabled":
-            budget = thinking.get("budget_tokens")
-            if not isinstance(budget, int) or isinstance(budget, bool):
-                raise Invalid("thinking.enabled.budget_tokens: Field required")
-            if budget < 1024:
-                raise Invalid("thinking.enabled.budget_tokens: Input should be greater than or "
-                              "equal to 1024")
-            if isinstance(body.get("max_tokens"), int) and body["max_tokens"] <= budget:
-                raise Invalid("`max_tokens` must be greater than `thinking.budget_tokens`. "
-                              f"Please consult our documentation at {DOCS}#max-tokens-and-context-window-size")
-        temp = body.get("temperature")
-        if temp is not None and temp != 1:
-            raise Invalid("`temperature` may only be set to 1 when thinking is enabled or in "
-                          f"adaptive mode. Please consult our documentation at {DOCS}"
-                          "#feature-compatibility")
-        if body.get("top_k") is not None:
-            raise Invalid("`top_k` must be unset when thinking is enabled. Please consult our "
-                          f"documentation at {DOCS}#feature-compatibility")
-        top_p = body.get("top_p")
-        if top_p is not None and top_p < 0.95:
-            raise Invalid("`top_p` must be greater than or equal to 0.95 or unset when thinking "
-                          f"is enabled. Please consult our documentation at {DOCS}"
-                          "#feature-compatibility")
 
     # -- prompt caching ----------------------------------------------------------------
 

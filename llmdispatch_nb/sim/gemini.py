@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 from ._answers import Question
 from ._core import PROFILES, Fault, Generation, Profile, count_tokens, generate, paced
+from ._rules import Refused, gemini_thinking_tokens
 from ._server import Emulator, hang, reset_connection
 
 JSON_TYPE = "application/json; charset=UTF-8"
@@ -326,8 +327,8 @@ class GeminiEmulator(Emulator):
             if not isinstance(body, dict):
                 raise Invalid("Invalid JSON payload received. Unexpected token.")
             text, config = read_prompt(fields(body))
-            thoughts = thinking_tokens(model, profile, config, text)
-        except Invalid as exc:
+            thoughts = gemini_thinking_tokens(model, profile.info, config, text)
+        except (Invalid, Refused) as exc:
             return google_error(400, "INVALID_ARGUMENT", str(exc))
         # Thinking comes first and counts inside maxOutputTokens (vendor-protocols.md §11.3):
         # the answer gets what it leaves, and nothing at all when it takes the whole cap.
@@ -371,46 +372,6 @@ def question_of(body: Mapping[str, Any], config: Mapping[str, Any]) -> Question:
     turns.insert(0, ("system", texts(body.get("systemInstruction"))))
     json_asked = config.get("responseMimeType") == "application/json"
     return Question.from_turns(turns, shape="json" if json_asked else None)
-
-
-def thinking_tokens(model: str, profile: Profile, config: Mapping[str, Any], text: str) -> int:
-    """How many tokens the model thinks for this request, refusing a thinkingConfig the
-    model refuses (the catalogue's rules: budget range, levels, whether it can be off)."""
-    info = profile.info
-    thinking = config.get("thinkingConfig") or {}
-    budget, level = thinking.get("thinkingBudget"), thinking.get("thinkingLevel")
-    if budget is not None and level is not None:
-        raise Invalid("You can only set only one of thinking budget and thinking level.")
-    if not info.reasoning:
-        if level is not None or (budget is not None and budget != 0):
-            raise Invalid("Thinking is not supported for this model.")
-        return 0
-    if level is not None:
-        levels = tuple(v.upper() for v in info.reasoning_levels)
-        if info.thinking != "level":
-            raise Invalid("Thinking level is not supported for this model.")
-        if str(level).upper() not in levels:
-            raise Invalid(f"Thinking level {level} is not supported for this model. "
-                          f"Supported levels: {', '.join(levels)}.")
-    if budget is not None:
-        if not isinstance(budget, int) or isinstance(budget, bool):
-            raise Invalid("* GenerateContentRequest.generation_config.thinking_config."
-                          "thinking_budget: must be an integer\n")
-        low, high = info.thinking_budget or (1, profile.max_output_tokens)
-        if budget == 0 and not info.thinking_off:
-            raise Invalid("Budget 0 is invalid. This model only works in thinking mode.")
-        if budget == 0:
-            return 0
-        if budget != -1 and not low <= budget <= high:
-            raise Invalid(f"The thinking budget ({budget}) is invalid. Please choose a value "
-                          f"between {low} and {high}.")
-    # As much as a real model thinks about a short question: a few hundred tokens, more at a
-    # higher level; never past a budget. Deterministic per prompt, so replays agree.
-    rng = random.Random(f"{model}|{level}|{budget}|{text}")
-    spans = {"MINIMAL": (0, 64), "LOW": (150, 600), "MEDIUM": (300, 1500), "HIGH": (600, 3000)}
-    lo, hi = spans.get(str(level).upper(), (150, 600))
-    thoughts = rng.randint(lo, hi)
-    return min(thoughts, budget) if isinstance(budget, int) and budget > 0 else thoughts
 
 
 def read_prompt(body: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -51,6 +51,7 @@ from ._openai_wire import (
     text_of,
 )
 from ._providers import CURRENT_PROVIDER, known_provider, provider_cards, provider_profile
+from ._rules import Refused, openai_refusal
 from ._server import Emulator, hang, json_response, reset_connection, sse_frame
 
 
@@ -327,7 +328,10 @@ class OpenAIEmulator(Emulator):
                              f">= 1, but got {v!r} instead.", field, "integer_below_min_value")
         effort = body.get("reasoning_effort")
         if target.reasoning and not self.local:
-            self.check_reasoning_rules(body, target, refuse)
+            try:
+                openai_refusal(body, target.profile.info, target.name)
+            except Refused as exc:
+                raise refuse(str(exc), exc.param, exc.code) from None
         elif effort is not None and target.table in ("openai", "azure") and not self.local:
             raise refuse("Unsupported parameter: 'reasoning_effort' is not supported with this "
                          "model.", "reasoning_effort", "unsupported_parameter")
@@ -358,38 +362,6 @@ class OpenAIEmulator(Emulator):
             obfuscate=stream and not self.local and opts.get("include_obfuscation") is not False,
             effort=effort if isinstance(effort, str) else None,
         )
-
-    @staticmethod
-    def check_reasoning_rules(body: dict[str, Any], target: Target, refuse: Any) -> None:
-        """What OpenAI's reasoning models refuse, as the catalogue says and as the API words
-        it (vendor-protocols.md §11.1)."""
-        info = target.profile.info
-        if info.max_completion_tokens and body.get("max_tokens") is not None:
-            raise refuse("Unsupported parameter: 'max_tokens' is not supported with this "
-                         "model. Use 'max_completion_tokens' instead.", "max_tokens",
-                         "unsupported_parameter")
-        for name, accepted in (("temperature", info.temperature), ("top_p", info.top_p)):
-            v = body.get(name)
-            if v is not None and v != 1 and not accepted:
-                raise refuse(f"Unsupported value: '{name}' does not support {v} with this "
-                             f"model. Only the default (1) value is supported.", name,
-                             "unsupported_value")
-        refused = [n for n in ("presence_penalty", "frequency_penalty", "logprobs",
-                               "top_logprobs", "logit_bias") if body.get(n) is not None]
-        if body.get("stop") is not None and not info.stop:
-            refused.insert(0, "stop")
-        if refused:
-            raise refuse(f"Unsupported parameter: '{refused[0]}' is not supported with this "
-                         f"model.", refused[0], "unsupported_parameter")
-        effort = body.get("reasoning_effort")
-        levels = info.reasoning_levels
-        if effort is not None and levels and effort not in levels:
-            quoted = [f"'{v}'" for v in levels]
-            listed = quoted[0] if len(quoted) == 1 else \
-                f"{', '.join(quoted[:-1])}{',' if len(quoted) > 2 else ''} and {quoted[-1]}"
-            raise refuse(f"Unsupported value: '{effort}' is not supported with the "
-                         f"'{target.name}' model. Supported values are: {listed}.",
-                         "reasoning_effort", "unsupported_value")
 
     def context_error(self, request: Request, target: Target, tokens: int) -> Response:
         window = target.profile.context_window

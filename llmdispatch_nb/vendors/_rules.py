@@ -207,11 +207,11 @@ def _reasoning(out: Parameters, rules: _Rules, info: ModelInfo, request: Request
             out.thinking, out.budget = "budget", 0
             return
         if not low <= budget <= high:
-            near = min(max(budget, low), high)
+            bound = min(max(budget, low), high)
             if not off:
                 rules.adjust(f"a thinking budget of {budget} is outside its range "
-                             f"{low}-{high}; {near} was sent")
-            budget = near
+                             f"{low}-{high}; {bound} was sent")
+            budget = bound
         out.thinking, out.budget = "budget", budget
         reserve = budget
     answer = request.max_tokens if request.max_tokens is not None else default_max_tokens
@@ -233,10 +233,5 @@ def _reasoning(out: Parameters, rules: _Rules, info: ModelInfo, request: Request
             out.top_p = None
 
 
-def level_budget(level: str) -> int:
-    """The thinking budget a reasoning level stands for (budget-steered models)."""
-    return LEVEL_BUDGETS[level]
-
-
 __all__ = ["DEFAULT_THINKING", "LEVEL_BUDGETS", "REASONING_LEVELS", "STRICT_VARIABLE",
-           "ParameterWarning", "Parameters", "level_budget", "parameters_for", "strict"]
+           "ParameterWarning", "Parameters", "parameters_for", "strict"]
