@@ -21,11 +21,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import operator
-import re
 from typing import Any
 
 from .._types import CallRecord
-from ._rows import _params
+from ._rows import _params, replace_surrogates
 
 TEXT_FIELDS: tuple[str, ...] = (
     "call_id", "session", "vendor", "model_requested", "model_served", "status",
@@ -43,7 +42,6 @@ _ints = operator.attrgetter(*INT_FIELDS)
 _floats = operator.attrgetter(*FLOAT_FIELDS)
 _piece = operator.itemgetter(1)
 _LOW, _HIGH = -(2**63), 2**63 - 1
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _has_surrogate(text: str) -> bool:
@@ -54,11 +52,6 @@ def _has_surrogate(text: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
-
-
-def replace_surrogates(text: str) -> tuple[str, int]:
-    """`text` with each lone surrogate as U+FFFD, and how many there were."""
-    return _SURROGATE.subn("\ufffd", text)
 
 
 def storable(record: CallRecord) -> CallRecord:

@@ -6,17 +6,19 @@ whole batch into columns at once (`to_columns`): one C-level pass per field over
 costs a fifth of building the rows one record at a time, and the column blocks want columns
 anyway. Flags are stored as the ints 0/1: sqlite3 binds an int directly, a bool only after
 an adapter lookup that costs six times as much. `insert_rows` puts a batch's columns into
-the table, many rows to a statement.
+the table, many rows to a statement; `filters` is the WHERE clause rows are read back by.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import json
 import operator
+import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 from .._types import CallRecord
@@ -70,6 +72,15 @@ _param_json: dict[tuple[tuple[str, Any], ...], str] = {}
 _MEMO_LIMIT = 4096
 _encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str).encode
 _sha256 = hashlib.sha256
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def replace_surrogates(text: str) -> tuple[str, int]:
+    """`text` with each lone surrogate as U+FFFD (what SQLite can store), and how many
+    there were (see _repair.py)."""
+    return _SURROGATE.subn("\ufffd", text)
 
 
 def check_text_mode(mode: str) -> TextMode:
@@ -245,3 +256,31 @@ def insert_rows(conn: sqlite3.Connection, cols: dict[str, list[Any]], n: int) ->
         # zip hands sqlite3 one tuple, refilled row after row, not a new tuple per row.
         rest = [cols[k][start:] if start else cols[k] for k in names]
         conn.executemany(_insert(names), zip(*rest, strict=True))
+
+
+# -- out of the table -------------------------------------------------------------------
+
+
+def filters(session: str | None, since: float | dt.datetime | None,
+             tags: str | Iterable[str] | None,
+             call_ids: Iterable[str] | None) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its arguments) that `Ledger.records` reads rows by."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    if session is not None:
+        clauses.append("session = ?")
+        args.append(session)
+    if since is not None:
+        clauses.append("timestamp >= ?")
+        args.append(since.timestamp() if isinstance(since, dt.datetime) else float(since))
+    for tag in [tags] if isinstance(tags, str) else list(tags or ()):
+        clauses.append("EXISTS (SELECT 1 FROM json_each(calls.tags) WHERE value = ?)")
+        args.append(tag)
+    if call_ids is not None:
+        ids = list(call_ids)
+        clauses.append(f"call_id IN ({', '.join('?' for _ in ids)})" if ids else "0")
+        args.extend(ids)
+    # Stored text had its lone surrogates replaced (see _repair.py): look for it the same way.
+    args = [replace_surrogates(a)[0] if isinstance(a, str) and not a.isascii() else a
+            for a in args]
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args

@@ -35,7 +35,7 @@ from . import _blocks
 from ._errors import LedgerError
 from ._migrations import migrate
 from ._opening import Connections, create_private, fast_binding, switch_to_wal
-from ._repair import replace_surrogates, storable
+from ._repair import storable
 from ._rows import (
     FEW_ROWS,
     INSERT_ROW,
@@ -43,6 +43,7 @@ from ._rows import (
     TextMode,
     check_text_mode,
     columns_of,
+    filters,
     from_row,
     insert_rows,
     to_columns,
@@ -134,6 +135,8 @@ class Ledger:
         self._quarantine = Quarantine(None if self.path is None else
                                       self.path.with_name(self.path.name + ".quarantine.jsonl"))
         self.problem: str | None = None  # what is wrong with the store, once said
+        self._said: dict[str, str] = {}
+        self._said_lock = threading.Lock()
         self._writer = BatchWriter(self._write_batch, name=f"llmdispatch-ledger-{id(self):x}",
                                    batch_size=batch_size, on_exit=self._close_writer,
                                    give_up=self._quarantine.add,
@@ -181,10 +184,16 @@ class Ledger:
     def _problem(self, exc: BaseException) -> LedgerError:
         """The store failed: the LedgerError saying what to do, logged the first time."""
         message = describe(self.path, exc)
-        if message != self.problem:
-            self.problem = message
+        # One warning per kind of trouble (the words before the quoted error), and every
+        # later report of it in those same words, whichever thread or path met it first.
+        kind = message.split(" (", 1)[0]
+        with self._said_lock:
+            first = kind not in self._said
+            said = self._said.setdefault(kind, message)
+            self.problem = said
+        if first:
             log.warning("%s", message)
-        return exc if isinstance(exc, LedgerError) and str(exc) == message else LedgerError(message)
+        return exc if isinstance(exc, LedgerError) and str(exc) == said else LedgerError(said)
 
     def _connect(self) -> sqlite3.Connection:
         fast_binding()
@@ -391,7 +400,7 @@ class Ledger:
         """Attempts, oldest first: of one session, since a time, carrying every tag given,
         of the given calls; `limit` keeps the newest that many."""
         self.flush()
-        where, args = _filters(session, since, tags, call_ids)
+        where, args = filters(session, since, tags, call_ids)
         sql = f"SELECT * FROM ({_SELECT_WITH_ID}{where}"
         if limit is not None:
             sql += " ORDER BY id DESC LIMIT ?) ORDER BY id"
@@ -462,30 +471,6 @@ class Ledger:
                 "attempts": rows[0], "first": rows[1], "last": rows[2], "schema": schema,
                 "column_blocks": blocks, "pending": self.pending(),
                 "quarantined": self.quarantined}
-
-
-def _filters(session: str | None, since: float | dt.datetime | None,
-             tags: str | Iterable[str] | None,
-             call_ids: Iterable[str] | None) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    args: list[Any] = []
-    if session is not None:
-        clauses.append("session = ?")
-        args.append(session)
-    if since is not None:
-        clauses.append("timestamp >= ?")
-        args.append(since.timestamp() if isinstance(since, dt.datetime) else float(since))
-    for tag in [tags] if isinstance(tags, str) else list(tags or ()):
-        clauses.append("EXISTS (SELECT 1 FROM json_each(calls.tags) WHERE value = ?)")
-        args.append(tag)
-    if call_ids is not None:
-        ids = list(call_ids)
-        clauses.append(f"call_id IN ({', '.join('?' for _ in ids)})" if ids else "0")
-        args.extend(ids)
-    # Stored text had its lone surrogates replaced (see _repair.py): look for it the same way.
-    args = [replace_surrogates(a)[0] if isinstance(a, str) and not a.isascii() else a
-            for a in args]
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
 
 @contextlib.contextmanager
