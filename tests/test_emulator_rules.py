@@ -286,3 +286,11 @@ def test_gemini_stream_through_the_sdk(gem: Any) -> None:
     last = chunks[-1].usage_metadata
     assert 0 < last.thoughts_token_count <= 512
     assert json.dumps([c.text or "" for c in chunks])
+
+
+def test_gemini_stream_whose_thinking_takes_the_cap(gem: Any) -> None:
+    chunks = list(gem.models.generate_content_stream(
+        model="gemini-2.5-flash", contents="Explain tides.", config=gemini_config(max_output_tokens=30)))
+    assert not "".join(c.text or "" for c in chunks)
+    assert chunks[-1].candidates[0].finish_reason == genai_types.FinishReason.MAX_TOKENS
+    assert chunks[-1].usage_metadata.thoughts_token_count == 30

@@ -315,3 +315,19 @@ def test_panel_reasoning_control_reaches_the_call(d: Dispatcher) -> None:
         assert [r.params.get("reasoning") for r in records] == ["low"]
     finally:
         p.close()
+
+
+@pytest.mark.parametrize(("target", "params", "cap"), [
+    ("google:gemini-2.5-flash", {"max_tokens": 40}, 40 + 1024),  # thinking pinned, cap raised
+    ("google:gemini-2.5-flash", {"max_tokens": 40, "reasoning": 3000}, 40 + 3000),
+    ("anthropic:claude-haiku-4-5", {"max_tokens": 300, "reasoning": "low"}, 300 + 1024),
+    ("openai:gpt-5", {"max_tokens": 300, "reasoning": "high"}, 300),  # inside the cap sent
+])
+def test_the_budget_reserves_the_thinking_it_is_billed(
+        d: Dispatcher, target: str, params: dict[str, Any], cap: int) -> None:
+    request = Request(PROMPT, target, **params)
+    (cand, *_) = d.plan(request).candidates
+    worst = d.router.worst_case(request, cand)
+    assert (worst.output_tokens, worst.capped) == (cap, True)
+    r = d.send(PROMPT, target, cache=False, **params)
+    assert r.usage.reasoning_tokens > 0 and r.usage.output_tokens <= worst.output_tokens

@@ -20,6 +20,9 @@ the catalogue (`llmdispatch_nb.catalogue`) says what the model accepts. The poli
   is max_tokens + the budget (at most the model's output cap). On Gemini a `max_tokens`
   without `reasoning=` pins the thinking to `DEFAULT_THINKING` so that it cannot eat the
   answer. OpenAI's reasoning_effort has no token figure: there max_tokens caps both.
+  (So on Gemini and Anthropic an answer may run past max_tokens when the model thinks less
+  than its budget; the vendor still bills at most the cap sent, which the budget reserves,
+  since routing reads the cap from the body the adapter builds.)
 - Anthropic's thinking wants temperature unset (or 1) and top_p >= 0.95: others are
   dropped (warned) while it is on.
 
