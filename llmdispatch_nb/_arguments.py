@@ -91,6 +91,8 @@ def check_params(params: Mapping[str, Any]) -> None:
         if name in ("temperature", "top_p") and not _is_number(value):
             raise RequestValidationError(f"{name} must be a number, got {_short(value)} "
                                          f"({_type(value)})")
+        if name == "strict_params" and not isinstance(value, bool):
+            raise RequestValidationError(f"strict_params must be True or False, got {_short(value)}")
         if name == "reasoning" and (isinstance(value, bool) or not isinstance(value, str | int)):
             raise RequestValidationError(f"reasoning must be 'none', 'low', 'medium', 'high' or a "
                                          f"thinking budget in tokens, got {_short(value)}")

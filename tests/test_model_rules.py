@@ -233,6 +233,8 @@ def test_reasoning_is_validated_at_the_door(d: Dispatcher) -> None:
     for bad in ("hard", -5, True, 1.5):
         with pytest.raises(RequestValidationError, match="reasoning"):
             d.send(PROMPT, "openai:gpt-5", reasoning=bad)
+    with pytest.raises(RequestValidationError, match="strict_params must be True or False"):
+        d.send(PROMPT, "openai:gpt-5", strict_params="yes")
 
 
 def test_ledger_keeps_reasoning_apart(d: Dispatcher) -> None:
