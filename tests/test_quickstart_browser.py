@@ -1,8 +1,9 @@
 """End to end: the quickstart notebook, as a newcomer runs it, in JupyterLab in headless
 Chromium (Debian's, driven by Playwright; see tests/browser/servers.py).
 
-The notebook is the repository's own `notebooks/quickstart.ipynb` plus one cell at the
-end whose prompt names two dollar amounts. In demo mode (the emulators, at their real
+The notebook is the repository's own `notebooks/quickstart.ipynb` plus four cells at the
+end: a prompt naming two dollar amounts, `%llm stats`, `%llm budget 5` and `%llm plot
+latency` (one or two calls per vendor by then). In demo mode (the emulators, at their real
 pace) the test runs the first cell alone and then all of them, and asserts what a person
 would see: the first cell done within seconds with nothing on stderr; no stderr or
 error output anywhere; the dollar amounts shown as text, not typeset as maths; the
@@ -75,8 +76,11 @@ def quickstart_with_dollars(root: Path) -> tuple[Path, dict[str, int]]:
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
             cell["outputs"], cell["execution_count"] = [], None
-    nb["cells"].append({"cell_type": "code", "id": "dollars", "metadata": {}, "outputs": [],
-                        "execution_count": None, "source": f"%%llm -m 60\n{DOLLARS}"})
+    extra = {"dollars": f"%%llm -m 60\n{DOLLARS}", "stats": "%llm stats",
+             "budget": "%llm budget 5", "plot-latency": "%llm plot latency"}
+    for cell_id, source in extra.items():
+        nb["cells"].append({"cell_type": "code", "id": cell_id, "metadata": {}, "outputs": [],
+                            "execution_count": None, "source": source})
     path = root / "quickstart.ipynb"
     path.write_text(json.dumps(nb, indent=1), encoding="utf-8")
     return path, {c.get("id", ""): i for i, c in enumerate(nb["cells"])}
@@ -178,6 +182,29 @@ def test_quickstart_in_jupyterlab(chromium: str, tmp_path: Path) -> None:
             for i, a in enumerate(labels):
                 for b in labels[i + 1:]:
                     assert not overlap(a, b), f"labels {a[4]!r} and {b[4]!r} overlap"
+
+            # 6. The curated stats table: names left, numbers right; the budget's cells.
+            stats = cells.nth(index["stats"]).locator(".jp-OutputArea-output table").last
+            stats.scroll_into_view_if_needed()
+            heads = stats.locator("thead th").all_inner_texts()
+            assert heads[:4] == ["vendor", "model", "calls", "errors"], heads
+            align = stats.evaluate(
+                "t => [...t.querySelectorAll('tbody tr:first-child td')]"
+                ".map(td => getComputedStyle(td).textAlign)")
+            assert align[:3] == ["left", "left", "right"], align
+            stats.screenshot(path=str(ARTIFACTS / "quickstart-stats.png"))
+            budget = cells.nth(index["budget"]).locator(".jp-OutputArea-output table").last
+            rows = budget.evaluate("t => [...t.rows].map(r => r.cells.length)")
+            assert rows and set(rows) == {5}, rows  # no `|` or `$` split or merged a cell
+            assert budget.locator("tbody td").nth(1).inner_text() == "$5.0000"
+
+            # 7. %llm plot latency with one or two calls per vendor: points, not flat lines.
+            latency = cells.nth(index["plot-latency"]).locator(".js-plotly-plot").last
+            latency.scroll_into_view_if_needed()
+            dots = latency.locator(".boxlayer .point")
+            dots.first.wait_for(state="visible")
+            assert dots.count() >= 3
+            latency.screenshot(path=str(ARTIFACTS / "quickstart-plot-latency.png"))
             passed = True
         finally:
             if not passed:

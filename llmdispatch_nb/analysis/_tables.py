@@ -86,8 +86,8 @@ _STYLES = [
                                "font-variant-numeric:tabular-nums"},
     {"selector": "th", "props": "text-align:left;padding:3px 7px;font-weight:600;"
                                 "border-bottom:1px solid #8c959f;white-space:nowrap"},
-    {"selector": "td", "props": "text-align:left;padding:3px 7px;"
-                                "border-bottom:1px solid #e5e7eb;white-space:nowrap"},
+    {"selector": "td", "props": "padding:3px 7px;border-bottom:1px solid #e5e7eb;"
+                                "white-space:nowrap"},
     {"selector": "caption", "props": "caption-side:bottom;text-align:left;color:#57606a;"
                                      "font-size:11px;padding-top:4px"},
 ]
@@ -126,6 +126,10 @@ class CuratedTable(pd.DataFrame):
         styler = view.style.format({label: KINDS[kind] for _, label, kind in shown},
                                    escape="html")
         styler = styler.hide(axis="index").set_table_styles(_STYLES)
+        # Per cell (an id selector): a "#table td" rule would outrank it.
+        text_labels = [label for _, label, kind in shown if kind not in _NUMERIC]
+        if text_labels:
+            styler = styler.set_properties(subset=text_labels, **{"text-align": "left"})
         numeric = [label for _, label, kind in shown if kind in _NUMERIC]
         if numeric:  # numbers right-aligned, their headings too; names stay left
             styler = styler.set_properties(subset=numeric, **{"text-align": "right"})
