@@ -3,6 +3,22 @@
 
 Plain frozen dataclasses: cheap to build, safe to share across the loop thread, and
 free of any vendor's shape. Vendor adapters translate to and from these.
+
+Structured output and tools have one shape for every vendor:
+
+- `Request.schema` is an `OutputSchema` (built from a pydantic model, a dataclass, a
+  `TypedDict` or a JSON Schema dict by `_schema.output_schema`); the answer comes back
+  with `Response.parsed` (the model instance, or the dict), `Response.valid` and
+  `Response.validation_errors` (data, never an exception; `valid` is None when no schema
+  was asked for).
+- `Request.tools` is a tuple of `Tool` (from a Python function's signature and docstring,
+  or an explicit schema: `_tools.as_tool`); `Request.tool_choice` is "auto", "none",
+  "required" or one tool's name. The model's calls come back as `Response.tool_calls`:
+  `ToolCall(id, name, arguments)` with the arguments parsed, whatever the vendor. A
+  stream sends `ToolCallDelta` pieces as the arguments arrive and one `ToolCallEvent`
+  per call once its arguments are whole.
+- A tool round trip is a conversation: an assistant `Message` carrying `tool_calls`,
+  then one `Message(role="tool", content=result, tool_call_id=..., name=...)` per call.
 """
 
 from __future__ import annotations
@@ -10,13 +26,13 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from .errors import RequestValidationError
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "error", "other"]
 UsageSource = Literal["reported", "estimated"]
 # The unified `reasoning=`: a level, or a thinking budget in tokens (0 = off). Each adapter
@@ -24,18 +40,72 @@ UsageSource = Literal["reported", "estimated"]
 REASONING_LEVELS = ("none", "minimal", "low", "medium", "high")
 
 
+# -- structured output and tools: one shape for every vendor ----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSchema:
+    """The shape the answer must have. `json_schema` is plain JSON Schema (each adapter
+    translates it to what its vendor accepts, or refuses naming the keyword); `python_type`
+    is what `Response.parsed` is built as (a pydantic model, a dataclass, a TypedDict), or
+    None for a dict schema (`parsed` is then the dict)."""
+
+    name: str
+    json_schema: Mapping[str, Any]
+    python_type: Any = field(default=None, compare=False)
+    description: str | None = None
+    strict: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A function the model may call: its name, what it does, and its arguments as the
+    JSON Schema of an object. `function` (when given) is what `Dispatcher.run_tools`
+    runs; it is never sent."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+    function: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+    strict: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One call the model asked for. `arguments` is parsed (a dict); `raw_arguments` is
+    the JSON text as the vendor sent it; `error` says why the arguments could not be read
+    (not JSON, not an object), in which case `arguments` is empty."""
+
+    id: str
+    name: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    raw_arguments: str = ""
+    error: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
+    """One turn. An assistant turn may carry the `tool_calls` it made; a "tool" turn is
+    one call's result (`content`), naming the call (`tool_call_id`) and its tool (`name`:
+    Gemini matches results by name)."""
+
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
 
     def __post_init__(self) -> None:
-        if self.role not in ("system", "user", "assistant"):
+        if self.role not in ("system", "user", "assistant", "tool"):
             raise RequestValidationError(
-                f"message role {self.role!r} is not one of 'system', 'user', 'assistant'"
+                f"message role {self.role!r} is not one of 'system', 'user', 'assistant', 'tool'"
             )
         if not isinstance(self.content, str):
             raise RequestValidationError("message content must be a string")
+        if self.role == "tool" and not self.tool_call_id:
+            raise RequestValidationError("a tool message needs the tool_call_id it answers")
+        if self.tool_calls and self.role != "assistant":
+            raise RequestValidationError("only an assistant message carries tool_calls")
 
 
 def _as_messages(value: str | Sequence[Message | Mapping[str, Any]]) -> tuple[Message, ...]:
@@ -46,7 +116,11 @@ def _as_messages(value: str | Sequence[Message | Mapping[str, Any]]) -> tuple[Me
         if isinstance(m, Message):
             out.append(m)
         elif isinstance(m, Mapping):
-            out.append(Message(m.get("role", "user"), m.get("content", "")))
+            calls = tuple(c if isinstance(c, ToolCall) else ToolCall(
+                str(c.get("id", "")), str(c.get("name", "")), dict(c.get("arguments") or {}))
+                for c in m.get("tool_calls") or ())
+            out.append(Message(m.get("role", "user"), m.get("content") or "", calls,
+                               m.get("tool_call_id"), m.get("name")))
         else:
             raise RequestValidationError(f"cannot read a message from {type(m).__name__}")
     return tuple(out)
@@ -61,6 +135,10 @@ class Request:
     vendors want it outside the message list. `reasoning` is one of `REASONING_LEVELS` or a
     thinking budget in tokens; `strict_params` makes a parameter the model does not accept
     an error instead of a dropped parameter and a warning (vendors/_rules.py).
+
+    `schema` (a pydantic model, dataclass, TypedDict or JSON Schema dict) asks for an
+    answer of that shape; `tools` (functions or explicit schemas) offers tools to call,
+    `tool_choice` says whether one must be called ("auto", "none", "required", a name).
     """
 
     messages: tuple[Message, ...]
@@ -76,6 +154,9 @@ class Request:
     strict_params: bool = False
     tags: tuple[str, ...] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
+    schema: OutputSchema | None = None
+    tools: tuple[Tool, ...] = ()
+    tool_choice: str | None = None
 
     def __init__(
         self,
@@ -93,6 +174,9 @@ class Request:
         strict_params: bool = False,
         tags: Sequence[str] = (),
         metadata: Mapping[str, str] | None = None,
+        schema: Any = None,
+        tools: Sequence[Any] = (),
+        tool_choice: str | None = None,
     ) -> None:
         msgs = _as_messages(messages)
         # A leading system turn is lifted out: every adapter then has one place to look.
@@ -116,6 +200,17 @@ class Request:
         s(self, "strict_params", bool(strict_params))
         s(self, "tags", tuple(tags))
         s(self, "metadata", dict(metadata or {}))
+        if schema is not None and not isinstance(schema, OutputSchema):
+            from ._schema import output_schema
+
+            schema = output_schema(schema)
+        s(self, "schema", schema)
+        if tools:
+            from ._tools import as_tool
+
+            tools = tuple(t if isinstance(t, Tool) else as_tool(t) for t in tools)
+        s(self, "tools", tuple(tools or ()))
+        s(self, "tool_choice", tool_choice)
         self.validate()
 
     def validate(self) -> None:
@@ -124,6 +219,17 @@ class Request:
             raise RequestValidationError("the request has no messages; give a prompt")
         if not any(m.content.strip() for m in self.messages if m.role == "user"):
             raise RequestValidationError("the prompt is empty; write something to send")
+        names = [t.name for t in self.tools]
+        if len(set(names)) < len(names):
+            raise RequestValidationError(f"two tools share a name: {sorted(names)}")
+        tc = self.tool_choice
+        if tc is not None:
+            if not self.tools:
+                raise RequestValidationError("tool_choice needs tools=[...] to choose from")
+            if tc not in ("auto", "none", "required") and tc not in names:
+                raise RequestValidationError(
+                    f"tool_choice must be 'auto', 'none', 'required' or a tool's name "
+                    f"({', '.join(names)}), got {tc!r}")
         if self.max_tokens is not None and (
             not isinstance(self.max_tokens, int) or self.max_tokens < 1
         ):
@@ -227,6 +333,18 @@ class Response:
     simulated: bool = False
     attempts: tuple[Attempt, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # The calls the model asked for (empty when it answered in text).
+    tool_calls: tuple[ToolCall, ...] = ()
+    # With a schema: the answer read as it (None when it does not fit), whether it fit,
+    # and why not ("age: Input should be a valid integer"). `valid` is None without one.
+    parsed: Any = None
+    valid: bool | None = None
+    validation_errors: tuple[str, ...] = ()
+
+    @property
+    def message(self) -> Message:
+        """This answer as the assistant turn of a conversation (its tool calls included)."""
+        return Message("assistant", self.text, self.tool_calls)
 
     def __str__(self) -> str:
         return self.text
@@ -296,7 +414,29 @@ class Waiting:
         return f"waiting {how_long} for {self.target}: {self.reason}"
 
 
-StreamEvent = TextDelta | UsageUpdate | Finish | StreamStart | Waiting
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of tool call number `index` as it arrives: its id and name (on the first
+    piece, None after) and the next piece of its arguments' JSON text. Gemini sends each
+    call whole, as one piece."""
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+    kind: Literal["tool_call_delta"] = "tool_call_delta"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallEvent:
+    """Tool call number `index`, whole: its arguments assembled and parsed."""
+
+    index: int
+    call: ToolCall
+    kind: Literal["tool_call"] = "tool_call"
+
+
+StreamEvent = TextDelta | UsageUpdate | Finish | StreamStart | Waiting | ToolCallDelta | ToolCallEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +450,7 @@ class ParsedReply:
     model: str | None
     request_id: str | None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 def new_call_id() -> str:
@@ -371,6 +512,8 @@ class CallRecord:
     # What the ledger changed to store this record, e.g. "prompt: lone surrogates replaced
     # with U+FFFD; input_tokens: 2**70 does not fit 64 bits, stored as NULL" (None: nothing).
     repaired: str | None = None
+    # Asked for a schema: whether the answer fit it (None: no schema was asked for).
+    schema_valid: bool | None = None
 
     @property
     def output_tokens_per_s(self) -> float | None:
