@@ -12,8 +12,10 @@ import logging
 from importlib.metadata import entry_points
 
 from ._base import Adapter, Endpoint, Secret, StreamParser
+from ._rules import ParameterWarning
 
-__all__ = ["Adapter", "Endpoint", "Secret", "StreamParser", "adapter_for", "known_kinds", "register"]
+__all__ = ["Adapter", "Endpoint", "ParameterWarning", "Secret", "StreamParser", "adapter_for",
+           "known_kinds", "register"]
 
 log = logging.getLogger("llmdispatch_nb")
 
