@@ -222,7 +222,9 @@ class Dispatcher:
         return Request(prompt, target, **params)
 
     def send(self, prompt: Any, target: str | None = None, **params: Any) -> Response:
-        """Send and wait for the whole answer (works in a notebook cell, thread or script)."""
+        """Send and wait for the whole answer (works in a notebook cell, thread or script).
+        `on_wait=fn` is called with a `Waiting` for each wait of 2 s or more (Retry-After,
+        a circuit to half-open, a client-side limit) and its end."""
         opts = checked_options(params)
         req = self.request(prompt, target, **params)
         return self._loop.run(self._call(req, None, opts))
@@ -236,7 +238,8 @@ class Dispatcher:
         return await self._loop.arun(self._call(req, None, opts))
 
     def stream(self, prompt: Any, target: str | None = None, **params: Any) -> Stream:
-        """Iterate text and usage events as they arrive; `.response` holds the result."""
+        """Iterate text and usage events as they arrive (and `Waiting` events while the
+        call waits 2 s or more before an attempt); `.response` holds the result."""
         opts = checked_options(params)
         req = self.request(prompt, target, **params)
         s = Stream()
