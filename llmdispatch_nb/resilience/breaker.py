@@ -202,8 +202,9 @@ class CircuitBreaker:
 
     def abandon(self, key: str, held: Iterable[LLMDispatchError | None]) -> None:
         """The call left `key` with failures held and no further outcome (its deadline
-        passed, the budget refused the retry, it was cancelled): they were not recovered,
-        so each failure counts."""
+        passed, the budget refused the retry, the circuit opened meanwhile): they were
+        not recovered, so each failure counts. (A call cancelled by its caller reports
+        nothing: whether a retry would have recovered them is not known.)"""
         now = self.clock()
         earlier = [e for e in held if counts_as_failure(e)]
         if not earlier:
