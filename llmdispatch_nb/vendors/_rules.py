@@ -37,7 +37,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from .._types import REASONING_LEVELS, Request
-from ..catalogue import ModelInfo
+from ..catalogue import ModelInfo, lookup
 from ..errors import RequestValidationError
 
 STRICT_VARIABLE = "LLMDISPATCH_STRICT_PARAMS"
@@ -49,8 +49,7 @@ LEVEL_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 4096, "high":
 # Gemini with max_tokens but no reasoning=: thinking pinned to this, so the answer keeps
 # its max_tokens (Gemini's own default is dynamic thinking inside the same cap).
 DEFAULT_THINKING = "low"
-# Anthropic's floor for budget_tokens; its top_p floor while thinking.
-ANTHROPIC_MIN_BUDGET = 1024
+# Anthropic's top_p floor while thinking (its budget floor, 1024, is in the catalogue).
 ANTHROPIC_THINKING_MIN_TOP_P = 0.95
 
 
@@ -85,8 +84,6 @@ def parameters_for(request: Request, vendor: str, model: str, *, max_tokens_fiel
 
     `vendor` is the catalogue's name (openai, azure, anthropic, google, groq, ...);
     `default_max_tokens` is a cap the wire requires when the user gave none (Anthropic)."""
-    from ..catalogue import lookup
-
     info = lookup(vendor, model, warn=False)
     out = Parameters(vendor, model, request.max_tokens, max_tokens_field, request.temperature,
                      request.top_p, request.stop)
@@ -128,12 +125,12 @@ class _Rules:
 
     def drop(self, name: str, why: str) -> None:
         self.say(f"{self.out.vendor}:{self.out.model} does not accept {name} ({why}); "
-                 f"it was not sent", name)
+                 f"it was not sent")
 
-    def adjust(self, text: str, name: str = "reasoning") -> None:
-        self.say(f"{self.out.vendor}:{self.out.model}: {text}", name)
+    def adjust(self, text: str) -> None:
+        self.say(f"{self.out.vendor}:{self.out.model}: {text}")
 
-    def say(self, text: str, name: str) -> None:
+    def say(self, text: str) -> None:
         if self.strict:
             raise RequestValidationError(f"{text.replace('; it was not sent', '')}; "
                                          f"strict_params is on, so nothing was sent")
