@@ -18,10 +18,12 @@ from typing import Any, ClassVar, Literal
 
 import httpx
 
+from .._schema import for_anthropic
 from .._sse import SSEEvent
 from .._types import Finish as FinishEvent
 from .._types import (
     FinishReason,
+    Message,
     ParsedReply,
     Request,
     StreamEvent,
@@ -59,6 +61,7 @@ from ._base import (
     wire,
 )
 from ._rules import parameters_for
+from ._structured import ToolCallAssembler, check_tools, native_schema, tool_call
 
 API_VERSION = "2023-06-01"
 # Anthropic refuses a request without max_tokens; 4096 fits every current model's cap.
@@ -129,7 +132,7 @@ class AnthropicAdapter(Adapter):
         body: dict[str, Any] = {
             "model": model,
             "max_tokens": sent.max_tokens,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": anthropic_messages(request.messages),
         }
         if request.system:
             if self.prompt_cache == "system":
@@ -155,7 +158,39 @@ class AnthropicAdapter(Adapter):
         # Anthropic has no seed: sampling cannot be pinned, so `seed` is not sent.
         if stream:
             body["stream"] = True
+        self.add_schema_and_tools(body, request, model)
         return body
+
+    def add_schema_and_tools(self, body: dict[str, Any], request: Request, model: str) -> None:
+        """A schema goes as `output_config.format` where the catalogue says the model takes
+        it, else as one tool the model is made to call (its input is the answer: the
+        dispatcher reads it back as text). Tools and `tool_choice` in Anthropic's shape."""
+        tools = [anthropic_tool(t.name, t.description, t.parameters, t.strict)
+                 for t in request.tools]
+        choice: dict[str, Any] | None = None
+        if request.tools:
+            check_tools(request, "anthropic", model)
+            tc = request.tool_choice
+            choice = None if tc is None else {"type": {"required": "any"}.get(tc, tc)} \
+                if tc in ("auto", "none", "required") else {"type": "tool", "name": tc}
+        schema = request.schema
+        if schema is not None and native_schema("anthropic", model):
+            config = body.setdefault("output_config", {})
+            config["format"] = {"type": "json_schema", "schema": for_anthropic(schema.json_schema)}
+        elif schema is not None:
+            if request.tools:
+                raise RequestValidationError(
+                    f"anthropic:{model} fills a schema only through a forced tool call (the "
+                    f"catalogue says it has no native structured output), which leaves no "
+                    f"room for tools=; send the schema and the tools in separate calls")
+            tools = [anthropic_tool(schema.name, schema.description or
+                                    f"Give the answer as {schema.name}.", schema.json_schema,
+                                    False)]
+            choice = {"type": "tool", "name": schema.name}
+        if tools:
+            body["tools"] = tools
+        if choice is not None:
+            body["tool_choice"] = choice
 
     def auth_headers(self, endpoint: Endpoint) -> dict[str, str]:
         headers = {"anthropic-version": endpoint.api_version or API_VERSION}
@@ -193,6 +228,9 @@ class AnthropicAdapter(Adapter):
                        if isinstance(b, dict) and b.get("type") == "text"
                        and isinstance(b.get("text"), str))
         raw = wire(data.get("stop_reason"))
+        tool_calls = tuple(tool_call(b.get("id"), b.get("name"), b.get("input"))
+                           for b in (blocks if isinstance(blocks, list) else [])
+                           if isinstance(b, dict) and b.get("type") == "tool_use")
         extra: dict[str, Any] = {}
         if wire(data.get("id")):
             extra["id"] = wire(data["id"])
@@ -211,6 +249,7 @@ class AnthropicAdapter(Adapter):
             model=wire(data.get("model")),
             request_id=request_id_of(response, "request-id") or wire(data.get("request_id")),
             extra=extra,
+            tool_calls=tool_calls,
         )
 
     def stream_parser(self, endpoint: Endpoint) -> StreamParser:
@@ -297,6 +336,7 @@ class AnthropicStream(StreamParser):
         self.partial: list[str] = []
         self.raw_usage: dict[str, Any] = {}
         self.usage: Usage | None = None
+        self.tools = ToolCallAssembler()
 
     def _merge_usage(self, u: Any) -> UsageUpdate | None:
         if u is None or "usage_unreliable" in self.extra:
@@ -337,6 +377,18 @@ class AnthropicStream(StreamParser):
             if piece:
                 self.partial.append(piece)
                 out.append(TextDelta(piece))
+            index = data.get("index", 0)
+            block = data.get("content_block") if name == "content_block_start" else \
+                data.get("delta")
+            if isinstance(block, dict) and isinstance(index, int):
+                if block.get("type") == "tool_use":
+                    out.append(self.tools.piece(index, block.get("id"), block.get("name"), ""))
+                elif block.get("type") == "input_json_delta":
+                    out.append(self.tools.piece(index, None, None, block.get("partial_json")))
+        elif name == "content_block_stop":
+            index = data.get("index", 0)
+            if isinstance(index, int) and index in self.tools.pieces:
+                out.extend(self.tools.finish(index))
         elif name == "message_delta":
             given = data.get("delta")
             raw = wire(given.get("stop_reason")) if isinstance(given, dict) else None
@@ -347,6 +399,7 @@ class AnthropicStream(StreamParser):
                 out.append(update)
         elif name == "message_stop":
             self.done = True
+            out.extend(self.tools.finish())
         elif name == "error":
             self._raise(data)
         return out
@@ -377,3 +430,37 @@ def _text_of(name: str, data: dict[str, Any]) -> str:
         delta = data.get("delta")
         text = delta.get("text") if isinstance(delta, dict) and delta.get("type") == "text_delta" else None
     return text if isinstance(text, str) else ""
+
+
+def anthropic_tool(name: str, description: str, parameters: Any, strict: bool) -> dict[str, Any]:
+    tool: dict[str, Any] = {"name": name, "description": description,
+                            "input_schema": for_anthropic(parameters)}
+    if strict:
+        tool["strict"] = True
+    return tool
+
+
+def anthropic_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+    """Our turns as Anthropic messages: an assistant's tool calls become `tool_use` blocks,
+    and the results that follow go together into one user message of `tool_result`
+    blocks (Anthropic wants every result of a turn in the very next message)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "tool":
+            block = {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}
+            if m.content.startswith("error:"):
+                block["is_error"] = True
+            last = out[-1] if out else None
+            if last is not None and last["role"] == "user" and isinstance(last["content"], list) \
+                    and all(b.get("type") == "tool_result" for b in last["content"]):
+                last["content"].append(block)
+            else:
+                out.append({"role": "user", "content": [block]})
+        elif m.tool_calls:
+            blocks: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
+            blocks.extend({"type": "tool_use", "id": c.id, "name": c.name,
+                           "input": dict(c.arguments)} for c in m.tool_calls)
+            out.append({"role": "assistant", "content": blocks})
+        else:
+            out.append({"role": m.role, "content": m.content})
+    return out

@@ -20,15 +20,18 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from .._schema import for_gemini, for_json_mode
 from .._sse import SSEEvent
 from .._types import Finish as FinishEvent
 from .._types import (
     FinishReason,
+    Message,
     ParsedReply,
     Request,
     StreamEvent,
     StreamStart,
     TextDelta,
+    ToolCall,
     Usage,
     UsageUpdate,
 )
@@ -61,6 +64,7 @@ from ._base import (
     wire,
 )
 from ._rules import parameters_for
+from ._structured import ToolCallAssembler, check_tools, native_schema, tool_call
 
 DEFAULT_API_VERSION = "v1beta"
 # Gemini's page size cap: one page lists every model in practice.
@@ -233,8 +237,7 @@ class GeminiAdapter(Adapter):
         return headers
 
     def body(self, request: Request, model: str, endpoint: Endpoint) -> dict[str, Any]:
-        contents = [{"role": "model" if m.role == "assistant" else "user",
-                     "parts": [{"text": m.content}]} for m in request.messages]
+        contents = gemini_contents(request.messages)
         body: dict[str, Any] = {"contents": contents}
         if request.system:
             body["systemInstruction"] = {"parts": [{"text": request.system}]}
@@ -256,9 +259,37 @@ class GeminiAdapter(Adapter):
             config["thinkingConfig"] = {"thinkingBudget": sent.budget}
         if request.seed is not None:
             config["seed"] = request.seed
+        self.add_schema_and_tools(body, config, request, model_id(model))
         if config:
             body["generationConfig"] = config
         return body
+
+    def add_schema_and_tools(self, body: dict[str, Any], config: dict[str, Any],
+                             request: Request, model: str) -> None:
+        """A schema as `responseMimeType` + `responseJsonSchema` (JSON mode and the schema in
+        the system instruction where the catalogue says the model has no structured
+        output); tools as `functionDeclarations` with `parametersJsonSchema`, `toolConfig`
+        beside them."""
+        schema = request.schema
+        if schema is not None:
+            config["responseMimeType"] = "application/json"
+            if native_schema("google", model):
+                config["responseJsonSchema"] = for_gemini(schema.json_schema)
+            else:
+                said = body.get("systemInstruction", {}).get("parts", [])
+                body["systemInstruction"] = {"parts": [*said, {"text": for_json_mode(schema)}]}
+        if request.tools:
+            check_tools(request, "google", model)
+            body["tools"] = [{"functionDeclarations": [
+                {"name": t.name, "description": t.description,
+                 "parametersJsonSchema": for_gemini(t.parameters)} for t in request.tools]}]
+            tc = request.tool_choice
+            if tc is not None:
+                mode = {"auto": "AUTO", "none": "NONE", "required": "ANY"}.get(tc, "ANY")
+                calling: dict[str, Any] = {"mode": mode}
+                if tc not in ("auto", "none", "required"):
+                    calling["allowedFunctionNames"] = [tc]
+                body["toolConfig"] = {"functionCallingConfig": calling}
 
     def build_request(self, request: Request, model: str, endpoint: Endpoint, *,
                       stream: bool) -> httpx.Request:
@@ -295,10 +326,13 @@ class GeminiAdapter(Adapter):
         except UnreliableUsage as exc:
             meta = {}
             extra.update(unreliable_usage_note(exc))
+        calls = candidate_tool_calls(candidate)
         return ParsedReply(
             text=candidate_text(candidate),
-            finish_reason=finish_from(raw, FINISH),
+            # Gemini ends a turn of calls with STOP: said as what it is, for every vendor alike.
+            finish_reason="tool_calls" if calls and raw == "STOP" else finish_from(raw, FINISH),
             raw_finish_reason=raw,
+            tool_calls=calls,
             usage=usage_from_gemini(meta) if meta else None,
             model=wire(data.get("modelVersion")),
             request_id=request_id_of(response),
@@ -390,6 +424,7 @@ class GeminiStream(StreamParser):
         self.text_seen = False
         self.usage_fields: dict[str, int] = {}
         self._stray: list[str] = []
+        self.tools = ToolCallAssembler()
 
     def feed(self, event: SSEEvent) -> list[StreamEvent]:
         if event.stray:
@@ -412,6 +447,10 @@ class GeminiStream(StreamParser):
             if piece:
                 self.text_seen = True
                 out.append(TextDelta(piece))
+            for call in candidate_tool_calls(candidate, first=len(self.tools.pieces)):
+                # A call arrives whole in one chunk on the Gemini API (section 13.4).
+                out.extend(self.tools.whole(len(self.tools.pieces), call.id, call.name,
+                                            call.raw_arguments))
         if "usage_unreliable" not in self.extra:  # after one bad block, no count is believed
             try:
                 fields = usage_fields(chunk.get("usageMetadata"))
@@ -425,7 +464,9 @@ class GeminiStream(StreamParser):
         raw = wire(candidate.get("finishReason")) if candidate is not None else None
         if raw:
             self.done = True
-            out.append(FinishEvent(finish_from(raw, FINISH), raw))
+            reason = "tool_calls" if self.tools.done and raw == "STOP" else \
+                finish_from(raw, FINISH)
+            out.append(FinishEvent(reason, raw))
         return out
 
     def _feed_stray(self, text: str) -> list[StreamEvent]:
@@ -467,3 +508,53 @@ class GeminiStream(StreamParser):
             raise ProtocolError("sent text in the stream that is neither an event nor JSON",
                                 vendor=self.vendor)
         return super().close()
+
+
+def candidate_tool_calls(candidate: Mapping[str, Any], first: int = 0) -> tuple[ToolCall, ...]:
+    """The `functionCall` parts of a candidate, in our shape. Gemini may leave out the id;
+    one is made from the name and position so results can be matched to calls."""
+    content = candidate.get("content")
+    parts = content.get("parts") if isinstance(content, Mapping) else None
+    out: list[ToolCall] = []
+    for p in parts if isinstance(parts, list) else []:
+        fc = p.get("functionCall") if isinstance(p, Mapping) else None
+        if isinstance(fc, Mapping):
+            name = wire(fc.get("name")) or ""
+            out.append(tool_call(fc.get("id") or f"{name}-{first + len(out)}", name,
+                                 fc.get("args") if isinstance(fc.get("args"), Mapping) else {}))
+    return tuple(out)
+
+
+def _result(text: str) -> dict[str, Any]:
+    """A tool's result as a functionResponse `response` object, as the SDK's own automatic
+    function calling sends it: {"result": ...} or {"error": ...}."""
+    if text.startswith("error:"):
+        return {"error": text[6:].strip()}
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        value = text
+    return {"result": value}
+
+
+def gemini_contents(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+    """Our turns as Gemini contents: tool calls as `functionCall` parts of the model's turn,
+    results as `functionResponse` parts of one user turn."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "tool":
+            part = {"functionResponse": {"name": m.name or "", "id": m.tool_call_id,
+                                         "response": _result(m.content)}}
+            last = out[-1] if out else None
+            if last is not None and last["role"] == "user" and \
+                    all("functionResponse" in p for p in last["parts"]):
+                last["parts"].append(part)
+            else:
+                out.append({"role": "user", "parts": [part]})
+            continue
+        parts: list[dict[str, Any]] = [{"text": m.content}] if m.content or not m.tool_calls \
+            else []
+        parts.extend({"functionCall": {"name": c.name, "args": dict(c.arguments), "id": c.id}}
+                     for c in m.tool_calls)
+        out.append({"role": "model" if m.role == "assistant" else "user", "parts": parts})
+    return out

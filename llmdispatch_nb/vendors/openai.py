@@ -11,15 +11,18 @@ from typing import Any, ClassVar
 
 import httpx
 
+from .._schema import for_json_mode, for_openai
 from .._sse import SSEEvent
 from .._types import Finish as FinishEvent
 from .._types import (
     FinishReason,
+    Message,
     ParsedReply,
     Request,
     StreamEvent,
     StreamStart,
     TextDelta,
+    Tool,
     Usage,
     UsageUpdate,
 )
@@ -51,6 +54,7 @@ from ._base import (
     wire,
 )
 from ._rules import parameters_for
+from ._structured import ToolCallAssembler, check_tools, native_schema, tool_call
 
 FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -95,7 +99,7 @@ class OpenAIAdapter(Adapter):
         messages: list[dict[str, Any]] = []
         if request.system:
             messages.append({"role": "system", "content": request.system})
-        messages.extend({"role": m.role, "content": m.content} for m in request.messages)
+        messages.extend(openai_message(m) for m in request.messages)
         body: dict[str, Any] = {"model": model, "messages": messages}
         # What this model accepts of what was asked: the catalogue's rules, in one place.
         sent = parameters_for(request, self.catalogue_vendor(endpoint),
@@ -118,7 +122,35 @@ class OpenAIAdapter(Adapter):
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
+        self.add_schema_and_tools(body, request, model, endpoint)
         return body
+
+    def add_schema_and_tools(self, body: dict[str, Any], request: Request, model: str,
+                             endpoint: Endpoint) -> None:
+        """`response_format` (json_schema where the catalogue says the model fills one, else
+        JSON mode with the schema in an instruction), `tools` and `tool_choice`."""
+        vendor, cmodel = self.catalogue_vendor(endpoint), self.catalogue_model(model, endpoint)
+        schema = request.schema
+        if schema is not None:
+            if native_schema(vendor, cmodel):
+                spec: dict[str, Any] = {"name": schema.name,
+                                        "schema": for_openai(schema.json_schema,
+                                                             strict=schema.strict),
+                                        "strict": schema.strict}
+                if schema.description:
+                    spec["description"] = schema.description
+                body["response_format"] = {"type": "json_schema", "json_schema": spec}
+            else:
+                body["response_format"] = {"type": "json_object"}
+                body["messages"].insert(0, {"role": "system", "content": for_json_mode(schema)})
+        if request.tools:
+            check_tools(request, vendor, cmodel)
+            body["tools"] = [openai_tool(t) for t in request.tools]
+            tc = request.tool_choice
+            if tc in ("auto", "none", "required"):
+                body["tool_choice"] = tc
+            elif tc is not None:
+                body["tool_choice"] = {"type": "function", "function": {"name": tc}}
 
     def catalogue_vendor(self, endpoint: Endpoint) -> str:
         """The vendor the catalogue files this endpoint's models under."""
@@ -158,6 +190,15 @@ class OpenAIAdapter(Adapter):
                                 f"not text", vendor=endpoint.name)
         raw = wire(choice.get("finish_reason"))
         extra = self.reply_extra(data, choice)
+        calls = message.get("tool_calls") if isinstance(message, dict) else None
+        tool_calls = tuple(
+            tool_call(c.get("id"), (c.get("function") or {}).get("name"),
+                      (c.get("function") or {}).get("arguments"))
+            for c in (calls if isinstance(calls, list) else [])
+            if isinstance(c, dict) and isinstance(c.get("function"), dict))
+        refusal = message.get("refusal") if isinstance(message, dict) else None
+        if isinstance(refusal, str) and refusal:
+            extra = {**extra, "refusal": refusal}
         try:
             usage = usage_from_openai(data.get("usage"))
         except UnreliableUsage as exc:
@@ -171,6 +212,7 @@ class OpenAIAdapter(Adapter):
             model=wire(data.get("model")),
             request_id=request_id_of(response, "x-request-id", "apim-request-id"),
             extra=extra,
+            tool_calls=tool_calls,
         )
 
     def reply_extra(self, data: dict[str, Any], choice: dict[str, Any]) -> dict[str, Any]:
@@ -237,13 +279,14 @@ class OpenAIStream(StreamParser):
         self.text_len = 0
         self.partial: list[str] = []
         self.usage: Usage | None = None
+        self.tools = ToolCallAssembler()
 
     def feed(self, event: SSEEvent) -> list[StreamEvent]:
         if event.stray:
             return []
         if event.data.startswith("[DONE]"):
             self.done = True
-            return []
+            return list(self.tools.finish())
         chunk = load_event_json(event, self.vendor)
         if not isinstance(chunk, dict):
             return []
@@ -268,8 +311,15 @@ class OpenAIStream(StreamParser):
             if piece and isinstance(piece, str):
                 self.partial.append(piece)
                 out.append(TextDelta(piece))
+            calls = delta.get("tool_calls") if isinstance(delta, dict) else None
+            for c in calls if isinstance(calls, list) else []:
+                if isinstance(c, dict) and isinstance(c.get("index", 0), int):
+                    fn = c.get("function") if isinstance(c.get("function"), dict) else {}
+                    out.append(self.tools.piece(c.get("index", 0), c.get("id"), fn.get("name"),
+                                                fn.get("arguments")))
             raw = wire(choice.get("finish_reason"))
             if raw:
+                out.extend(self.tools.finish())  # the calls are whole once the choice ends
                 out.append(FinishEvent(finish_from(raw, FINISH), raw))
         if "usage_unreliable" in self.extra:
             return out  # one bad usage block: none of this stream's counts is believed
@@ -283,3 +333,26 @@ class OpenAIStream(StreamParser):
             self.usage = usage
             out.append(UsageUpdate(usage))
         return out
+
+
+def openai_message(m: Message) -> dict[str, Any]:
+    """One of our turns as a Chat Completions message (tool calls and results included)."""
+    if m.role == "tool":
+        return {"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content}
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        out["content"] = m.content or None
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function",
+             "function": {"name": c.name, "arguments": c.raw_arguments or json.dumps(c.arguments)}}
+            for c in m.tool_calls]
+    return out
+
+
+def openai_tool(t: Tool) -> dict[str, Any]:
+    fn: dict[str, Any] = {"name": t.name, "description": t.description,
+                          "parameters": for_openai(t.parameters) if t.strict else
+                          dict(t.parameters)}
+    if t.strict:
+        fn["strict"] = True
+    return {"type": "function", "function": fn}
