@@ -227,7 +227,7 @@ async def raw_fan_out(urls: dict[str, str], n: int, max_tokens: int, cap: int,
     def transport() -> httpx.AsyncBaseTransport | None:
         if not our_transport:
             return None
-        from llmdispatch_nb._http11 import Http11Transport
+        from llmdispatch_nb._aiohttp import Http11Transport
 
         return Http11Transport()
 
@@ -389,7 +389,7 @@ async def overhead_run(mode: str, n: int, base: str) -> list[float]:
 
     seq: list[float] = []
     if mode in ("raw", "raw_our_transport"):
-        from llmdispatch_nb._http11 import Http11Transport
+        from llmdispatch_nb._aiohttp import Http11Transport
 
         transport = Http11Transport() if mode == "raw_our_transport" else None
         async with httpx.AsyncClient(limits=httpx.Limits(max_connections=256),

@@ -37,17 +37,18 @@ MODEL = "gpt-4o-mini"
 MAX_TOKENS = 64
 KEY = "bench-key"
 
-# Peers first, then ours. "httpx_http11" is raw httpx on our HTTP/1.1 transport: the
-# Dispatcher uses that transport, so ours against it is the cost of our layers alone, and
-# raw httpx against it what the transport saves.
+# Peers first, then ours. "httpx_http11" is raw httpx on the transport the Dispatcher uses
+# (aiohttp under httpx, `_aiohttp.py`), so ours against it is the cost of our layers alone,
+# and raw httpx against it what the transport saves. Each peer's own HTTP stack is in its
+# label; bench/transports.py has raw httpx2 and raw httpx on aiohttp beside raw httpx.
 CLIENTS = ("httpx", "httpx_http11", "ours", "openai", "litellm", "litellm_router")
 LABELS = {
-    "httpx": "raw httpx (hand-built request, hand-parsed SSE)",
-    "ours": "llmdispatch_nb Dispatcher (asend/astream, full path)",
-    "openai": "openai SDK (AsyncOpenAI)",
-    "litellm": "LiteLLM acompletion",
-    "litellm_router": "LiteLLM Router.acompletion",
-    "httpx_http11": "raw httpx on llmdispatch_nb's HTTP/1.1 transport (the one it uses)",
+    "httpx": "raw httpx (hand-built request, hand-parsed SSE; httpcore 1's pool, h11)",
+    "ours": "llmdispatch_nb Dispatcher (asend/astream, full path; httpx on aiohttp)",
+    "openai": "openai SDK (AsyncOpenAI; its stack is httpx2, httpcore2's pool, h11)",
+    "litellm": "LiteLLM acompletion (its stack is aiohttp)",
+    "litellm_router": "LiteLLM Router.acompletion (its stack is aiohttp)",
+    "httpx_http11": "raw httpx on llmdispatch_nb's transport (aiohttp, the one it uses)",
 }
 PHASES = (("plain", "seq"), ("plain", "conc"), ("stream", "seq"), ("stream", "conc"))
 
@@ -73,7 +74,7 @@ async def make_httpx(base: str, our_transport: bool = False
 
     transport = None
     if our_transport:
-        from llmdispatch_nb._http11 import Http11Transport
+        from llmdispatch_nb._aiohttp import Http11Transport
 
         transport = Http11Transport()
     client = httpx.AsyncClient(limits=httpx.Limits(max_connections=256,

@@ -278,7 +278,7 @@ def findings(r: dict[str, Any]) -> list[str]:
         if not p["streamed"] and p["concurrency"] == 1:
             # Leave out the call chain itself and the HTTP exchange it wraps.
             chain = (":asend", ":_call", ":_try_candidate", ":_attempt", "_attempt.py:send_plain",
-                     "_attempt.py:send_stream", "_http11.py:")
+                     "_attempt.py:send_stream", "_aiohttp.py:")
             pieces = [x for x in p["top_ours_cumulative"]
                       if not any(x["where"].endswith(c) or c in x["where"] for c in chain)]
             top = ", ".join(f"{x['where'].split('/', 1)[-1]} {x['cum_us_per_call']:,.0f} µs"

@@ -19,18 +19,19 @@ from collections.abc import AsyncGenerator, Callable
 
 import httpx
 
-from ._http11 import Http11Transport, shared_ssl_context
+from ._aiohttp import Http11Transport, shared_ssl_context
 from ._transport import response_caps, response_hook
 
 _LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
 
 def new_client(timeout: httpx.Timeout) -> httpx.AsyncClient:
-    """A client whose connections are `_http11.Http11Transport`'s (HTTP/1.1 straight on
-    asyncio: about half the CPU per request of httpx's default transport with 50 calls in
-    flight). When a proxy is configured (HTTP(S)_PROXY, ALL_PROXY, the system's), remote
-    hosts go through httpx's own transports instead, which apply it and NO_PROXY; that
-    transport then shares our SSL context (building its own took 45-100 ms a client).
+    """A client whose connections are `_aiohttp.Http11Transport`'s (aiohttp's pool and C
+    parser under httpx: about half the CPU per call of httpx's default transport with 200
+    calls in flight, `bench/RESULTS.md`). When a proxy is configured (HTTP(S)_PROXY,
+    ALL_PROXY, the system's), remote hosts go through httpx's own transports instead, which
+    apply it and NO_PROXY; that transport then shares our SSL context (building its own
+    took 45-100 ms a client).
 
     Loopback (the emulators, a local Ollama) never goes through a proxy, which would
     otherwise swallow every demo call. Every body is read under the caps of
@@ -40,7 +41,7 @@ def new_client(timeout: httpx.Timeout) -> httpx.AsyncClient:
     mounts: dict[str, httpx.AsyncBaseTransport | None] = {
         f"all://{host}": transport for host in _LOOPBACK}
     if any(k != "no" for k in urllib.request.getproxies()):  # as httpx reads them
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)  # as ours
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
         return httpx.AsyncClient(timeout=timeout, mounts=mounts, verify=shared_ssl_context(),
                                  limits=limits, event_hooks=hooks)
     return httpx.AsyncClient(timeout=timeout, transport=transport, mounts=mounts,
