@@ -105,3 +105,18 @@ def test_panel_stats_tab_uses_the_curated_table(d: Dispatcher, nb: Notebook) -> 
     assert nb.cell("gpt -m 8", "for the ledger").success
     html = table_html(analysis.summary(d))
     assert header(html) == SUMMARY_SHOWN and "call_id" not in html
+
+
+def test_output_name_keeps_every_column(d: Dispatcher, nb: Notebook) -> None:
+    from .test_magic_support import one_error_line
+
+    assert nb.cell("gpt claude -m 8", "for the ledger").success
+    assert nb.run("%llm stats -o s").success
+    kept = nb.ns.pop("s")
+    assert isinstance(kept, CuratedTable) and list(kept.columns) == ["vendor", "model",
+                                                                    *SUMMARY_COLUMNS]
+    assert nb.run("%llm calls 2 -o c").success
+    rows = nb.ns.pop("c")
+    assert len(rows) == 2 and {"call_id", "session", "tags"} <= set(rows.columns)
+    assert "usage: %llm stats [-o NAME]" in one_error_line(nb.run("%llm stats -o"))
+    assert "usage: %llm calls [N] [-o NAME]" in one_error_line(nb.run("%llm calls 1 2"))

@@ -83,7 +83,8 @@ Subcommands:
   %llm vendors             configured vendors, key set or not, demo or real
   %llm models [VENDOR] [-o NAME]  models with context, output cap, reasoning, tools, prices
   %llm alias [NAME TARGET] list aliases, or add one;  %llm unalias NAME
-  %llm stats               summary of the calls so far;  %llm calls [N]  the last N calls
+  %llm stats [-o NAME]     summary of the calls so far;  %llm calls [N] [-o NAME]  the last N
+                           (shown: the columns read first; NAME keeps every column)
   %llm plot latency|ttft|cost|tradeoff
   %llm budget [AMOUNT]     show the spend budget, or set it in US dollars
   %llm cache info|clear    the response cache

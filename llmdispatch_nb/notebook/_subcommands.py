@@ -166,8 +166,30 @@ def _calls(d: Any) -> Any:
     return df
 
 
+def _keep_as(sub: Subcommand, at_most: int, usage: str) -> tuple[list[str], str | None]:
+    """The subcommand's arguments without `-o NAME`, and NAME (the table is kept there:
+    the notebook shows the curated columns, NAME holds every one)."""
+    args = list(expect(sub, at_most + 2, usage))
+    keep: str | None = None
+    if "-o" in args:
+        at = args.index("-o")
+        if at + 1 >= len(args) or not args[at + 1].isidentifier():
+            raise UsageError(f"usage: %llm {sub.name} {usage} (NAME: a Python name)")
+        keep = args[at + 1]
+        del args[at:at + 2]
+    if len(args) > at_most:
+        raise UsageError(f"usage: %llm {sub.name} {usage}")
+    return args, keep
+
+
+def _show_kept(m: LLMMagics, table: Any, keep: str | None) -> None:
+    if keep is not None and m.shell is not None:
+        m.shell.user_ns[keep] = table
+    _show(table)
+
+
 def handle_stats(m: LLMMagics, sub: Subcommand) -> None:
-    expect(sub, 0, "")
+    _, keep = _keep_as(sub, 0, "[-o NAME]")
     d = _dispatcher()
     stats = getattr(d, "stats", None)
     try:
@@ -180,11 +202,11 @@ def handle_stats(m: LLMMagics, sub: Subcommand) -> None:
         table = analysis.summary(_calls(d))
     if table is None or len(table) == 0:
         raise CellError("no calls recorded yet: send a prompt with %%llm first")
-    _show(table)
+    _show_kept(m, table, keep)
 
 
 def handle_calls(m: LLMMagics, sub: Subcommand) -> None:
-    args = expect(sub, 1, "[N]")
+    args, keep = _keep_as(sub, 1, "[N] [-o NAME]")
     n = 10
     if args:
         try:
@@ -195,7 +217,7 @@ def handle_calls(m: LLMMagics, sub: Subcommand) -> None:
             raise UsageError("%llm calls N: N must be 1 or more")
     from ..analysis._tables import CallsTable
 
-    _show(CallsTable(_calls(_dispatcher()).tail(n)))  # the full rows: .frame
+    _show_kept(m, CallsTable(_calls(_dispatcher()).tail(n)), keep)  # every column: .frame
 
 
 _FIGURES = {"latency": "latency_figure", "ttft": "ttft_figure", "cost": "spend_figure",
