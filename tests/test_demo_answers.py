@@ -157,9 +157,11 @@ def test_a_follow_up_quotes_the_latest_turn_never_the_previous_answer(
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_max_tokens_is_honoured_and_billed(demo: Dispatcher, target: str) -> None:
+    # Thinking off: max_tokens is then the whole cap sent. (With thinking, Gemini's cap sent
+    # is max_tokens + the thinking budget, since thinking counts inside maxOutputTokens:
+    # tests/test_model_rules.py.)
     r = demo.send("Write a Python function that reverses a string.", target, max_tokens=7,
-                  cache=False)
-    # Gemini 2.5 bills its thinking as output too; the visible text is what max_tokens cuts.
+                  cache=False, reasoning="none")
     assert r.finish_reason == "length"
     assert r.usage.output_tokens - (r.usage.reasoning_tokens or 0) == 7
 
