@@ -12,6 +12,7 @@ time to first token are measured from the moment the request is handed to httpx.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
@@ -228,6 +229,14 @@ class Dispatcher:
         opts = checked_options(params)
         req = self.request(prompt, target, **params)
         return self._loop.run(self._call(req, None, opts))
+
+    def submit(self, prompt: Any, target: str | None = None,
+               **params: Any) -> concurrent.futures.Future[Response]:
+        """`send` without waiting: the call starts at once; `.result()` waits for the
+        answer, `.cancel()` cancels the call (from any thread; recorded as cancelled)."""
+        opts = checked_options(params)
+        req = self.request(prompt, target, **params)
+        return self._loop.submit(self._call(req, None, opts))
 
     async def asend(self, prompt: Any, target: str | None = None, **params: Any) -> Response:
         opts = checked_options(params)

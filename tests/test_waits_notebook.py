@@ -130,7 +130,8 @@ def shown_text(msg: dict[str, Any]) -> str:
     return str(data.get("text/plain", "")) + str(msg["content"].get("text", ""))
 
 
-def test_interrupting_a_long_wait_ends_the_cell_with_one_line(kernel: Any) -> None:
+@pytest.mark.parametrize("options", ["", " --no-stream"])
+def test_interrupting_a_long_wait_ends_the_cell_with_one_line(kernel: Any, options: str) -> None:
     km, kc = kernel
     reply, _ = run(kc, "%load_ext llmdispatch_nb\n"
                        "import llmdispatch_nb as ld\n"
@@ -138,7 +139,7 @@ def test_interrupting_a_long_wait_ends_the_cell_with_one_line(kernel: Any) -> No
                        "d = ld.default()\n"
                        "d.sim.emulators['openai'].faults.script(Fault('429', retry_after=60))")
     assert reply["status"] == "ok", reply
-    msg_id = kc.execute("%%llm openai:gpt-4o-mini -m 8\nHello")
+    msg_id = kc.execute(f"%%llm openai:gpt-4o-mini -m 8{options}\nHello")
     # The status line comes first (the call waits 60 s), then we interrupt.
     _, before = collect(kc, msg_id, 60, until=lambda m: "Retry-After" in shown_text(m))
     assert "waiting" in shown_text(before[-1]) and "Retry-After" in shown_text(before[-1])

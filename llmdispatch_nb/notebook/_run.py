@@ -14,6 +14,7 @@ column's status reads "waiting 12 s: why", counting down with an update a second
 
 from __future__ import annotations
 
+import concurrent.futures
 import queue
 import statistics
 import threading
@@ -174,12 +175,21 @@ class Runner:
         d = self.dispatcher
         if not self.stream:
             try:
-                resp = d.send(self.messages, target, **self.params,
-                              on_wait=lambda w: self._q.put(("wait", col, i, w)))
+                # Submitted, not sent and waited for: a cancel (Ctrl-C) must reach the call.
+                fut = d.submit(self.messages, target, **self.params,
+                               on_wait=lambda w: self._q.put(("wait", col, i, w)))
+                with self._lock:
+                    self._active[col] = fut
+                if self._cancel.is_set():
+                    fut.cancel()
+                resp = fut.result()
             except BaseException as exc:
                 self._q.put(("error", col, i, exc, ""))
             else:
                 self._q.put(("done", col, i, resp))
+            finally:
+                with self._lock:
+                    self._active.pop(col, None)
             return
         s = None
         try:
@@ -262,7 +272,10 @@ class Runner:
         with self._lock:
             active = list(self._active.values())
         for s in active:
-            s.close()
+            if isinstance(s, concurrent.futures.Future):  # a --no-stream call
+                s.cancel()
+            else:
+                s.close()
 
     def _drain_after_cancel(self, threads: list[threading.Thread]) -> None:
         for t in threads:
