@@ -240,7 +240,7 @@ def answer_text(question: Question, model: str, rng: random.Random, words: int) 
         body = body[: max(0, min(_number(wanted.group("n"), rng), len(body) + 1) - 1)]
     else:
         have = len(head.split()) + len(label.split())
-        kept = []
+        kept: list[str] = []
         for s in body:
             if have >= words and kept:
                 break
