@@ -183,3 +183,15 @@ def _swallow(d: object) -> None:
         d.send("Hang.", MINI)  # type: ignore[attr-defined]
     except Exception:
         pass
+
+
+def test_a_submitted_call_can_be_cancelled_during_its_wait(sim: SimServer) -> None:
+    sim.emulators["openai"].faults.script(Fault("503", retry_after=10))
+    announced = threading.Event()
+    with dispatcher(sim) as d:
+        fut = d.submit("Hello.", MINI, on_wait=lambda w: announced.set())
+        assert announced.wait(8)  # before the 10 s wait ends (a gross stall only)
+        assert fut.cancel()
+        rec = cancelled_record(d)
+        assert "while waiting 10.0 s" in rec.error_message  # type: ignore[attr-defined]
+        assert [r.status for r in records(d)] == ["error", "cancelled"]
