@@ -4,7 +4,8 @@ No model reads the question, so the content stands in for an answer and says so;
 reads as an answer would: it quotes the whole latest user turn (shortened with an ellipsis
 when long), then gives prose, a numbered list ("Name three rivers." gets three items), a
 fenced code block (when code is asked for) or one JSON value (when JSON is asked for, by
-a response format or in the words of the request). No sentence appears twice. The choice
+a response format or in the words of the request); a request that names a grade ("Score:
+7/10") gets that grade, so a test can script a judge. No sentence appears twice. The choice
 of sentences, their order and the answer's length come from the caller's `random.Random`,
 which `_core.generate()` seeds from vendor, model, seed and prompt: the same request gets
 the same answer, another model or seed a different one.
@@ -65,7 +66,7 @@ _NUMBERS = {w: i for i, w in enumerate((
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
     "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
     "nineteen", "twenty"))}
-_COUNT = r"(?P<n>\d{1,2}|" + "|".join(_NUMBERS) + r"|a few|several|some)"
+_COUNT = r"\b(?P<n>\d{1,2}|" + "|".join(_NUMBERS) + r"|a few|several|some)"
 _COUNTED = re.compile(_COUNT + r"\s+(?:[a-z-]+\s+){0,2}?(?P<noun>[a-z]+s)\b", re.IGNORECASE)
 _LIST_VERB = re.compile(r"^\W*(?:please\s+)?(?:list|name|enumerate|give(?:\s+me)?|suggest|"
                         r"recommend|what\s+are)\b", re.IGNORECASE)
