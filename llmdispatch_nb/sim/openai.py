@@ -30,6 +30,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from ._answers import Question, response_format_shape
+from ._batch_openai import batch_routes
 from ._core import PROFILES, Fault, count_tokens, generate, paced
 from ._openai_wire import (
     CHAT_PARAMS,
@@ -91,6 +92,7 @@ class OpenAIEmulator(Emulator):
             # The catalogue's OpenAI-compatible providers (demo mode's groq:, deepseek:, ...).
             Route("/providers/{provider}/v1/chat/completions", self.provider_chat, methods=["POST"]),
             Route("/providers/{provider}/v1/models", self.provider_models, methods=["GET"]),
+            *([] if self.local else batch_routes(self)),  # files + batches (_batch_openai)
             Route("/{path:path}", self.invalid_url,
                   methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         ]
