@@ -120,3 +120,9 @@ def test_output_name_keeps_every_column(d: Dispatcher, nb: Notebook) -> None:
     assert len(rows) == 2 and {"call_id", "session", "tags"} <= set(rows.columns)
     assert "usage: %llm stats [-o NAME]" in one_error_line(nb.run("%llm stats -o"))
     assert "usage: %llm calls [N] [-o NAME]" in one_error_line(nb.run("%llm calls 1 2"))
+
+
+def test_a_measure_no_row_has_is_left_out(d: Dispatcher, nb: Notebook) -> None:
+    assert nb.cell("gpt -m 8 --no-stream", "not streamed").success
+    calls = nb.run("%llm calls 1").published[-1].data["text/html"]
+    assert "TTFT" not in header(calls) and "latency" in header(calls)
