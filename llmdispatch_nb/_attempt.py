@@ -16,7 +16,17 @@ import httpx
 from ._sse import SSEDecoder
 from ._stream import StreamSink
 from ._transport import map_httpx_error
-from ._types import Finish, ParsedReply, StreamStart, TextDelta, Usage, UsageUpdate
+from ._types import (
+    Finish,
+    ParsedReply,
+    StreamStart,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallEvent,
+    Usage,
+    UsageUpdate,
+)
 from .errors import MidStreamError, ProtocolError, ResponseTooLargeError
 from .vendors import Adapter, Endpoint
 from .vendors._base import request_id_of
@@ -55,6 +65,7 @@ async def send_stream(client: httpx.AsyncClient, adapter: Adapter, ep: Endpoint,
     usage: Usage | None = None
     finish: Finish | None = None
     model: str | None = None
+    calls: list[ToolCall] = []
     try:
         r = await client.send(req, stream=True)
     except httpx.HTTPError as exc:
@@ -87,6 +98,10 @@ async def send_stream(client: httpx.AsyncClient, adapter: Adapter, ep: Endpoint,
             elif isinstance(ev, StreamStart):
                 model = ev.model or model
                 request_id = request_id or ev.request_id
+            elif isinstance(ev, ToolCallDelta | ToolCallEvent):
+                if isinstance(ev, ToolCallEvent):
+                    calls.append(ev.call)
+                sink.send(ev)
 
     try:
         if r.status_code >= 400:
@@ -135,4 +150,4 @@ async def send_stream(client: httpx.AsyncClient, adapter: Adapter, ep: Endpoint,
         raw_finish_reason=finish.raw if finish else None, model=model,
         # A usage block the parser did not believe voids the counts before it: estimated.
         usage=None if "usage_unreliable" in parser.extra else usage,
-        request_id=request_id, extra=dict(parser.extra))
+        request_id=request_id, extra=dict(parser.extra), tool_calls=tuple(calls))

@@ -69,6 +69,8 @@ class CallState:
         return held
 
     def cache_key_for(self, cand: Candidate) -> str:
+        if self.request.tools:
+            return ""  # a cached answer keeps text, not tool calls: never served again
         key = self._keys.get(cand.key)
         if key is None:
             from .ledger._cache import key_for
@@ -85,4 +87,10 @@ def request_params(request: Request) -> dict[str, Any]:
             out[name] = v
     if request.stop:
         out["stop"] = list(request.stop)
+    if request.schema is not None:  # names only: the ledger shows what was asked, briefly
+        out["schema"] = request.schema.name
+    if request.tools:
+        out["tools"] = [t.name for t in request.tools]
+    if request.tool_choice is not None:
+        out["tool_choice"] = request.tool_choice
     return out

@@ -30,6 +30,7 @@ from ._clients import LoopClients, new_client
 from ._loop import LoopThread
 from ._recorded import serve_recorded
 from ._stream import AsyncStream, Stream, StreamSink
+from ._structured import finish_response
 from ._transport import map_httpx_error
 from ._types import (
     Attempt,
@@ -274,6 +275,22 @@ class Dispatcher:
         await self._clients.adopt()
         return await self._call(req, sink, opts)
 
+    def run_tools(self, prompt: Any, target: str | None = None, *, tools: Sequence[Any],
+                  max_rounds: int = 5, **params: Any) -> Any:
+        """Send with `tools`, run the calls the model makes with your functions, send the
+        results back, until it answers in text or `max_rounds` calls were made; returns a
+        `ToolRun` (`.response` the last answer, `.rounds`, `.calls`, `.cost_usd`). Every
+        round is its own call in the ledger (see `_run_tools.py`)."""
+        from ._run_tools import arun_tools
+
+        return self._loop.run(arun_tools(self, prompt, target, tools, max_rounds, params))
+
+    async def arun_tools(self, prompt: Any, target: str | None = None, *, tools: Sequence[Any],
+                         max_rounds: int = 5, **params: Any) -> Any:
+        from ._run_tools import arun_tools
+
+        return await arun_tools(self, prompt, target, tools, max_rounds, params)
+
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine (an `async def` of `asend`/`astream` calls, say a gather) on the
         dispatcher's own loop and wait for its result: from a notebook cell (where
@@ -360,7 +377,7 @@ class Dispatcher:
         call.trail.extend(Attempt(c.vendor, c.model, "skipped", why) for c, why in plan.skipped)
         hit = await self._serve_recorded(call, plan.candidates[0])
         if hit is not None:
-            return hit
+            return finish_response(hit, request)
         pending = list(plan.candidates)
         first_key = pending[0].key
         waited_for_breaker = False
@@ -591,7 +608,8 @@ class Dispatcher:
             raw_finish_reason=parsed.raw_finish_reason, usage=usage, vendor=ep.name,
             model=parsed.model or cand.model, model_requested=cand.model, latency_s=latency,
             ttft_s=ex.ttft, request_id=parsed.request_id, cost=cost, call_id=call.call_id,
-            simulated=ep.simulated, extra=parsed.extra)
+            simulated=ep.simulated, extra=parsed.extra, tool_calls=parsed.tool_calls)
+        resp = finish_response(resp, request)  # .parsed / .valid when a schema was asked
         call.last_chunks = ex.chunks
         call.number_recorded = call.number
         self.record(CallRecord(
@@ -606,7 +624,7 @@ class Dispatcher:
             cost_usd=cost.usd, price_source=cost.source, simulated=ep.simulated,
             finish_reason=resp.finish_reason, tags=request.tags, params=request_params(request),
             prompt=request.prompt_text, response=resp.text, cache_key=call.cache_key_for(cand),
-            chunks=tuple(ex.chunks)))
+            chunks=tuple(ex.chunks), schema_valid=resp.valid))
         return resp
 
     def _record_failure(self, call: CallState, cand: Candidate, err: LLMDispatchError,

@@ -17,21 +17,22 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from ._types import Response, StreamEvent, TextDelta
+from ._types import Response, StreamEvent, TextDelta, ToolCallDelta
 from .errors import LLMDispatchError
 
 _END = object()
 
 
 class StreamSink:
-    """The producer side. `started` turns true once text has reached the caller."""
+    """The producer side. `started` turns true once text (or a piece of a tool call) has
+    reached the caller: a retry would then repeat it."""
 
     def __init__(self, put: Any) -> None:
         self._put = put
         self.started = False
 
     def send(self, event: StreamEvent) -> None:
-        if isinstance(event, TextDelta):
+        if isinstance(event, TextDelta | ToolCallDelta):
             self.started = True
         self._put(event)
 

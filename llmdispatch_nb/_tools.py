@@ -169,9 +169,12 @@ async def run_call(tool: Tool | None, call: ToolCall) -> tuple[str, bool]:
         import pydantic
 
         bound = pydantic.validate_call(fn)
-        result = bound(**call.arguments)
-        if inspect.isawaitable(result):
-            result = await result
+        if inspect.iscoroutinefunction(fn):
+            result = await bound(**call.arguments)
+        else:  # in a worker thread: a slow function must not stall the dispatcher's loop
+            result = await asyncio.to_thread(bound, **call.arguments)
+            if inspect.isawaitable(result):
+                result = await result
     except pydantic.ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return f"error: invalid arguments for {call.name}: {problems}", True
@@ -179,6 +182,3 @@ async def run_call(tool: Tool | None, call: ToolCall) -> tuple[str, bool]:
         return f"error: {type(exc).__name__}: {exc}", True
     return _result_text(result), False
 
-
-def run_call_sync(tool: Tool | None, call: ToolCall) -> tuple[str, bool]:
-    return asyncio.run(run_call(tool, call))

@@ -435,10 +435,11 @@ def test_stream_parser_merges_usage_and_skips_what_is_not_text() -> None:
         "input_tokens": 10, "cache_creation_input_tokens": 100, "cache_read_input_tokens": 1000,
         "output_tokens": 1}}})
     assert feed(p, "ping", {}) == []
-    assert feed(p, "content_block_start", {"index": 0, "content_block": {
-        "type": "tool_use", "id": "t", "name": "f", "input": {}}}) == []
-    assert feed(p, "content_block_delta", {"index": 0, "delta": {
-        "type": "input_json_delta", "partial_json": "{\"a\""}}) == []
+    # Tool input is not text: it comes as tool-call pieces (tests/test_tools.py).
+    assert [e.kind for e in feed(p, "content_block_start", {"index": 0, "content_block": {
+        "type": "tool_use", "id": "t", "name": "f", "input": {}}})] == ["tool_call_delta"]
+    assert [e.kind for e in feed(p, "content_block_delta", {"index": 0, "delta": {
+        "type": "input_json_delta", "partial_json": "{\"a\""}})] == ["tool_call_delta"]
     assert feed(p, "content_block_delta", {"index": 1, "delta": {
         "type": "thinking_delta", "thinking": "hmm"}}) == []
     assert feed(p, "content_block_delta", {"index": 2, "delta": {

@@ -58,6 +58,8 @@ def key_for(vendor: str, model: str, request: Request) -> str:
     }
     if request.reasoning is not None:  # only then: keys of calls without it stay as they were
         payload["reasoning"] = request.reasoning
+    if request.schema is not None:  # the same question with a schema is another question
+        payload["schema"] = [request.schema.name, request.schema.json_schema]
     text = _canonical(payload)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 

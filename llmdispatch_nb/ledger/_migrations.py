@@ -82,6 +82,22 @@ CREATE INDEX cache_by_created ON cache(created);
 ALTER TABLE calls ADD COLUMN original_latency_s REAL;
 ALTER TABLE calls ADD COLUMN repaired TEXT;
 """),
+    (3, "whether a structured answer fit its schema", """
+ALTER TABLE calls ADD COLUMN schema_valid INTEGER;  -- 1 / 0, NULL when no schema was asked for
+"""),
+    (4, "batch jobs: the vendors' batch engines, stored the moment one is submitted", """
+CREATE TABLE batch_jobs (
+    id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    session TEXT,
+    name TEXT,
+    state TEXT NOT NULL,     -- running | ended | collected | cancelled
+    items TEXT NOT NULL,     -- JSON: every request (custom id, target, body, grid cell), written once
+    parts TEXT NOT NULL,     -- JSON: each vendor batch (ids, files, status, counts), updated
+    updated REAL NOT NULL
+);
+CREATE INDEX batch_jobs_by_created ON batch_jobs(created);
+"""),
 ]
 
 

@@ -33,7 +33,7 @@ PLAIN_FIELDS: tuple[str, ...] = (
     "retried", "fell_back", "streamed", "latency_s", "ttft_s", "input_tokens", "output_tokens",
     "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "usage_source", "cost_usd",
     "price_source", "cache_hit", "simulated", "finish_reason", "cache_key",
-    "original_latency_s", "repaired",
+    "original_latency_s", "repaired", "schema_valid",
 )
 # Encoded: JSON for the containers, the text-storage setting for the texts.
 ENCODED_FIELDS: tuple[str, ...] = ("tags", "params", "prompt", "response", "chunks")
@@ -202,6 +202,8 @@ def from_row(row: Sequence[Any]) -> CallRecord:
     values = dict(zip(ROW_FIELDS, row, strict=True))
     for name in BOOL_FIELDS:
         values[name] = bool(values[name])
+    if values["schema_valid"] is not None:  # stored as 1/0; NULL: no schema was asked for
+        values["schema_valid"] = bool(values["schema_valid"])
     values["tags"] = tuple(json.loads(values["tags"])) if values["tags"] else ()
     values["params"] = json.loads(values["params"]) if values["params"] else {}
     values["chunks"] = (tuple((float(o), str(t)) for o, t in json.loads(values["chunks"]))
