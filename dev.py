@@ -141,6 +141,23 @@ def ensure_chromium() -> None:
         print("note: chromium not found and cannot be installed here; browser tests will skip")
 
 
+def ensure_servers() -> None:
+    """The team tests start Debian's postgresql and redis-server on loopback; install them
+    when missing and we can (the tests skip, loudly, when they are not there)."""
+    import glob
+
+    if glob.glob("/usr/lib/postgresql/*/bin/initdb") and shutil.which("redis-server"):
+        return
+    if os.name == "posix" and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        print("Installing Debian's postgresql and redis-server for the team tests.", flush=True)
+        run("apt-get", "update", "-qq", env=env)
+        run("apt-get", "install", "-y", "-qq", "postgresql", "redis-server", env=env)
+    else:
+        print("note: postgresql or redis-server not found and cannot be installed here; "
+              "the team tests will skip")
+
+
 def lab(args: list[str]) -> None:
     ensure_venv("lab")
     os.chdir(ROOT)  # the server's root is the repository, whatever folder this ran from
@@ -153,6 +170,7 @@ def lab(args: list[str]) -> None:
 def test(args: list[str]) -> None:
     ensure_venv("test")
     ensure_chromium()
+    ensure_servers()
     run(PY, "-m", "ruff", "check", "llmdispatch_nb", "tests", "bench", cwd=ROOT)
     run(PY, "-m", "mypy", cwd=ROOT)
     code = subprocess.run([str(PY), "-m", "pytest", *args], cwd=ROOT).returncode
