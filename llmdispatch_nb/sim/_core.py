@@ -256,6 +256,11 @@ FAULT_KINDS = (
     "midstream-disconnect",  # stream starts, then the connection drops
     "malformed-json",  # 200 with a body (or stream event) that is not JSON
 )
+# Faults in what was asked for rather than on the wire: only a request that asks for a
+# schema or offers tools meets one (the next such request to the model, when scripted).
+CONTENT_FAULT_KINDS = (
+    "schema-mismatch",  # a structured answer (or tool arguments) that does not fit its schema
+)
 
 
 @dataclass(frozen=True)
@@ -266,8 +271,9 @@ class Fault:
     hang_s: float = 600.0  # how long "hang" waits before giving up (client usually leaves first)
 
     def __post_init__(self) -> None:
-        if self.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {self.kind!r}; known: {', '.join(FAULT_KINDS)}")
+        if self.kind not in FAULT_KINDS + CONTENT_FAULT_KINDS:
+            raise ValueError(f"unknown fault {self.kind!r}; known: "
+                             f"{', '.join(FAULT_KINDS + CONTENT_FAULT_KINDS)}")
 
 
 def as_fault(f: Fault | str) -> Fault:
@@ -294,11 +300,16 @@ class FaultPlan:
         self._lock = threading.Lock()
         self._scripts: dict[str | None, list[Fault | None]] = {}
         self._rates: list[_Rate] = []
+        self._content: dict[str | None, list[str]] = {}
 
     def script(self, *faults: Fault | str | None, model: str | None = None) -> FaultPlan:
         with self._lock:
-            q = self._scripts.setdefault(model, [])
-            q.extend(None if f is None else as_fault(f) for f in faults)
+            for f in faults:
+                fault = None if f is None else as_fault(f)
+                if fault is not None and fault.kind in CONTENT_FAULT_KINDS:
+                    self._content.setdefault(model, []).append(fault.kind)
+                else:
+                    self._scripts.setdefault(model, []).append(fault)
         return self
 
     def rate(self, probability: float, *kinds: Fault | str, model: str | None = None,
@@ -316,6 +327,16 @@ class FaultPlan:
         with self._lock:
             self._scripts.clear()
             self._rates.clear()
+            self._content.clear()
+
+    def content_fault(self, model: str) -> str | None:
+        """The content fault scripted for the next request asking for a schema or tools."""
+        with self._lock:
+            for key in (model, None):
+                q = self._content.get(key)
+                if q:
+                    return q.pop(0)
+        return None
 
     def next_fault(self, model: str) -> Fault | None:
         with self._lock:

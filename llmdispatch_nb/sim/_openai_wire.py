@@ -120,6 +120,13 @@ class Chat:
     question: Question | None = None  # what the simulated answer responds to
     created: int = 0
     effort: str | None = None  # reasoning_effort, as asked
+    # Structured output and tools (sim/_openai_tools.py): the json_schema asked for, the
+    # tools offered, the choice, and the tool results the conversation ends with.
+    schema: Any = None
+    tools: tuple[Any, ...] = ()
+    tool_choice: str | None = None
+    parallel: bool = True
+    tool_results: tuple[tuple[str, str], ...] = ()
 
 
 class Invalid(Exception):

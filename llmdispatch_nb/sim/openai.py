@@ -30,8 +30,16 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from ._answers import Question, response_format_shape
+from ._attachments import Refusal, openai_seen
 from ._batch_openai import batch_routes
 from ._core import PROFILES, Fault, count_tokens, generate, paced
+from ._openai_tools import (
+    answer_override,
+    planned_calls,
+    read_structured,
+    tool_call_deltas,
+    tool_calls_json,
+)
 from ._openai_wire import (
     CHAT_PARAMS,
     DEFAULT_WAIT,
@@ -317,7 +325,11 @@ class OpenAIEmulator(Emulator):
                 raise refuse(f"Invalid value: {role!r}. Supported values are: 'system', "
                              f"'assistant', 'user', 'function', 'tool', and 'developer'.",
                              f"messages[{i}].role", "invalid_value")
-            texts.append(text_of(m.get("content")))
+            try:  # an image or a PDF: refused as OpenAI refuses it, or a line the answer quotes
+                seen = openai_seen(m.get("content"), i, target.profile.info)
+            except Refusal as exc:
+                raise refuse(str(exc), exc.param, exc.code) from None
+            texts.append(f"{seen} {text_of(m.get('content'))}" if seen else text_of(m.get("content")))
         stream = body.get("stream") is True
         options = body.get("stream_options")
         if options is not None and not stream:
@@ -349,6 +361,8 @@ class OpenAIEmulator(Emulator):
         if tokens > target.profile.context_window:
             raise Invalid(self.context_error(request, target, tokens))
         opts = options if isinstance(options, dict) else {}
+        structured = read_structured(body, messages, target.profile.info, target.name, refuse,
+                                     local=self.local)
         seed = body.get("seed")
         max_tokens = body.get("max_completion_tokens")
         return Chat(
@@ -363,6 +377,7 @@ class OpenAIEmulator(Emulator):
             and self.include_usage_supported,
             obfuscate=stream and not self.local and opts.get("include_obfuscation") is not False,
             effort=effort if isinstance(effort, str) else None,
+            **structured,
         )
 
     def context_error(self, request: Request, target: Target, tokens: int) -> Response:
@@ -474,6 +489,11 @@ class OpenAIEmulator(Emulator):
 
     async def reply(self, request: Request, chat: Chat, fault: Fault | None) -> Response:
         kind = fault.kind if fault else None
+        if chat.schema is not None or chat.tools:
+            kind = self.faults.content_fault(chat.target.name) or kind
+        planned = planned_calls(chat, kind)
+        if planned:
+            return await self.tool_reply(request, chat, planned)
         digest = hashlib.sha256(f"{chat.target.key}|{chat.prompt}".encode()).hexdigest()
         reasoning, visible = 0, chat.max_tokens
         if chat.target.reasoning and chat.effort != "none":
@@ -487,6 +507,11 @@ class OpenAIEmulator(Emulator):
         gen = generate(chat.prompt, chat.target.key, vendor=chat.target.table, max_tokens=visible,
                        stop=chat.stop, seed=chat.seed, question=chat.question)
         tokens, finish = list(gen.tokens), gen.finish
+        override = answer_override(chat, kind)  # JSON for a schema; prose from tool results
+        if override is not None:
+            tokens, finish = json_tokens(override), "stop"
+            if visible is not None and len(tokens) > visible:
+                tokens, finish = tokens[:visible], "length"
         if kind == "content-filter-output":
             tokens, finish = tokens[: max(1, len(tokens) // 3)], "content_filter"
         cached = 0
@@ -511,6 +536,37 @@ class OpenAIEmulator(Emulator):
             return StreamingResponse(self.cut_body(request, raw),
                                      media_type="application/json", headers=headers)
         return json_response(body, 200, headers)
+
+    async def tool_reply(self, request: Request, chat: Chat, planned: list[Any]) -> Response:
+        """The model calls tools: `message.tool_calls` (content null), or the calls streamed
+        as deltas by index; `finish_reason: "tool_calls"` either way."""
+        completion = sum(count_tokens(p.json()) + 4 for p in planned)
+        usage = self.usage(chat, completion, 0, 0)
+        headers = {**self.common_headers(request),
+                   **self.ratelimit_headers(chat.prompt_tokens + completion)}
+        if chat.stream:
+            return StreamingResponse(self.tool_events(chat, planned, usage),
+                                     media_type="text/event-stream", headers=headers)
+        body = self.completion(chat, "", "tool_calls", usage)
+        message = body["choices"][0]["message"]
+        message["content"] = None
+        message["tool_calls"] = tool_calls_json(planned)
+        return json_response(body, 200, headers)
+
+    async def tool_events(self, chat: Chat, planned: list[Any],
+                          usage: dict[str, Any]) -> AsyncIterator[bytes]:
+        yield sse_frame(self.chunk(chat, {"role": "assistant", "content": None}))
+        async for delta in paced(tool_call_deltas(planned), chat.target.profile,
+                                 self.time_scale, self.rng()):
+            yield sse_frame(self.chunk(chat, delta))
+        yield sse_frame(self.chunk(chat, {}, "tool_calls"))
+        if chat.include_usage:
+            last = self.chunk(chat, {})
+            last["choices"] = []
+            last["usage"] = usage
+            last.pop("obfuscation", None)
+            yield sse_frame(last)
+        yield b"data: [DONE]\n\n"
 
     async def cut_body(self, request: Request, raw: bytes) -> AsyncIterator[bytes]:
         yield raw[: len(raw) // 2]
@@ -609,3 +665,9 @@ class OpenAIEmulator(Emulator):
             last.pop("obfuscation", None)
             yield sse_frame(last)
         yield b"data: [DONE]\n\n"
+
+
+def json_tokens(text: str) -> list[str]:
+    """An answer the emulator wrote itself (JSON, a tool-results summary) as streamed
+    pieces of about one token each (four characters)."""
+    return [text[i:i + 4] for i in range(0, len(text), 4)]
