@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
+    from ._attachments import File, Image
     from ._dispatcher import Dispatcher
     from ._stream import AsyncStream, Stream
     from ._types import (
+        Attachment,
         Attempt,
         CallRecord,
         Cost,
@@ -43,12 +45,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncStream",
+    "Attachment",
     "Attempt",
     "CallRecord",
     "Cost",
     "Dispatcher",
     "Endpoint",
+    "File",
     "Finish",
+    "Image",
     "Message",
     "Price",
     "PriceBook",
@@ -112,6 +117,7 @@ def unload_ipython_extension(ipython: InteractiveShell) -> None:
 _LAZY = {
     "AsyncStream": "._stream", "Stream": "._stream",
     "Dispatcher": "._dispatcher",
+    "Image": "._attachments", "File": "._attachments", "Attachment": "._types",
     "Attempt": "._types", "CallRecord": "._types", "Cost": "._types", "Finish": "._types",
     "Message": "._types", "Request": "._types", "Response": "._types",
     "StreamEvent": "._types", "StreamStart": "._types", "TextDelta": "._types",

@@ -54,6 +54,8 @@ def check_prompt(prompt: Any) -> None:
                                      f"([message]), or {_MESSAGES_HELP}")
     if not isinstance(prompt, Sequence):
         raise RequestValidationError(f"the prompt is a {_type(prompt)}; {_MESSAGES_HELP}")
+    if prompt and not any(isinstance(m, Message | Mapping) for m in prompt):
+        return  # one user turn of parts: ["Describe", ld.Image(...)] (read in _attachments)
     for i, m in enumerate(prompt):
         if isinstance(m, Message):
             continue
@@ -61,7 +63,7 @@ def check_prompt(prompt: Any) -> None:
             raise RequestValidationError(f"message {i} of the prompt is a {_type(m)}; "
                                          f"{_MESSAGES_HELP}")
         content = m.get("content")
-        if not isinstance(content, str):
+        if not isinstance(content, str) and not (isinstance(content, list) and content):
             raise RequestValidationError(f"message {i} of the prompt has content of type "
                                          f"{_type(content)}; give its text as a string")
 

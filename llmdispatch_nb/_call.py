@@ -93,4 +93,8 @@ def request_params(request: Request) -> dict[str, Any]:
         out["tools"] = [t.name for t in request.tools]
     if request.tool_choice is not None:
         out["tool_choice"] = request.tool_choice
+    if request.attachments:  # kind, type, size and hash of each image or file: no bytes
+        from ._attachments import ledger_view
+
+        out["attachments"] = ledger_view(request.attachments)
     return out

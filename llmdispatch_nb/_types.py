@@ -19,6 +19,11 @@ Structured output and tools have one shape for every vendor:
   per call once its arguments are whole.
 - A tool round trip is a conversation: an assistant `Message` carrying `tool_calls`,
   then one `Message(role="tool", content=result, tool_call_id=..., name=...)` per call.
+
+Images and files (PDFs) ride on a user turn as `Message.attachments`, each an `Attachment`
+(built by `ld.Image(...)` / `ld.File(...)` in `_attachments.py` from a path, bytes, a PIL
+image or a URL); a prompt given as `["Describe", ld.Image("chart.png")]` is one user turn.
+Each adapter maps them to its vendor's part; the ledger keeps their hash and size only.
 """
 
 from __future__ import annotations
@@ -84,16 +89,49 @@ class ToolCall:
 
 
 @dataclass(frozen=True, slots=True)
+class Attachment:
+    """An image or a file (a PDF) sent with a turn, in one shape for every vendor: the bytes
+    and their media type, or a URL the vendor fetches. `sha256` and `size` are what the
+    ledger keeps of it (never the bytes). Built by `ld.Image` / `ld.File`."""
+
+    kind: Literal["image", "file"]
+    media_type: str
+    data: bytes | None = field(default=None, repr=False)
+    url: str | None = None
+    name: str | None = None  # a file name (OpenAI wants one with a PDF's bytes)
+    detail: str | None = None  # OpenAI's image detail: "auto", "low", "high"
+    sha256: str = ""
+    size: int | None = None  # bytes (None: a URL, unknown until fetched)
+
+    def __post_init__(self) -> None:
+        if (self.data is None) == (self.url is None):
+            raise RequestValidationError("an attachment has either bytes or a URL")
+        if self.data is not None and not self.sha256:
+            import hashlib
+
+            object.__setattr__(self, "sha256", hashlib.sha256(self.data).hexdigest())
+            object.__setattr__(self, "size", len(self.data))
+
+    def describe(self) -> str:
+        """One line for prompts in the ledger and cache keys: kind, type, size, hash."""
+        if self.url is not None and self.data is None:
+            return f"[{self.kind} {self.media_type} url {self.url[:200]}]"
+        return f"[{self.kind} {self.media_type} {self.size} bytes sha256:{self.sha256[:16]}]"
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """One turn. An assistant turn may carry the `tool_calls` it made; a "tool" turn is
     one call's result (`content`), naming the call (`tool_call_id`) and its tool (`name`:
-    Gemini matches results by name)."""
+    Gemini matches results by name). A user turn may carry `attachments` (images, PDFs),
+    placed beside its text where each vendor advises (`_attachments.py`)."""
 
     role: Role
     content: str
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     name: str | None = None
+    attachments: tuple[Attachment, ...] = ()
 
     def __post_init__(self) -> None:
         if self.role not in ("system", "user", "assistant", "tool"):
@@ -106,11 +144,17 @@ class Message:
             raise RequestValidationError("a tool message needs the tool_call_id it answers")
         if self.tool_calls and self.role != "assistant":
             raise RequestValidationError("only an assistant message carries tool_calls")
+        if self.attachments and self.role != "user":
+            raise RequestValidationError("only a user message carries images or files")
 
 
-def _as_messages(value: str | Sequence[Message | Mapping[str, Any]]) -> tuple[Message, ...]:
+def _as_messages(value: str | Sequence[Any]) -> tuple[Message, ...]:
     if isinstance(value, str):
         return (Message("user", value),)
+    if value and not any(isinstance(m, Message | Mapping) for m in value):
+        from ._attachments import user_turn  # ["Describe", ld.Image("chart.png")]: one turn
+
+        return (user_turn(value),)
     out = []
     for m in value:
         if isinstance(m, Message):
@@ -119,8 +163,15 @@ def _as_messages(value: str | Sequence[Message | Mapping[str, Any]]) -> tuple[Me
             calls = tuple(c if isinstance(c, ToolCall) else ToolCall(
                 str(c.get("id", "")), str(c.get("name", "")), dict(c.get("arguments") or {}))
                 for c in m.get("tool_calls") or ())
-            out.append(Message(m.get("role", "user"), m.get("content") or "", calls,
-                               m.get("tool_call_id"), m.get("name")))
+            content = m.get("content") or ""
+            attached: tuple[Attachment, ...] = tuple(m.get("attachments") or ())
+            if not isinstance(content, str):  # a content list: text, images, files
+                from ._attachments import user_turn
+
+                turn = user_turn(content)
+                content, attached = turn.content, attached + turn.attachments
+            out.append(Message(m.get("role", "user"), content, calls,
+                               m.get("tool_call_id"), m.get("name"), attached))
         else:
             raise RequestValidationError(f"cannot read a message from {type(m).__name__}")
     return tuple(out)
@@ -217,7 +268,7 @@ class Request:
         """Refuse what no vendor would accept, before any byte leaves."""
         if not self.messages:
             raise RequestValidationError("the request has no messages; give a prompt")
-        if not any(m.content.strip() for m in self.messages if m.role == "user"):
+        if not any(m.content.strip() or m.attachments for m in self.messages if m.role == "user"):
             raise RequestValidationError("the prompt is empty; write something to send")
         names = [t.name for t in self.tools]
         if len(set(names)) < len(names):
@@ -258,9 +309,17 @@ class Request:
 
     @property
     def prompt_text(self) -> str:
-        """All text that will be sent, for estimates and cache keys."""
+        """All text that will be sent, for estimates and cache keys (an attachment as one
+        line naming its type, size and hash: never its bytes)."""
         parts = [self.system] if self.system else []
-        return "\n".join(parts + [m.content for m in self.messages])
+        for m in self.messages:
+            parts.append(m.content)
+            parts.extend(a.describe() for a in m.attachments)
+        return "\n".join(parts)
+
+    @property
+    def attachments(self) -> tuple[Attachment, ...]:
+        return tuple(a for m in self.messages for a in m.attachments)
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,7 +48,10 @@ def key_for(vendor: str, model: str, request: Request) -> str:
         "vendor": vendor,
         "model": model,
         "system": request.system,
-        "messages": [[m.role, m.content] for m in request.messages],
+        # An image or file counts by its hash (its bytes never reach the key's JSON); a turn
+        # without one keeps the key it had before attachments existed.
+        "messages": [[m.role, m.content, *[a.sha256 or a.url for a in m.attachments]]
+                     for m in request.messages],
         "max_tokens": request.max_tokens,
         # 0 and 0.0 ask for the same thing.
         "temperature": None if request.temperature is None else float(request.temperature),

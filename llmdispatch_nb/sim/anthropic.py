@@ -31,6 +31,9 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from ._answers import Question
+from ._anthropic_tools import Refused as StructuredRefused
+from ._anthropic_tools import Structured, read_structured, tool_use_blocks, tool_use_events
+from ._attachments import Refusal, anthropic_media_refusal, anthropic_seen
 from ._core import PROFILES, Fault, Profile, count_tokens, generate, paced, total_time
 from ._rules import Refused, anthropic_refusal, anthropic_thinking_tokens
 from ._server import Emulator, hang, json_response, reset_connection, sse_frame
@@ -53,6 +56,7 @@ class Block:
     role: str  # "system", "user" or "assistant"
     text: str  # text blocks' text; other blocks as JSON (only counted)
     cache_ttl: str | None  # "5m"/"1h" when the block carries cache_control
+    kind: str = "text"  # the block's type: "image" and "document" are checked per model
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class Ask:
     stream: bool
     auto_cache_ttl: str | None  # top-level cache_control
     thoughts: int = 0  # thinking tokens: billed as output, inside max_tokens
+    structured: Structured | None = None  # a schema or tools (sim/_anthropic_tools.py)
 
     @property
     def prompt_text(self) -> str:
@@ -124,9 +129,14 @@ def _blocks(role: str, content: Any, where: str) -> list[Block]:
             if not block["text"]:
                 raise Invalid(f"{where}.{j}: text content blocks must be non-empty")
             text = block["text"]
+        elif block["type"] in ("image", "document"):  # a line the answer quotes, not base64
+            try:
+                text = anthropic_seen(block, f"{where}.{j}.{block['type']}")
+            except Refusal as exc:
+                raise Invalid(str(exc)) from None
         else:
             text = json.dumps({k: v for k, v in block.items() if k != "cache_control"}, sort_keys=True)
-        out.append(Block(role, text, _cache_ttl(block)))
+        out.append(Block(role, text, _cache_ttl(block), block["type"]))
     return out
 
 
@@ -300,6 +310,9 @@ class AnthropicEmulator(Emulator):
             anthropic_refusal(body, profile.info, profile.served)
         except Refused as exc:
             raise Invalid(str(exc)) from None
+        media = anthropic_media_refusal({b.kind for b in blocks}, profile.info, profile.served)
+        if media:
+            raise Invalid(media)
         cap = MAX_OUTPUT.get(key, DEFAULT_MAX_OUTPUT)
         if isinstance(max_tokens, int) and max_tokens > cap:
             raise Invalid(f"max_tokens: {max_tokens} > {cap}, which is the maximum allowed number "
@@ -310,6 +323,10 @@ class AnthropicEmulator(Emulator):
         if need_max_tokens:
             parsed = replace(parsed, thoughts=min(anthropic_thinking_tokens(body, parsed.prompt_text),
                                                   parsed.max_tokens or 0))
+        try:
+            parsed = replace(parsed, structured=read_structured(body, profile.info, profile.served))
+        except StructuredRefused as exc:
+            raise Invalid(str(exc)) from None
         window, n = profile.context_window, parsed.input_tokens
         if n > window:
             raise Invalid(f"prompt is too long: {n} tokens > {window} maximum")
@@ -482,6 +499,17 @@ class AnthropicEmulator(Emulator):
     async def answer(self, request: Request, ask: Ask, fault: Fault | None) -> Response:
         tokens, stop_reason, stop_sequence = self.generation(ask)
         kind = fault.kind if fault else None
+        st = ask.structured
+        if st is not None:  # a schema or tools: JSON, tool_use blocks, or an answer from results
+            kind = self.faults.content_fault(ask.model) or kind
+            question = ask.question.text
+            planned = st.planned(ask.key, question, kind)
+            if planned:
+                return await self.tool_answer(ask, planned)
+            text = st.text(ask.key, ask.prompt_text, question, kind)
+            if text is not None:
+                tokens, stop_reason, stop_sequence = tuple(
+                    text[i:i + 4] for i in range(0, len(text), 4)), "end_turn", None
         if kind in ("content-filter", "blocked"):
             # Anthropic has no filter status: a refused prompt is a 200 whose stop_reason is
             # "refusal" and whose content is empty.
@@ -507,6 +535,33 @@ class AnthropicEmulator(Emulator):
             self.events(request, ask, message_id, tokens, stop_reason, stop_sequence, fault),
             media_type="text/event-stream; charset=utf-8",
             headers={"cache-control": "no-cache"})
+
+    async def tool_answer(self, ask: Ask, planned: list[Any]) -> Response:
+        """The model uses tools: `tool_use` blocks and `stop_reason: "tool_use"`, or streamed
+        as each block's start, its input as `input_json_delta` pieces, and its stop."""
+        message_id = self.next_id("msg_")
+        output = sum(count_tokens(p.json()) + 8 for p in planned)
+        if not ask.stream:
+            return json_response({
+                "id": message_id, "type": "message", "role": "assistant",
+                "model": ask.profile.served, "content": tool_use_blocks(planned),
+                "stop_reason": "tool_use", "stop_sequence": None,
+                "usage": self.usage(ask, output)})
+
+        async def events() -> AsyncIterator[bytes]:
+            yield sse_frame({"type": "message_start", "message": {
+                "id": message_id, "type": "message", "role": "assistant",
+                "model": ask.profile.served, "content": [], "stop_reason": None,
+                "stop_sequence": None, "usage": self.usage(ask, 1)}}, "message_start")
+            for name, data in tool_use_events(planned):
+                yield sse_frame(data, name)
+            yield sse_frame({"type": "message_delta",
+                             "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                             "usage": {"output_tokens": output + ask.thoughts}}, "message_delta")
+            yield sse_frame({"type": "message_stop"}, "message_stop")
+
+        return ClosingStreamingResponse(events(), media_type="text/event-stream; charset=utf-8",
+                                        headers={"cache-control": "no-cache"})
 
     async def events(self, request: Request, ask: Ask, message_id: str, tokens: tuple[str, ...],
                      stop_reason: str, stop_sequence: str | None,

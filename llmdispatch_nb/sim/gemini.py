@@ -27,6 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ._answers import Question
+from ._attachments import gemini_media_refusal, gemini_seen
 from ._core import PROFILES, Fault, Generation, Profile, count_tokens, generate, paced
 from ._rules import Refused, gemini_thinking_tokens
 from ._server import Emulator, hang, reset_connection
@@ -327,6 +328,8 @@ class GeminiEmulator(Emulator):
             if not isinstance(body, dict):
                 raise Invalid("Invalid JSON payload received. Unexpected token.")
             text, config = read_prompt(fields(body))
+            if media := gemini_media_refusal(fields(body).get("contents"), profile.info):
+                raise Invalid(media)
             thoughts = gemini_thinking_tokens(model, profile.info, config, text)
         except (Invalid, Refused) as exc:
             return google_error(400, "INVALID_ARGUMENT", str(exc))
@@ -364,8 +367,9 @@ def question_of(body: Mapping[str, Any], config: Mapping[str, Any]) -> Question:
     turns); a JSON response MIME type asks for JSON. Read after read_prompt() accepted it."""
     def texts(content: Any) -> str:
         parts = content.get("parts") if isinstance(content, dict) else None
-        return "\n".join(p["text"] for p in parts or [] if isinstance(p, dict)
-                         and isinstance(p.get("text"), str))
+        said = (p["text"] if isinstance(p.get("text"), str) else gemini_seen(p, "", Invalid)
+                for p in parts or [] if isinstance(p, dict))
+        return "\n".join(t for t in said if t is not None)
 
     turns = [(t.get("role", "user"), texts(t)) for t in body.get("contents") or []
              if isinstance(t, dict)]
@@ -402,6 +406,8 @@ def read_prompt(body: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
                               f"oneof field 'data' must have one initialized field\n")
             if isinstance(part.get("text"), str):
                 texts.append(part["text"])
+            elif (seen := gemini_seen(part, f"contents[{i}].parts[{j}]", Invalid)) is not None:
+                texts.append(seen)  # an image or PDF, counted as the line the answer quotes
     raw = body.get("generationConfig") or {}
     if not isinstance(raw, dict):
         raise Invalid("* GenerateContentRequest.generation_config: must be an object\n")

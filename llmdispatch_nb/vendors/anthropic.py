@@ -18,6 +18,8 @@ from typing import Any, ClassVar, Literal
 
 import httpx
 
+from .._attachments import anthropic_block
+from .._attachments import check as check_attachments
 from .._schema import for_anthropic
 from .._sse import SSEEvent
 from .._types import Finish as FinishEvent
@@ -129,6 +131,7 @@ class AnthropicAdapter(Adapter):
                 f"accepts 0 to 1; pass a value <= 1")
         # What this model accepts of what was asked: the catalogue's rules, in one place.
         sent = parameters_for(request, "anthropic", model, default_max_tokens=DEFAULT_MAX_TOKENS)
+        check_attachments("anthropic", model, request)
         body: dict[str, Any] = {
             "model": model,
             "max_tokens": sent.max_tokens,
@@ -461,6 +464,9 @@ def anthropic_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
             blocks.extend({"type": "tool_use", "id": c.id, "name": c.name,
                            "input": dict(c.arguments)} for c in m.tool_calls)
             out.append({"role": "assistant", "content": blocks})
+        elif m.attachments:  # images and PDFs first: Anthropic's vision guide asks for that
+            out.append({"role": m.role, "content": [anthropic_block(a) for a in m.attachments] +
+                        ([{"type": "text", "text": m.content}] if m.content else [])})
         else:
             out.append({"role": m.role, "content": m.content})
     return out

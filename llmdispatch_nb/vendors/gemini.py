@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from .._attachments import check as check_attachments
+from .._attachments import gemini_part
 from .._schema import for_gemini, for_json_mode
 from .._sse import SSEEvent
 from .._types import Finish as FinishEvent
@@ -237,6 +239,7 @@ class GeminiAdapter(Adapter):
         return headers
 
     def body(self, request: Request, model: str, endpoint: Endpoint) -> dict[str, Any]:
+        check_attachments("gemini", model_id(model), request)
         contents = gemini_contents(request.messages)
         body: dict[str, Any] = {"contents": contents}
         if request.system:
@@ -554,6 +557,9 @@ def gemini_contents(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
             continue
         parts: list[dict[str, Any]] = [{"text": m.content}] if m.content or not m.tool_calls \
             else []
+        if m.attachments:  # the media before the text, as Gemini's prompting guide advises
+            parts = [gemini_part(a) for a in m.attachments] + ([{"text": m.content}]
+                                                              if m.content else [])
         parts.extend({"functionCall": {"name": c.name, "args": dict(c.arguments), "id": c.id}}
                      for c in m.tool_calls)
         out.append({"role": "model" if m.role == "assistant" else "user", "parts": parts})

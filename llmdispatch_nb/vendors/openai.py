@@ -11,6 +11,8 @@ from typing import Any, ClassVar
 
 import httpx
 
+from .._attachments import check as check_attachments
+from .._attachments import openai_part
 from .._schema import for_json_mode, for_openai
 from .._sse import SSEEvent
 from .._types import Finish as FinishEvent
@@ -101,6 +103,8 @@ class OpenAIAdapter(Adapter):
             messages.append({"role": "system", "content": request.system})
         messages.extend(openai_message(m) for m in request.messages)
         body: dict[str, Any] = {"model": model, "messages": messages}
+        check_attachments(self.catalogue_vendor(endpoint), self.catalogue_model(model, endpoint),
+                          request)
         # What this model accepts of what was asked: the catalogue's rules, in one place.
         sent = parameters_for(request, self.catalogue_vendor(endpoint),
                               self.catalogue_model(model, endpoint),
@@ -340,6 +344,9 @@ def openai_message(m: Message) -> dict[str, Any]:
     if m.role == "tool":
         return {"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content}
     out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.attachments:  # a content array: the text, then each image or file
+        out["content"] = ([{"type": "text", "text": m.content}] if m.content else []) + \
+            [openai_part(a) for a in m.attachments]
     if m.tool_calls:
         out["content"] = m.content or None
         out["tool_calls"] = [
