@@ -8,7 +8,8 @@
 Sections: imports (fresh interpreters), overhead (raw httpx, ours, the openai SDK, LiteLLM
 acompletion and Router; plain and streamed; sequential and 64 at once), profile (where our
 time goes), memory (RSS over up to 100,000 calls), soak (20,000 calls over four emulated
-vendors with 25% faults).
+vendors with 25% faults), transports (CPU per call of the HTTP stacks we could run on, in our
+call path and raw, and their import cost; issue 20).
 """
 
 from __future__ import annotations
@@ -22,21 +23,23 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import imports, memory, overhead, profile_ours, report, soak
+from bench import imports, memory, overhead, profile_ours, report, soak, transports
 from bench._common import loadavg, machine, source_version
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("imports", "overhead", "profile", "memory", "soak")
+SECTIONS = ("imports", "overhead", "profile", "memory", "soak", "transports")
 
 SIZES: dict[str, dict[str, Any]] = {
     "full": {"overhead": {"n": 200, "n_conc": 384, "rounds": 3},
              "imports": {"runs": 7}, "profile": {"calls": 2000},
              "memory": {"calls": 100_000, "budget_s": 300.0, "every": 5_000},
-             "soak": {"calls": 20_000, "phases": 10}},
+             "soak": {"calls": 20_000, "phases": 10},
+             "transports": {"rounds": 4, "calls": 1000, "seq": 200}},
     "quick": {"overhead": {"n": 40, "n_conc": 128, "rounds": 2},
               "imports": {"runs": 3}, "profile": {"calls": 300},
               "memory": {"calls": 3_000, "budget_s": 40.0, "every": 500},
-              "soak": {"calls": 600, "phases": 2}},
+              "soak": {"calls": 600, "phases": 2},
+              "transports": {"rounds": 1, "calls": 100, "seq": 30, "import_runs": 3}},
 }
 
 
@@ -113,6 +116,12 @@ def main() -> None:
         res = soak.run_soak(size["soak"]["calls"], phases=size["soak"]["phases"], log=log)
         log("  " + res.summary())
         results["soak"] = {**res.as_dict(), "measured": {**at, "loadavg_end": loadavg()}}
+
+    if "transports" in only:
+        log("transports (in our call path and raw, interleaved) ...")
+        at = stamp()
+        results["transports"] = transports.measure(**size["transports"], log=log)
+        results["transports"]["measured"] = {**at, "loadavg_end": loadavg()}
 
     results["machine"]["loadavg_end"] = loadavg()
     results["machine"]["bench_minutes"] = round((time.monotonic() - started) / 60, 1)

@@ -58,7 +58,7 @@ def overhead(o: dict[str, Any]) -> list[str]:
            "CPU ms/call is the worker process's CPU time (all its threads: our loop thread and "
            "the ledger writer included) per call; it is less sensitive than latency to other "
            "jobs on the machine. Ratios are against raw httpx in the same run.", ""]
-    for c, label in LABELS.items():
+    for c, label in o.get("labels", LABELS).items():  # as they were when measured
         if c in o["clients"]:
             out.append(f"- `{c}`: {label}")
     out.append("")
@@ -278,7 +278,7 @@ def findings(r: dict[str, Any]) -> list[str]:
         if not p["streamed"] and p["concurrency"] == 1:
             # Leave out the call chain itself and the HTTP exchange it wraps.
             chain = (":asend", ":_call", ":_try_candidate", ":_attempt", "_attempt.py:send_plain",
-                     "_attempt.py:send_stream", "_aiohttp.py:")
+                     "_attempt.py:send_stream", "_http11.py:", "_aiohttp.py:")
             pieces = [x for x in p["top_ours_cumulative"]
                       if not any(x["where"].endswith(c) or c in x["where"] for c in chain)]
             top = ", ".join(f"{x['where'].split('/', 1)[-1]} {x['cum_us_per_call']:,.0f} µs"
@@ -310,6 +310,68 @@ def findings(r: dict[str, Any]) -> list[str]:
     return ["## Findings", "", *out, ""] if out else []
 
 
+def _cell(row: dict[str, Any] | None) -> str:
+    if not row:
+        return "–"
+    spread = f" ({row['min_ms']:.2f}-{row['max_ms']:.2f})" if row["n_rounds"] > 1 else ""
+    ratio = f", {row['ratio']:.2f}x" if "ratio" in row else ""
+    return f"{row['median_ms']:.2f}{spread}{ratio}"
+
+
+def transports(t: dict[str, Any]) -> list[str]:
+    """Issue 20: which HTTP stack the Dispatcher runs on, and the raw baselines."""
+    st = t["setup"]
+    loads = st["loadavg_per_run"]
+    out = ["## 5. The transport: HTTP stacks in our call path and raw (issue 20)", "",
+           *measured(t),
+           f"{st['rounds']} interleaved rounds (order rotated each round), each stack in a fresh "
+           f"worker process per round and phase. Fan-out: {st['fanout_calls']:,} calls at once "
+           f"over the four emulated vendors at their real pace (50 per vendor, a quarter "
+           f"streamed, no faults; bench/fanout.py's burst). One at a time: {st['seq_calls']} "
+           f"calls plain, then streamed, on the OpenAI emulator answering at once. Each cell: "
+           f"CPU ms per call (the worker's process time, all threads; not wall time), the "
+           f"median over rounds with the min-max spread, then the ratio of medians. Load "
+           f"average (1 min) around the runs: {min(loads):.1f} to {max(loads):.1f} on "
+           f"{st['cpus']} cores. Versions: "
+           + ", ".join(f"{k} {v}" for k, v in st["versions"].items()) + ".", ""]
+    out += [f"- `{k}`: {v}" for k, v in t["stacks"].items()] + [""]
+    fan, plain, stream = (t.get("fanout_cpu_per_call", {}), t.get("seq_cpu_plain_per_call", {}),
+                          t.get("seq_cpu_stream_per_call", {}))
+    p50p, p50s = t.get("seq_p50_plain_per_call", {}), t.get("seq_p50_stream_per_call", {})
+    base = "ours" if "ours" in fan else "thin"
+    out += [f"In our call path (the Dispatcher, caps on), ratios against `{base}`:", ""]
+    out += _table(["stack", "fan-out CPU ms/call", "one at a time, plain", "one at a time, streamed",
+                   "p50 ms plain", "p50 ms streamed"],
+                  [[k, _cell(fan.get(k)), _cell(plain.get(k)), _cell(stream.get(k)),
+                    _f(p50p.get(k, {}).get("median_ms")), _f(p50s.get(k, {}).get("median_ms"))]
+                   for k in t["stacks"] if not k.startswith("raw_")])
+    out += ["Raw clients (our adapters build the request, the body is only read), ratios against "
+            "the best raw client in each column:", ""]
+    out += _table(["stack", "fan-out CPU ms/call", "one at a time, plain", "one at a time, streamed"],
+                  [[k, _cell(fan.get(k)), _cell(plain.get(k)), _cell(stream.get(k))]
+                   for k in t["stacks"] if k.startswith("raw_")])
+    imp = t.get("imports")
+    if imp:
+        out += [f"Import cost: CPU ms of a fresh interpreter, the bare interpreter's subtracted, "
+                f"median of {imp['runs']} interleaved runs (min-max), and the ratio to "
+                f"`import httpx`. aiohttp is imported on a Dispatcher's creation, in the "
+                f"background, not by `import llmdispatch_nb` nor `from llmdispatch_nb import "
+                f"Dispatcher`.", ""]
+        out += _table(["statement", "CPU ms", "vs import httpx"],
+                      [[f"`{k}`", f"{v:.0f} ({imp['min_max_ms'][k][0]:.0f}-{imp['min_max_ms'][k][1]:.0f})",
+                        f"{imp['ratio_vs_import_httpx'][k]:.2f}x"] for k, v in imp["cpu_ms"].items()])
+    kept = {k: fan[k]["ratio"] for k in ("thin", "aiohttp", "httpx2") if k in fan and "ratio" in fan[k]}
+    if "ours" in fan and kept:
+        best = min(kept, key=lambda k: kept[k])
+        verdict = ("within" if kept[best] <= 1.15 else "outside")
+        out += [f"Decision: issue 20's rule was to keep the hand-written transport unless a "
+                f"kept one came within 1.15x of its CPU per call in the fan-out, and the team's "
+                f"is to prefer a kept library unless every kept option misses by a wide margin. "
+                f"The best kept stack, `{best}`, is at {kept[best]:.2f}x ({verdict}); "
+                + ", ".join(f"`{k}` {v:.2f}x" for k, v in kept.items() if k != best) + ".", ""]
+    return out
+
+
 def render(results: dict[str, Any], command: str) -> str:
     out = ["# llmdispatch-nb benchmarks", "",
            f"Written by `{command}` (see bench/README.md). The same figures, by name, are in "
@@ -326,4 +388,6 @@ def render(results: dict[str, Any], command: str) -> str:
         out += memory(results["memory"])
     if "soak" in results:
         out += soak(results["soak"])
+    if "transports" in results:
+        out += transports(results["transports"])
     return "\n".join(out).rstrip() + "\n"

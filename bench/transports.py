@@ -25,7 +25,10 @@ at their real pace, 50 per vendor, a quarter streamed) and `seq` (`--seq` calls 
 time on the OpenAI emulator answering at once, plain then streamed). Reported per stack and
 phase: CPU per call (process time of the worker, all its threads: not wall time) as the
 median over rounds with its min-max spread, the ratio of medians to `ours` (in-path) or to
-the best raw client, p50 latency for `seq`, and the load average around each round.
+the best raw client, p50 latency for `seq`, and the load average around each round. Then
+the import cost, as CPU time of fresh interpreters, against `import httpx`.
+
+`python -m bench --only transports` runs this and puts it in bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -49,12 +52,14 @@ OLD = ROOT / "llmdispatch_nb" / "_http11.py"
 IN_PATH = ("ours", "thin", "aiohttp", "httpx2")
 RAW = ("raw_httpx", "raw_ours", "raw_thin", "raw_aiohttp", "raw_httpx2")
 STACKS = {
-    "ours": "Dispatcher on httpx 0.x + our HTTP/1.1 transport (_http11.py, today)",
-    "thin": "Dispatcher on httpx 0.x + aiohttp through our thin glue (_aiohttp.py)",
+    "ours": "Dispatcher on httpx 0.x + the hand-written HTTP/1.1 transport (_http11.py, "
+            "replaced by `thin`)",
+    "thin": "Dispatcher on httpx 0.x + aiohttp through our thin glue (_aiohttp.py): what "
+            "it runs on now",
     "aiohttp": "Dispatcher on httpx 0.x + httpx-aiohttp's transport (aiohttp, llhttp parser)",
     "httpx2": "Dispatcher on httpx2 with its own pool (httpcore2, h11): the openai SDK's stack",
     "raw_httpx": "raw httpx 0.x on its default pool (httpcore 1, h11, anyio)",
-    "raw_ours": "raw httpx 0.x on our HTTP/1.1 transport",
+    "raw_ours": "raw httpx 0.x on the hand-written HTTP/1.1 transport",
     "raw_thin": "raw httpx 0.x on aiohttp through our thin glue (_aiohttp.py)",
     "raw_aiohttp": "raw httpx 0.x on httpx-aiohttp's transport (LiteLLM's stack is aiohttp)",
     "raw_httpx2": "raw httpx2 on its own pool (httpcore2): the openai SDK's stack",
@@ -248,6 +253,8 @@ def run_worker(kind: str, phase: str, urls: dict[str, str], n: int, max_tokens: 
 
 
 def summarize(runs: list[dict[str, Any]], n: int, n_seq: int) -> dict[str, Any]:
+    """Median, min and max per stack and figure; in-path ratios against `ours` (else the
+    Dispatcher's own stack, `thin`), raw ones against the best raw client."""
     import statistics
 
     out: dict[str, Any] = {}
@@ -262,7 +269,7 @@ def summarize(runs: list[dict[str, Any]], n: int, n_seq: int) -> dict[str, Any]:
                               "min_ms": round(min(vals), 3), "max_ms": round(max(vals), 3),
                               "n_rounds": len(vals)}
         if rows:
-            ours = rows.get("ours", {}).get("median_ms")
+            ours = (rows.get("ours") or rows.get("thin") or {}).get("median_ms")
             raw = [rows[k]["median_ms"] for k in RAW if k in rows]
             best = min(raw) if raw else None
             for kind, row in rows.items():
@@ -271,6 +278,84 @@ def summarize(runs: list[dict[str, Any]], n: int, n_seq: int) -> dict[str, Any]:
                     row["ratio"] = round(row["median_ms"] / base, 3)
             out[("fanout_" if metric == "cpu" else "seq_") + metric + "_per_call"] = rows
     return out
+
+
+IMPORTS = ("import httpx", "import httpx2", "import aiohttp", "import llmdispatch_nb",
+           "from llmdispatch_nb import Dispatcher")
+
+
+def import_cpu(runs: int = 9) -> dict[str, Any]:
+    """CPU time (user + sys) of fresh interpreters running each statement, the bare
+    interpreter's subtracted, interleaved, median of `runs`: on a shared machine CPU time
+    moves far less with other users' load than wall time does."""
+    import resource
+    import statistics
+
+    def cpu(stmt: str, env: dict[str, str]) -> float:
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([sys.executable, "-c", stmt], check=True, env=env, cwd=ROOT)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+
+    with tempfile.TemporaryDirectory() as pyc:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["PYTHONPYCACHEPREFIX"] = pyc  # bytecode for everyone, written by a first run
+        stmts = ("pass", *IMPORTS)
+        for stmt in stmts:
+            cpu(stmt, env)
+        samples: dict[str, list[float]] = {stmt: [] for stmt in stmts}
+        for _ in range(runs):
+            for stmt in stmts:
+                samples[stmt].append(cpu(stmt, env))
+    base = statistics.median(samples["pass"])
+    ms = {s: round(1e3 * (statistics.median(v) - base), 1) for s, v in samples.items() if s != "pass"}
+    httpx_ms = ms["import httpx"]
+    return {"runs": runs, "cpu_ms": ms,
+            "min_max_ms": {s: [round(1e3 * (min(v) - base), 1), round(1e3 * (max(v) - base), 1)]
+                           for s, v in samples.items() if s != "pass"},
+            "ratio_vs_import_httpx": {s: round(v / httpx_ms, 2) for s, v in ms.items()},
+            "loadavg_end": os.getloadavg()}
+
+
+def measure(rounds: int = 5, calls: int = 1000, seq: int = 300, max_tokens: int = 48,
+            stacks: str = "", import_runs: int = 9, log: Any = None) -> dict[str, Any]:
+    sys.path.insert(0, str(ROOT))
+    from importlib import metadata
+
+    from bench._common import emulators
+    from bench.fanout import Emulators
+
+    kinds = (stacks or default_stacks()).split(",")
+    runs: list[dict[str, Any]] = []
+    t_start = time.time()
+    paced = Emulators(1.0, in_process=False)  # real pace, for the fan-out
+    try:
+        paced.set_fault_rate(0.0)
+        with emulators(0.0) as instant:  # answers at once, for one at a time
+            for r in range(rounds):
+                order = kinds[r % len(kinds):] + kinds[:r % len(kinds)]
+                for kind in order:
+                    if calls:
+                        runs.append(run_worker(kind, "fanout", paced.urls, calls, max_tokens))
+                    if seq:
+                        runs.append(run_worker(kind, "seq", instant, seq, max_tokens))
+                    if log is not None:
+                        log(f"  transports round {r + 1}/{rounds}: {kind}")
+    finally:
+        paced.close()
+    return {"setup": {"rounds": rounds, "fanout_calls": calls, "seq_calls": seq,
+                      "max_tokens": max_tokens, "cpus": os.cpu_count(),
+                      "minutes": round((time.time() - t_start) / 60, 1),
+                      "loadavg_per_run": [r["load"] for r in runs],
+                      "versions": {p: metadata.version(p) for p in
+                                   ("httpx", "httpcore", "httpx2", "httpcore2", "aiohttp",
+                                    "httpx-aiohttp")}},
+            "stacks": {k: STACKS[k] for k in kinds}, **summarize(runs, calls, seq),
+            "imports": import_cpu(import_runs) if import_runs else None, "runs": runs}
+
+
+def default_stacks() -> str:
+    return ",".join(k for k in (*IN_PATH, *RAW) if k not in ("ours", "raw_ours") or OLD.exists())
 
 
 def main() -> None:
@@ -282,44 +367,12 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=1000, help="fan-out size")
     ap.add_argument("--seq", type=int, default=300, help="calls one at a time, each kind")
     ap.add_argument("--max-tokens", type=int, default=48)
-    ap.add_argument("--stacks", default=",".join(
-        k for k in (*IN_PATH, *RAW) if k not in ("ours", "raw_ours") or OLD.exists()))
+    ap.add_argument("--stacks", default=default_stacks())
+    ap.add_argument("--import-runs", type=int, default=9, help="0 skips the import figures")
     ap.add_argument("--out", default="", help="also write the JSON here")
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT))
-    from bench._common import emulators
-    from bench.fanout import Emulators
-
-    kinds = args.stacks.split(",")
-    runs: list[dict[str, Any]] = []
-    t_start = time.time()
-    paced = Emulators(1.0, in_process=False)  # real pace, for the fan-out
-    try:
-        paced.set_fault_rate(0.0)
-        with emulators(0.0) as instant:  # answers at once, for one at a time
-            for r in range(args.rounds):
-                order = kinds[r % len(kinds):] + kinds[:r % len(kinds)]
-                for kind in order:
-                    if args.calls:
-                        runs.append(run_worker(kind, "fanout", paced.urls, args.calls,
-                                               args.max_tokens))
-                    if args.seq:
-                        runs.append(run_worker(kind, "seq", instant, args.seq, args.max_tokens))
-                    print(f"round {r + 1} {kind}: {runs[-2:] if args.calls and args.seq else runs[-1:]}",
-                          file=sys.stderr, flush=True)
-    finally:
-        paced.close()
-    from importlib import metadata
-
-    result = {"setup": {"rounds": args.rounds, "fanout_calls": args.calls, "seq_calls": args.seq,
-                        "max_tokens": args.max_tokens, "cpus": os.cpu_count(),
-                        "minutes": round((time.time() - t_start) / 60, 1),
-                        "loadavg_per_run": [r["load"] for r in runs],
-                        "versions": {p: metadata.version(p) for p in
-                                     ("httpx", "httpcore", "httpx2", "httpcore2", "aiohttp",
-                                      "httpx-aiohttp")}},
-              "stacks": {k: STACKS[k] for k in kinds}, **summarize(runs, args.calls, args.seq),
-              "runs": runs}
+    result = measure(args.rounds, args.calls, args.seq, args.max_tokens, args.stacks,
+                     args.import_runs, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     text = json.dumps(result, indent=1)
     if args.out:
         Path(args.out).write_text(text)
