@@ -177,8 +177,10 @@ def plan_calls(tools: Sequence[ToolSpec], choice: str | None, question: str, *se
         strings = [k for k, v in props.items()
                    if isinstance(v, Mapping) and _resolve(v, params).get("type") == "string"
                    and "enum" not in v]
-        # One string parameter and several names asked about: one call per name.
-        targets = names[:3] if len(strings) == 1 and len(names) > 1 else [None]
+        # One string parameter and several names asked about: one call per name (a tool
+        # named in the choice is called once, as models do when made to call it).
+        targets = names[:3] if len(strings) == 1 and len(names) > 1 and choice in (
+            None, "auto", "required") else [None]
         for who in targets:
             args = value_for(params, rng, params, [who] if who else names)
             if broken:

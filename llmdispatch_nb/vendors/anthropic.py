@@ -189,7 +189,7 @@ class AnthropicAdapter(Adapter):
             tools = [anthropic_tool(schema.name, schema.description or
                                     f"Give the answer as {schema.name}.", schema.json_schema,
                                     False)]
-            choice = {"type": "tool", "name": schema.name}
+            choice = {"type": "tool", "name": schema.name, "disable_parallel_tool_use": True}
         if tools:
             body["tools"] = tools
         if choice is not None:
