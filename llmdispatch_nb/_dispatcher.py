@@ -665,6 +665,20 @@ class Dispatcher:
         self.replay_packs.append(pack)
         return len(pack)
 
+    def batch(self, prompts: Any, targets: Any = None, vars: Any = None, n: int = 1,
+              evaluators: Any = None, **options: Any) -> Any:
+        """Submit prompts (a sweep's grid, or a list of Requests) to the vendors' batch
+        engines at half price; returns a `BatchJob` at once (see `llmdispatch_nb.batch`)."""
+        from .batch import submit
+
+        return submit(self, prompts, targets, vars, n, evaluators, **options)
+
+    def batches(self, *, session: str | None = None, limit: int | None = 50) -> Any:
+        """The batch jobs in the ledger, of any kernel sharing it, newest first."""
+        from .batch import batches
+
+        return batches(self, session=session, limit=limit)
+
     def stats(self, *, session: str | None = None) -> dict[str, Any]:
         """Totals, successes, failures, retries, fallbacks, latency and time-to-first-token
         percentiles, tokens and cost, overall and per vendor and model, from the ledger's

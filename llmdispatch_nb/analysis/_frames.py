@@ -136,11 +136,14 @@ def summary(source: Source = None, by: str | Sequence[str] = ("vendor", "model")
         out["fallbacks"] = count(df["fell_back"].to_numpy(dtype=bool))
         out["cache_hits"] = count(df["cache_hit"].to_numpy(dtype=bool))
         order = np.argsort(group, kind="stable")
+        # A batch answer's latency is its batch's turnaround: kept out of live latency.
+        live = ok & ~df["route_reason"].astype("string").str.startswith("batch ").fillna(
+            False).to_numpy(dtype=bool)
         bounds = np.concatenate([[0], np.cumsum(out["attempts"])])
         for column, names in (("latency_s", ("latency_p50_s", "latency_p95_s")),
                               ("ttft_s", ("ttft_p50_s", "ttft_p95_s")),
                               ("tokens_per_s", ("tokens_per_s", None))):
-            p50, p95 = _group_quantiles(_floats(df[column]), ok, order, bounds)
+            p50, p95 = _group_quantiles(_floats(df[column]), live, order, bounds)
             out[names[0]] = p50
             if names[1]:
                 out[names[1]] = p95

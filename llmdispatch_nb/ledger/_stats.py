@@ -65,11 +65,13 @@ def _group(records: Sequence[CallRecord]) -> dict[str, Any]:
         if good:
             ok += 1
             succeeded.add(r.call_id)
-            if r.latency_s is not None:
+            # A batch answer's latency is its batch's turnaround (hours): not a live latency.
+            batch = (r.route_reason or "").startswith("batch ")
+            if r.latency_s is not None and not batch:
                 latency.append(r.latency_s)
             if r.ttft_s is not None:
                 ttft.append(r.ttft_s)
-            rate = r.output_tokens_per_s
+            rate = None if batch else r.output_tokens_per_s
             if rate is not None:
                 rates.append(rate)
             if r.cost_usd is None:

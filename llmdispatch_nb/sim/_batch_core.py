@@ -130,6 +130,12 @@ class BatchEngine:
         self._twin: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def clear(self) -> None:
+        """Forget every batch and file, and the scripted batch faults (between tests)."""
+        self.items.clear()
+        self.files.clear()
+        self.faults.clear()
+
     def twin(self) -> Any:
         """The emulator without pacing: a batch's requests are answered at once, the
         batch's clock says when they may be seen."""

@@ -262,7 +262,7 @@ class _OpenAIBatches:
         """Write the output and error files once; fill the counts and usage."""
         if "files" not in b.info:
             good, bad = [], []
-            usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0,
+            usage: dict[str, Any] = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0,
                      "input_tokens_details": {"cached_tokens": 0},
                      "output_tokens_details": {"reasoning_tokens": 0}}
             assert b.answers is not None
