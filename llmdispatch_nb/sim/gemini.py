@@ -29,6 +29,8 @@ from starlette.routing import Route
 from ._answers import Question
 from ._attachments import gemini_media_refusal, gemini_seen
 from ._core import PROFILES, Fault, Generation, Profile, count_tokens, generate, paced
+from ._gemini_tools import Refused as StructuredRefused
+from ._gemini_tools import function_call_parts, read_structured
 from ._rules import Refused, gemini_thinking_tokens
 from ._server import Emulator, hang, reset_connection
 
@@ -331,7 +333,8 @@ class GeminiEmulator(Emulator):
             if media := gemini_media_refusal(fields(body).get("contents"), profile.info):
                 raise Invalid(media)
             thoughts = gemini_thinking_tokens(model, profile.info, config, text)
-        except (Invalid, Refused) as exc:
+            structured = read_structured(fields(body), config, profile.info, model)
+        except (Invalid, Refused, StructuredRefused) as exc:
             return google_error(400, "INVALID_ARGUMENT", str(exc))
         # Thinking comes first and counts inside maxOutputTokens (vendor-protocols.md §11.3):
         # the answer gets what it leaves, and nothing at all when it takes the whole cap.
@@ -342,9 +345,22 @@ class GeminiEmulator(Emulator):
                        question=question_of(fields(body), config))
         if thoughts >= cap:
             gen = Generation((), "length", gen.input_tokens)
+        if structured is not None and fault is None:
+            # A schema or tools: JSON that fits, functionCall parts, or an answer from results.
+            kind = self.faults.content_fault(model)
+            question = question_of(fields(body), config).text
+            planned = structured.planned(model, question, kind)
+            reply_text = structured.text(model, text, question, kind)
+            if planned:
+                gen = Generation((), "stop", gen.input_tokens)
+            elif reply_text is not None:
+                pieces = tuple(reply_text[i:i + 4] for i in range(0, len(reply_text), 4))
+                gen = Generation(pieces, "stop", gen.input_tokens)
         if gen.input_tokens > profile.context_window and fault is None:
             fault = Fault("context-length")
         reply = Reply(self, model, profile, gen, config, thoughts)
+        if structured is not None and fault is None and planned:
+            reply.calls = function_call_parts(planned)
         if fault is not None:
             if fault.kind == "hang":
                 await hang(request, fault.hang_s)
@@ -443,6 +459,9 @@ class Reply:
         thinking = config.get("thinkingConfig") or {}
         self.thoughts = thoughts  # counted inside maxOutputTokens (thinking_tokens)
         self.include_thoughts = bool(thinking.get("includeThoughts")) and self.thoughts > 0
+        # functionCall parts the model answers with (sim/_gemini_tools.py): all of them in
+        # one chunk, as the Gemini API sends each call whole.
+        self.calls: list[dict[str, Any]] = []
 
     def usage(self, sent: int | None) -> dict[str, Any]:
         u: dict[str, Any] = {"promptTokenCount": self.gen.input_tokens}
@@ -464,6 +483,9 @@ class Reply:
                               "thought": True})
             parts.append({"text": text})
             cand["content"] = {"parts": parts, "role": "model"}
+        if self.calls and finish:
+            cand["content"] = {"parts": [*(p for p in cand.get("content", {}).get("parts", [])
+                                           if p.get("text")), *self.calls], "role": "model"}
         if finish:
             cand["finishReason"] = finish
             if finish == "SAFETY":
@@ -545,8 +567,9 @@ class Reply:
             yield frame(self.chunk(piece, sent if i else None, finish,
                                    thought=i == 0 and self.include_thoughts))
         else:
-            if not groups:  # nothing to say (a stop sequence at the very start)
-                yield frame(self.chunk(None, 0, self.finish_reason()))
+            if not groups:  # nothing to say (a stop sequence at the very start), or calls
+                calls = sum(len(json.dumps(c)) // 4 for c in self.calls)
+                yield frame(self.chunk(None, calls, self.finish_reason()))
             yield end()
             return
         if kind == "midstream-error":

@@ -1,0 +1,117 @@
+"""Structured output and function calling on the Gemini emulator: `responseMimeType` with
+`responseJsonSchema` (or the OpenAPI-style `responseSchema`), `tools[].functionDeclarations`
+and `toolConfig`, checked per the catalogue; answers as Gemini gives them (`functionCall`
+parts, each call whole in one chunk, `finishReason: "STOP"`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._structured import (
+    PlannedCall,
+    ToolSpec,
+    answer_from_results,
+    call_id,
+    plan_calls,
+    schema_answer,
+)
+
+
+class Refused(ValueError):
+    """A 400 INVALID_ARGUMENT saying this."""
+
+
+def _lower_types(schema: Any) -> Any:
+    """An OpenAPI-style `responseSchema` (types in capitals) as JSON Schema."""
+    if isinstance(schema, list):
+        return [_lower_types(s) for s in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    out = {k: _lower_types(v) for k, v in schema.items()}
+    if isinstance(out.get("type"), str):
+        out["type"] = out["type"].lower()
+    return out
+
+
+@dataclass(frozen=True)
+class Structured:
+    schema: Mapping[str, Any] | None
+    tools: tuple[ToolSpec, ...]
+    choice: str | None
+    results: tuple[tuple[str, str], ...]
+
+    def planned(self, model: str, question: str, fault_kind: str | None) -> list[PlannedCall]:
+        return plan_calls(self.tools, self.choice, question, model,
+                          after_results=bool(self.results),
+                          broken=fault_kind == "schema-mismatch")
+
+    def text(self, model: str, prompt: str, question: str, fault_kind: str | None) -> str | None:
+        if self.results:
+            return answer_from_results(self.results)
+        if self.schema is not None:
+            return schema_answer(self.schema, model, None, prompt, question=question,
+                                 broken=fault_kind == "schema-mismatch")
+        return None
+
+
+def read_structured(body: Mapping[str, Any], config: Mapping[str, Any], info: Any,
+                    model: str) -> Structured | None:
+    js, oas = config.get("responseJsonSchema"), config.get("responseSchema")
+    schema = None
+    if js is not None or oas is not None:
+        if js is not None and oas is not None:
+            raise Refused("responseSchema and responseJsonSchema cannot both be set.")
+        if config.get("responseMimeType") != "application/json":
+            raise Refused("* GenerateContentRequest.generation_config.response_mime_type: "
+                          "must be application/json when a response schema is set\n")
+        if info.structured_output is False:
+            raise Refused(f"Json mode is not enabled for models/{model}")
+        schema = js if js is not None else _lower_types(oas)
+    specs: list[ToolSpec] = []
+    for i, t in enumerate(body.get("tools") or ()):
+        decls = t.get("functionDeclarations") or t.get("function_declarations") \
+            if isinstance(t, Mapping) else None
+        for j, d in enumerate(decls or ()):
+            if not isinstance(d, Mapping) or not isinstance(d.get("name"), str):
+                raise Refused(f"* GenerateContentRequest.tools[{i}].function_declarations[{j}]"
+                              f".name: [FIELD_INVALID] Invalid function name.\n")
+            params = d.get("parametersJsonSchema") or _lower_types(d.get("parameters")) or \
+                {"type": "object", "properties": {}}
+            specs.append(ToolSpec(d["name"], params))
+    if specs and info.known and not info.tools:
+        raise Refused(f"Function calling is not enabled for models/{model}")
+    tc = body.get("toolConfig")
+    calling = tc.get("functionCallingConfig") if isinstance(tc, Mapping) else None
+    choice = None
+    if isinstance(calling, Mapping):
+        mode = str(calling.get("mode", "AUTO"))
+        allowed = calling.get("allowedFunctionNames") or []
+        if mode == "ANY" and len(allowed) == 1:
+            choice = str(allowed[0])
+        else:
+            choice = {"AUTO": "auto", "ANY": "required", "NONE": "none",
+                      "VALIDATED": "auto"}.get(mode, "auto")
+    if schema is None and not specs:
+        return None
+    return Structured(schema, tuple(specs), choice, _results(body.get("contents")))
+
+
+def _results(contents: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(contents, list) or not contents or not isinstance(contents[-1], Mapping):
+        return ()
+    out = []
+    for p in contents[-1].get("parts") or ():
+        fr = p.get("functionResponse") if isinstance(p, Mapping) else None
+        if isinstance(fr, Mapping):
+            out.append((str(fr.get("name", "tool")), json.dumps(fr.get("response"))))
+    return tuple(out)
+
+
+def function_call_parts(planned: list[PlannedCall]) -> list[dict[str, Any]]:
+    """The calls as `functionCall` parts (with the id the Gemini API now gives each)."""
+    return [{"functionCall": {"name": p.name, "args": p.arguments,
+                              "id": call_id("", p, 8)}} for p in planned]
