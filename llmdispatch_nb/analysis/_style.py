@@ -4,8 +4,8 @@ with room for labels, and label placement that never overlaps or leaves the plot
 Plotly places text labels where it is told and clips or overlaps them freely, so a chart
 of long target names came out unreadable. `place_labels` decides, in pixels of an
 assumed (conservative) plot size, where each point's label goes: above, below, right or
-left of its marker, the first that stays inside the plot and clear of every marker and
-label already placed; a label with no room is left to the hover text.
+left of its marker (or diagonally), the first that stays inside the plot and clear of
+every marker and label already placed; a label with no room is left to the hover text.
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ def padded_range(values: Sequence[float], *, low: float = 0.08, high: float = 0.
 
 Box = tuple[float, float, float, float]  # left, top, right, bottom in pixels (y down)
 
-POSITIONS = ("top center", "bottom center", "middle right", "middle left")
+POSITIONS = ("top center", "bottom center", "top right", "bottom right", "top left",
+             "bottom left", "middle right", "middle left")
 CHAR_PX, LINE_PX, GAP_PX = 7.0, 15.0, 3.0
 
 
@@ -115,6 +116,10 @@ def place_labels(x: Sequence[float], y: Sequence[float], names: Sequence[str],
         cx, cy = c
         boxes = {"top center": (cx - w / 2, cy - r - h, cx + w / 2, cy - r),
                  "bottom center": (cx - w / 2, cy + r, cx + w / 2, cy + r + h),
+                 "top right": (cx, cy - r - h, cx + w, cy - r),
+                 "bottom right": (cx, cy + r, cx + w, cy + r + h),
+                 "top left": (cx - w, cy - r - h, cx, cy - r),
+                 "bottom left": (cx - w, cy + r, cx, cy + r + h),
                  "middle right": (cx + r, cy - h / 2, cx + r + w, cy + h / 2),
                  "middle left": (cx - r - w, cy - h / 2, cx - r, cy + h / 2)}
         chosen = None
