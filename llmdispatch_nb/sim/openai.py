@@ -30,6 +30,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from ._answers import Question, response_format_shape
+from ._attachments import Refusal, openai_seen
 from ._batch_openai import batch_routes
 from ._core import PROFILES, Fault, count_tokens, generate, paced
 from ._openai_tools import (
@@ -324,7 +325,11 @@ class OpenAIEmulator(Emulator):
                 raise refuse(f"Invalid value: {role!r}. Supported values are: 'system', "
                              f"'assistant', 'user', 'function', 'tool', and 'developer'.",
                              f"messages[{i}].role", "invalid_value")
-            texts.append(text_of(m.get("content")))
+            try:  # an image or a PDF: refused as OpenAI refuses it, or a line the answer quotes
+                seen = openai_seen(m.get("content"), i, target.profile.info)
+            except Refusal as exc:
+                raise refuse(str(exc), exc.param, exc.code) from None
+            texts.append(f"{seen} {text_of(m.get('content'))}" if seen else text_of(m.get("content")))
         stream = body.get("stream") is True
         options = body.get("stream_options")
         if options is not None and not stream:
