@@ -155,10 +155,11 @@ class Dispatcher:
         self._loop = LoopThread()
         self._client = client  # the caller's own client: used on our loop only
         self._clients = LoopClients(self._new_client)
-        if ledger is None:
-            from .ledger import default_ledger
+        if ledger is None or isinstance(ledger, str):
+            # A postgresql:// URL (here or in $LLMDISPATCH_LEDGER) is a team's ledger.
+            from .ledger._postgres import configured_ledger, open_ledger
 
-            ledger = default_ledger()
+            ledger = configured_ledger() if ledger is None else open_ledger(ledger)
         self.ledger = ledger
         self.retry = retry if retry is not None else RetryPolicy()
         self.breaker = breaker if breaker is not None else CircuitBreaker()

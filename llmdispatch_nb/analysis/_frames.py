@@ -19,7 +19,8 @@ Source = Any  # a Ledger, a Dispatcher, records, a DataFrame, a path, or None
 
 def calls(source: Source = None, *, session: str | None = None,
           since: float | dt.datetime | None = None,
-          tags: str | Iterable[str] | None = None) -> pd.DataFrame:
+          tags: str | Iterable[str] | None = None, user: str | None = None,
+          until: float | dt.datetime | None = None) -> pd.DataFrame:
     """Every attempt as a tidy DataFrame, one row per attempt, in the order they were
     recorded: each when it ended, so concurrent calls come out of the order they were sent
     (`timestamp` is the send time; `.sort_values("timestamp", kind="stable")` for that
@@ -30,7 +31,18 @@ def calls(source: Source = None, *, session: str | None = None,
     typed: categoricals for call_id, session, vendor, model, status and the other labels;
     `timestamp` in UTC; nullable Int64 token counts and Float64 times and costs; bools for
     the flags; `tokens_per_s` is output tokens over the time after the first token.
+    A team ledger (PostgreSQL) runs these filters on the server and adds a `user` column;
+    `user` and `until` (before that time) are for it.
     """
+    from ..ledger._postgres import configured_ledger, server_side
+
+    if source is None:
+        source = configured_ledger()
+    if (team := server_side(source)) is not None:
+        return team[0].frame(session=session if session is not None else team[1], user=user,
+                             since=since, until=until, tags=tags)
+    if user is not None or until is not None:
+        raise ValueError("user= and until= filter a team ledger (PostgreSQL) only")
     frame, own_session = _frame(source)
     session = session if session is not None else own_session
     mask = None

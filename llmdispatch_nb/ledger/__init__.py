@@ -5,6 +5,7 @@
     ledger.records(session="abc", tags="demo", limit=20)
     summarize_stats(ledger.records())        # totals, percentiles, per vendor and model
     ledger.dataframe()                       # typed pandas frame (llmdispatch_nb.analysis)
+    PostgresLedger("postgresql://...")       # a team's ledger (or LLMDISPATCH_LEDGER=...)
 
 Nothing here imports pandas or numpy until a frame is asked for.
 """
@@ -17,6 +18,7 @@ from .._types import CallRecord
 from ._cache import CachedAnswer, ResponseCache, cacheable, key_for
 from ._errors import LedgerError
 from ._packs import ReplayPack, export_pack, load_pack
+from ._postgres import PostgresLedger, configured_ledger, open_ledger
 from ._rows import TEXT_MODES, TextMode
 from ._stats import percentile, summarize_stats
 from ._store import Ledger, default_ledger, default_path, ledger_home
@@ -27,16 +29,19 @@ __all__ = [
     "Ledger",
     "LedgerError",
     "MemoryLedger",
+    "PostgresLedger",
     "ReplayPack",
     "ResponseCache",
     "TextMode",
     "cacheable",
+    "configured_ledger",
     "default_ledger",
     "default_path",
     "export_pack",
     "key_for",
     "ledger_home",
     "load_pack",
+    "open_ledger",
     "percentile",
     "summarize_stats",
 ]
