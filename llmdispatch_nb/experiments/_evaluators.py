@@ -298,3 +298,118 @@ def _default_dispatcher() -> Dispatcher:
     from .. import default
 
     return default()
+
+
+# -- structured answers and tool calls (issue 17) ----------------------------------------
+#
+# A sweep given `schema=` or `tools=` adds to each row what the response carried: `parsed`,
+# `valid`, `validation_errors` and `tool_calls` (a list of {"id", "name", "arguments"}).
+# These read those columns, so they score any vendor's answer alike.
+
+_PATH_PART = re.compile(r"[^.\[\]]+|\[(\d+)\]")
+
+
+def _plain(value: Any) -> Any:
+    """A parsed answer as plain data: a pydantic model or a dataclass as its dict."""
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump()
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
+
+
+def _structured(text: str, row: Mapping[str, Any]) -> Any:
+    if row.get("parsed") is not None:
+        return _plain(row["parsed"])
+    try:
+        return _json_of(text)
+    except ValueError:
+        return None
+
+
+_MISSING = object()
+
+
+def _at(data: Any, path: str) -> Any:
+    """The value at `path` ("address.city", "items[0].name", "items.0.name"), or _MISSING."""
+    for m in _PATH_PART.finditer(path):
+        key = m.group(1) if m.group(1) is not None else m.group(0)
+        if isinstance(data, Mapping) and key in data:
+            data = data[key]
+        elif isinstance(data, list) and key.lstrip("-").isdigit() and -len(data) <= int(key) < len(data):
+            data = data[int(key)]
+        else:
+            return _MISSING
+    return data
+
+
+def schema_valid(schema: Any = None, *, name: str = "schema_valid") -> Check:
+    """The answer fit the schema the call asked for (the row's `valid`). With `schema` (a
+    pydantic model, dataclass, TypedDict or JSON Schema dict) the text is read against it
+    instead, so any answer (a resumed one, a plain prompt's) can be checked."""
+    wanted = None
+    if schema is not None:
+        from .._schema import output_schema
+
+        wanted = output_schema(schema)
+
+    def check(text: str, row: Mapping[str, Any]) -> bool | None:
+        if wanted is not None:
+            from .._schema import read_answer
+
+            return read_answer(wanted, text)[1]
+        valid = row.get("valid")
+        return None if valid is None else bool(valid)
+
+    return Check(name, check)
+
+
+def field_equals(path: str, value: Any, *, name: str | None = None) -> Check:
+    """The structured answer's field at `path` equals `value` ("address.city",
+    "items[0].name"); `value` may also be a function of the field (`lambda v: v > 18`).
+    An answer without that field scores False."""
+    def check(text: str, row: Mapping[str, Any]) -> bool:
+        found = _at(_structured(text, row), path)
+        if found is _MISSING:
+            return False
+        return bool(value(found)) if callable(value) else bool(found == value)
+
+    return Check(name or f"field:{path}", check)
+
+
+def _args_fit(args: Mapping[str, Any], want: Any) -> bool:
+    if want is None:
+        return True
+    if callable(want):
+        return bool(want(args))
+    for k, v in want.items():
+        got = args.get(k, _MISSING)
+        if got is _MISSING:
+            return False
+        if isinstance(v, re.Pattern):
+            if not isinstance(got, str) or v.search(got) is None:
+                return False
+        elif callable(v):
+            if not v(got):
+                return False
+        elif got != v:
+            return False
+    return True
+
+
+def tool_called(tool: str, args_match: Mapping[str, Any] | Callable[[Mapping[str, Any]], Any]
+                | None = None, *, name: str | None = None) -> Check:
+    """The model called `tool`, with arguments that match: a dict whose every key must be
+    an argument of the call with that value (or a compiled regex it matches, or a
+    function it satisfies), or a function of the whole arguments dict."""
+    def check(text: str, row: Mapping[str, Any]) -> bool | None:
+        calls = row.get("tool_calls")
+        if calls is None:
+            return None  # the run offered no tools: no score, not a failure
+        return any(c.get("name") == tool and _args_fit(c.get("arguments") or {}, args_match)
+                   for c in calls)
+
+    return Check(name or f"tool_called:{tool}", check)

@@ -28,7 +28,9 @@ this call of `sweep()` actually paid (0 for cached and resumed rows).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
+import json
 import math
 import uuid
 from collections import deque
@@ -78,6 +80,9 @@ class _Plan:
     run_tag: str | None  # this call's own tag, for its max_cost
     vars: list[str]
     resumed: dict[str, CallRecord] = field(default_factory=dict)
+    # schema= / tools= / tool_choice= as sent with every run (rows then carry parsed,
+    # valid, validation_errors and tool_calls for the structured evaluators)
+    send: dict[str, Any] = field(default_factory=dict)
 
 
 def sweep(prompts: Any, targets: str | Sequence[str], vars: Any = None, n: int = 1,
@@ -85,7 +90,8 @@ def sweep(prompts: Any, targets: str | Sequence[str], vars: Any = None, n: int =
           system: str | None = None, max_tokens: int | None = None,
           temperature: float | None = None, concurrency: int | None = None,
           tags: Sequence[str] = (), progress: bool | Progress = True, resume: bool = True,
-          max_cost: float | None = None, name: str | None = None) -> pd.DataFrame:
+          max_cost: float | None = None, name: str | None = None, schema: Any = None,
+          tools: Sequence[Any] = (), tool_choice: str | None = None) -> pd.DataFrame:
     """Run every prompt x var row x target x repeat; one DataFrame row per run.
 
     `prompts`: a string, a list or dict of strings, or a pandas Series / DataFrame
@@ -96,7 +102,11 @@ def sweep(prompts: Any, targets: str | Sequence[str], vars: Any = None, n: int =
     dict name -> function; each becomes a score column, and `score` is their mean.
     `max_cost`: the most (US dollars) this call may spend; reaching it stops the sweep
     like any budget. `name`: a sweep id of your choosing (else one from the prompts,
-    vars and parameters), for resuming a sweep whose prompts you edited.
+    vars and parameters), for resuming a sweep whose prompts you edited. `schema`,
+    `tools`, `tool_choice`: sent with every run as `Dispatcher.send` sends them; the rows
+    then also have parsed, valid, validation_errors and tool_calls, which `schema_valid()`,
+    `field_equals()` and `tool_called()` score (runs with tools are never resumed: the
+    ledger keeps their text, not their calls).
 
     Columns: sweep_id, cell_id, case_id, prompt_id, prompt, one per var, target, repeat,
     status ("ok" | "error" | "not_run"), text, vendor, model, latency_s, ttft_s,
@@ -105,7 +115,8 @@ def sweep(prompts: Any, targets: str | Sequence[str], vars: Any = None, n: int =
     """
     d = dispatcher if dispatcher is not None else _default_dispatcher()
     plan = _prepare(d, prompts, targets, vars, n, evaluators, system, max_tokens,
-                    temperature, tags, resume, name, max_cost)
+                    temperature, tags, resume, name, max_cost,
+                    _structured(schema, tools, tool_choice))
     rows = d.run(_execute(d, plan, concurrency, progress, max_cost))
     return _frame(rows, plan)
 
@@ -116,11 +127,13 @@ async def asweep(prompts: Any, targets: str | Sequence[str], vars: Any = None, n
                  temperature: float | None = None, concurrency: int | None = None,
                  tags: Sequence[str] = (), progress: bool | Progress = True,
                  resume: bool = True, max_cost: float | None = None,
-                 name: str | None = None) -> pd.DataFrame:
+                 name: str | None = None, schema: Any = None, tools: Sequence[Any] = (),
+                 tool_choice: str | None = None) -> pd.DataFrame:
     """`sweep` for async code: `df = await asweep(...)` (same arguments)."""
     d = dispatcher if dispatcher is not None else _default_dispatcher()
     plan = await asyncio.to_thread(_prepare, d, prompts, targets, vars, n, evaluators, system,
-                                   max_tokens, temperature, tags, resume, name, max_cost)
+                                   max_tokens, temperature, tags, resume, name, max_cost,
+                                   _structured(schema, tools, tool_choice))
     rows = await d.arun(_execute(d, plan, concurrency, progress, max_cost))
     return _frame(rows, plan)
 
@@ -137,7 +150,8 @@ def _default_dispatcher() -> Dispatcher:
 def _prepare(d: Dispatcher, prompts: Any, targets: str | Sequence[str], vars: Any, n: int,
              evaluators: Any, system: str | None, max_tokens: int | None,
              temperature: float | None, tags: Sequence[str], resume: bool,
-             name: str | None, max_cost: float | None) -> _Plan:
+             name: str | None, max_cost: float | None,
+             send: dict[str, Any] | None = None) -> _Plan:
     specs = read_prompts(prompts)
     var_rows = read_vars(vars)
     target_list = read_targets(targets)
@@ -145,12 +159,17 @@ def _prepare(d: Dispatcher, prompts: Any, targets: str | Sequence[str], vars: An
         d.resolver.resolve(t)  # a misspelt target or a missing key fails now, not 10,000 times
     params = Params(system, max_tokens, temperature)
     sid = name or sweep_id(specs, var_rows, params)
+    if send and not name:  # the same prompts with a schema or tools are another sweep
+        what = [send["schema"].json_schema if send.get("schema") else None,
+                [[t.name, t.parameters] for t in send.get("tools", ())], send.get("tool_choice")]
+        canonical = json.dumps(what, sort_keys=True, default=str)
+        sid += "-" + hashlib.sha256(canonical.encode()).hexdigest()[:8]
     cells = build_cells(specs, var_rows, target_list, n, params)
     plan = _Plan(sid, cells, named_evaluators(evaluators), params,
                  tuple(str(t) for t in ([tags] if isinstance(tags, str) else tags)),
                  f"sweeprun:{uuid.uuid4().hex[:12]}" if max_cost is not None else None,
-                 var_names(cells))
-    if resume:
+                 var_names(cells), send=dict(send or {}))
+    if resume and not plan.send.get("tools"):
         plan.resumed = _answered_cells(d, f"sweep:{sid}", {c.cell_id for c in cells})
     return plan
 
@@ -292,7 +311,7 @@ async def _run(d: Dispatcher, plan: _Plan, cell: Cell, stop: list[str]) -> dict[
     try:
         resp = await d.asend(cell.prompt, cell.target, system=p.system, max_tokens=p.max_tokens,
                              temperature=p.temperature, tags=tags,
-                             cache=None if cell.repeat == 0 else False)
+                             cache=None if cell.repeat == 0 else False, **plan.send)
     except Exception as exc:
         if _budget_refusal(exc):
             if not stop:
@@ -341,6 +360,8 @@ def _base_row(plan: _Plan, cell: Cell, status: str) -> dict[str, Any]:
                model=None, latency_s=None, ttft_s=None, input_tokens=None, output_tokens=None,
                cost_usd=None, spent_usd=0.0, cached=False, resumed=False, attempts=0,
                call_id=None, error_type=None, error=None)
+    if plan.send:
+        row.update(parsed=None, valid=None, validation_errors=None, tool_calls=None)
     return row
 
 
@@ -369,6 +390,11 @@ def _answer_row(d: Dispatcher, plan: _Plan, cell: Cell, resp: Response) -> dict[
                cached=resp.cached,
                attempts=sum(1 for a in resp.attempts if a.status not in ("skipped",)),
                call_id=resp.call_id)
+    if plan.send:
+        row.update(parsed=resp.parsed, valid=resp.valid,
+                   validation_errors=list(resp.validation_errors),
+                   tool_calls=[{"id": c.id, "name": c.name, "arguments": dict(c.arguments)}
+                               for c in resp.tool_calls])
     return row
 
 
@@ -385,6 +411,11 @@ async def _resumed_row(d: Dispatcher, plan: _Plan, cell: Cell, r: CallRecord) ->
                latency_s=r.latency_s, ttft_s=r.ttft_s, input_tokens=r.input_tokens,
                output_tokens=r.output_tokens, cost_usd=cost, spent_usd=0.0,
                cached=r.status == "cached", resumed=True, attempts=0, call_id=r.call_id)
+    if plan.send.get("schema") is not None and r.response is not None:
+        from .._schema import read_answer
+
+        parsed, valid, errors = read_answer(plan.send["schema"], r.response)
+        row.update(parsed=parsed, valid=valid, validation_errors=list(errors))
     await _evaluate(d, plan, cell, row)
     return row
 
@@ -435,3 +466,20 @@ def describe(df: pd.DataFrame) -> str:
     spent = float(df["spent_usd"].sum()) if "spent_usd" in df else math.nan
     return (f"sweep {df.attrs.get('sweep_id', '?')}: {len(df)} runs ({', '.join(parts)}); "
             f"{money(spent)} spent")
+
+
+def _structured(schema: Any, tools: Sequence[Any], tool_choice: str | None) -> dict[str, Any]:
+    """The schema and tools as a request holds them, checked once before any run."""
+    if schema is None and not tools and tool_choice is None:
+        return {}
+    from .._types import Request
+
+    probe = Request("probe", schema=schema, tools=tools, tool_choice=tool_choice)
+    out: dict[str, Any] = {}
+    if probe.schema is not None:
+        out["schema"] = probe.schema
+    if probe.tools:
+        out["tools"] = probe.tools
+    if probe.tool_choice is not None:
+        out["tool_choice"] = probe.tool_choice
+    return out
