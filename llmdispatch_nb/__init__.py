@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from ._attachments import File, Image
     from ._dispatcher import Dispatcher
+    from ._run_tools import ToolRun
     from ._stream import AsyncStream, Stream
     from ._types import (
         Attachment,
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
         StreamEvent,
         StreamStart,
         TextDelta,
+        Tool,
+        ToolCall,
+        ToolCallDelta,
+        ToolCallEvent,
         Usage,
         UsageUpdate,
         Waiting,
@@ -64,6 +69,11 @@ __all__ = [
     "StreamEvent",
     "StreamStart",
     "TextDelta",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolCallEvent",
+    "ToolRun",
     "Usage",
     "UsageUpdate",
     "Waiting",
@@ -122,6 +132,8 @@ _LAZY = {
     "Message": "._types", "Request": "._types", "Response": "._types",
     "StreamEvent": "._types", "StreamStart": "._types", "TextDelta": "._types",
     "Usage": "._types", "UsageUpdate": "._types", "Waiting": "._types",
+    "Tool": "._types", "ToolCall": "._types", "ToolCallDelta": "._types",
+    "ToolCallEvent": "._types", "ToolRun": "._run_tools",
     "Price": ".pricing", "PriceBook": ".pricing",
     "Endpoint": ".vendors", "Secret": ".vendors",
     "panel": ".notebook._panel",
