@@ -130,3 +130,64 @@ def test_openai_cancel_keeps_the_work_done(sim: SimServer, oai: Any) -> None:
     assert done.request_counts.failed == 4 and done.error_file_id
     err = [json.loads(x) for x in client.files.content(done.error_file_id).text.splitlines()]
     assert {e["error"]["code"] for e in err} == {"batch_cancelled"}
+
+
+# -- Anthropic Message Batches --------------------------------------------------------------
+
+
+@pytest.fixture
+def ant(sim: SimServer) -> Iterator[Any]:
+    import anthropic
+
+    with anthropic.Anthropic(api_key="sk-ant-test", base_url=sim.base_url("anthropic"),
+                             max_retries=0) as c:
+        yield c
+
+
+def _ant_requests(n: int, model: str = "claude-haiku-4-5") -> list[dict[str, Any]]:
+    return [{"custom_id": f"r{i}", "params": {
+        "model": model, "max_tokens": 40, "messages": [{"role": "user", "content": f"Q {i}?"}]}}
+        for i in range(n)]
+
+
+def test_anthropic_sdk_runs_a_message_batch(sim: SimServer, ant: Any) -> None:
+    reqs = _ant_requests(4)
+    reqs[2]["params"]["model"] = "claude-nonexistent"
+    b = ant.messages.batches.create(requests=reqs)
+    assert b.type == "message_batch" and b.processing_status == "in_progress"
+    assert b.request_counts.processing == 4 and b.results_url is None
+    done = _wait(lambda: ant.messages.batches.retrieve(b.id),
+                 lambda x: x.processing_status == "ended")
+    assert (done.request_counts.succeeded, done.request_counts.errored) == (3, 1)
+    assert done.ended_at is not None and done.results_url
+    results = {r.custom_id: r.result for r in ant.messages.batches.results(b.id)}
+    assert results["r0"].type == "succeeded" and results["r0"].message.content[0].text
+    assert results["r2"].type == "errored"
+    assert results["r2"].error.error.type == "not_found_error"
+    assert b.id in [x.id for x in ant.messages.batches.list()]
+    assert ant.messages.batches.delete(b.id).type == "message_batch_deleted"
+
+
+def test_anthropic_batch_faults_and_cancel(sim: SimServer, ant: Any) -> None:
+    eng = engine(sim.emulators["anthropic"])
+    eng.faults.script("expired")
+    b = ant.messages.batches.create(requests=_ant_requests(4))
+    done = _wait(lambda: ant.messages.batches.retrieve(b.id),
+                 lambda x: x.processing_status == "ended")
+    assert (done.request_counts.succeeded, done.request_counts.expired) == (2, 2)
+    eng.time_scale = 10.0
+    c = ant.messages.batches.create(requests=_ant_requests(3))
+    assert ant.messages.batches.cancel(c.id).processing_status == "canceling"
+    done = _wait(lambda: ant.messages.batches.retrieve(c.id),
+                 lambda x: x.processing_status == "ended")
+    assert done.request_counts.canceled == 3 and done.cancel_initiated_at is not None
+    assert {r.result.type for r in ant.messages.batches.results(c.id)} == {"canceled"}
+
+
+def test_anthropic_refuses_duplicate_custom_ids(sim: SimServer, ant: Any) -> None:
+    import anthropic
+
+    reqs = _ant_requests(2)
+    reqs[1]["custom_id"] = "r0"
+    with pytest.raises(anthropic.BadRequestError, match="Duplicate custom_id"):
+        ant.messages.batches.create(requests=reqs)

@@ -124,7 +124,7 @@ def read_jsonl(data: bytes) -> list[Any]:
 
 
 _REGISTRY: dict[str, BatchVendor] = {}
-_TRANSLATORS = ("_openai",)
+_TRANSLATORS = ("_openai", "_anthropic")
 
 
 def register(vendor: BatchVendor) -> None:

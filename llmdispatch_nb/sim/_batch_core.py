@@ -164,7 +164,7 @@ class BatchEngine:
             batch.answers = []
             return
         answers: list[Answer] = []
-        transport = httpx.ASGITransport(app=self.twin().app)
+        transport = httpx.ASGITransport(app=self.twin())  # its own __call__: vendor headers too
         async with httpx.AsyncClient(transport=transport, base_url="http://batch.local") as client:
             for path, body in zip(paths, bodies, strict=True):
                 try:

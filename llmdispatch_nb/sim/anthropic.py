@@ -34,6 +34,7 @@ from ._answers import Question
 from ._anthropic_tools import Refused as StructuredRefused
 from ._anthropic_tools import Structured, read_structured, tool_use_blocks, tool_use_events
 from ._attachments import Refusal, anthropic_media_refusal, anthropic_seen
+from ._batch_anthropic import batch_routes
 from ._core import PROFILES, Fault, Profile, count_tokens, generate, paced, total_time
 from ._rules import Refused, anthropic_refusal, anthropic_thinking_tokens
 from ._server import Emulator, hang, json_response, reset_connection, sse_frame
@@ -169,6 +170,7 @@ class AnthropicEmulator(Emulator):
         every = ["GET", "POST", "PUT", "PATCH", "DELETE"]
         return [
             Route("/v1/messages", self.messages, methods=["POST"]),
+            *batch_routes(self),  # Message Batches (_batch_anthropic)
             Route("/v1/messages/count_tokens", self.count_tokens, methods=["POST"]),
             Route("/v1/models", self.list_models, methods=["GET"]),
             Route("/v1/models/{model_id:path}", self.get_model, methods=["GET"]),
