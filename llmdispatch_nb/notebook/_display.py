@@ -22,6 +22,7 @@ from ._escape import (
     markdown_text,
 )
 from ._run import Column, Run
+from ._structured_view import structured_html, structured_markdown, structured_text
 
 Bundle = dict[str, Any]
 
@@ -191,7 +192,7 @@ def column_html(col: Column, fmt: str = "markdown", *, live: bool = True,
     run = col.shown
     head = (f'<div style="{_HEAD}"><span>{html_text(col.target)}</span>'
             f'<span style="font-weight:400;color:#57606a">{html_text(col.status)}</span></div>')
-    parts = [head, _run_body(run, fmt, live)]
+    parts = [head, _run_body(run, fmt, live), structured_html(run)]  # --schema, --tool
     for note in notes:
         parts.append(warning_html(note))
     for r in col.runs:
@@ -230,6 +231,8 @@ def grid_text(columns: Sequence[Column]) -> str:
         run = col.shown
         if run is not None and run.text:
             out.append(run.text)
+        if structured_text(run):
+            out.append(structured_text(run))
         for r in col.runs:
             if r.error is not None:
                 out.append(f"error: {describe(r.error)}")
@@ -249,6 +252,8 @@ def grid_markdown(columns: Sequence[Column]) -> str:
         run = col.shown
         if run is not None and run.text:
             out.append(markdown_answer(run.text))
+        if structured_markdown(run):
+            out.append(structured_markdown(run))
         for r in col.runs:
             if r.error is not None:
                 out.append(f"> **error:** {markdown_text(describe(r.error))}")

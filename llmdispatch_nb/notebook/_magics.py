@@ -9,6 +9,7 @@ act on becomes one `CellError` line; anything else is a bug and keeps its traceb
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from typing import Any
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
@@ -36,6 +37,7 @@ from ._parser import (
 )
 from ._results import CompareResult, LLMResult, fenced_code
 from ._run import Column, Runner
+from ._structured_view import cell_extras, thumbnails_bundle
 
 
 def dispatcher() -> Any:
@@ -188,6 +190,14 @@ class LLMMagics(Magics):
         if chat is not None:
             messages = chat.messages(prompt, self.chat_max_turns, self.chat_max_tokens)
         send_params = args.send_params()
+        # --schema / --tool name things in the notebook; --image attaches files (shown small
+        # above the answers), on the turn being sent.
+        extras, attached = cell_extras(args.schema, args.tools, args.images,
+                                       self.shell.user_ns if self.shell is not None else {})
+        send_params.update(extras)
+        if attached:
+            messages = [*messages[:-1], replace(messages[-1], attachments=tuple(attached))] \
+                if chat is not None else [prompt, *attached]
         hinted = with_format_hint(system, fmt)  # -f json / -f code say so to the model
         if hinted is not None:
             send_params["system"] = hinted
@@ -195,7 +205,12 @@ class LLMMagics(Magics):
         params = {**send_params, **args.route_options()}
 
         runner = Runner(d, messages, labels, params, labels=labels, repeat=args.repeat,
-                        stream=stream, throttle_s=self.throttle_s)
+                        stream=stream, throttle_s=self.throttle_s, run_tools=args.run_tools,
+                        schema=args.schema)
+        if attached:
+            from IPython.display import display
+
+            display(thumbnails_bundle(attached), raw=True)
         if args.compare:
             return self._compare(runner, args, fmt, prompt)
         return self._single(runner, args, fmt, prompt, chat, system)

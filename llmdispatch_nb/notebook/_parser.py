@@ -73,6 +73,15 @@ Options:
   --no-stream              wait for the whole answer instead of streaming it
   --chat NAME              continue the named conversation (its history is sent)
   --no-interpolate         send {braces} exactly as written
+  --schema NAME            ask for an answer of this shape: NAME is a pydantic model,
+                           dataclass, TypedDict or JSON Schema dict in the notebook; each
+                           column shows the parsed object and valid/invalid
+  --tool NAME              offer the function NAME as a tool (repeatable); the columns
+                           show the calls made
+  --run-tools              run the calls with your functions, send the results back and
+                           show the final answer
+  --image PATH             attach an image (or a PDF) (repeatable); shown small above the
+                           answers
 
 Interpolation: {name} or {name.attr} or {name[0]} / {name['key']} from the namespace,
 {In[n]} / {Out[n]} from the history; {{ and }} give literal braces. Anything else in
@@ -120,6 +129,10 @@ class CellArgs:
     chat: str | None = None
     interpolate: bool | None = None  # None: LLMMagics.interpolate
     help: bool = False
+    schema: str | None = None  # a name in the user's namespace
+    tools: tuple[str, ...] = ()  # names of functions in the user's namespace
+    run_tools: bool = False
+    images: tuple[str, ...] = ()  # paths (or names of variables holding an image)
 
     @property
     def compare(self) -> bool:
@@ -220,6 +233,10 @@ def _build() -> _Parser:
     p.add_argument("--no-stream", action="store_true")
     p.add_argument("--chat")
     p.add_argument("--no-interpolate", action="store_true")
+    p.add_argument("--schema")
+    p.add_argument("--tool", action="append", default=[], dest="tools")
+    p.add_argument("--run-tools", action="store_true")
+    p.add_argument("--image", action="append", default=[], dest="images")
     return p
 
 
@@ -252,7 +269,11 @@ def parse_cell_line(line: str) -> CellArgs:
         strategy=ns.strategy, fallbacks=tuple(ns.fallbacks), max_cost=ns.max_cost,
         no_cache=ns.no_cache, tags=tuple(ns.tags), repeat=ns.repeat, format=ns.format,
         output=ns.output, stream=False if ns.no_stream else None, chat=ns.chat,
-        interpolate=False if ns.no_interpolate else None, help=ns.help)
+        interpolate=False if ns.no_interpolate else None, help=ns.help,
+        schema=ns.schema, tools=tuple(ns.tools), run_tools=ns.run_tools, images=tuple(ns.images))
+    if args.run_tools and not args.tools:
+        raise UsageError("--run-tools runs the calls of --tool functions: name one, e.g. "
+                         "--tool get_weather --run-tools")
     if args.chat and len(args.targets) > 1:
         raise UsageError("--chat keeps one conversation: give it one target, not "
                          f"{len(args.targets)}")

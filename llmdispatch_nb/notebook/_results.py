@@ -22,10 +22,12 @@ from ._display import (
     grid_html,
     grid_markdown,
     grid_text,
+    markdown_html,
     warning_html,
 )
 from ._escape import clean, html_block, html_inline, html_text, markdown_answer, markdown_text
 from ._run import Column, Run
+from ._structured_view import structured_html, structured_markdown, structured_text
 
 if TYPE_CHECKING:
     import pandas
@@ -202,6 +204,14 @@ class LLMResult:
         else:
             md = markdown_answer(text)
             plain = text
+        # --schema: the parsed object and valid/invalid; --tool: the calls (and results).
+        if structured_text(self.run):
+            plain = f"{plain}\n{structured_text(self.run)}".lstrip("\n")
+            md = f"{md}\n\n{structured_markdown(self.run)}"
+            data["text/html"] = html_block(
+                markdown_html(text) + structured_html(self.run) +
+                "".join(warning_html(n) for n in notes) +
+                f'<div style="color:#57606a;font-size:85%">{html_text(foot)}</div>')
         note_md = "".join(f"\n\n> {markdown_text(n)}" for n in notes)
         data["text/plain"] = clean(plain + "".join(f"\n{n}" for n in notes) + f"\n— {foot}")
         if self.format != "text":

@@ -38,6 +38,8 @@ class Run:
     started: bool = False
     waiting: Waiting | None = None  # the wait in progress, if one was announced
     wait_since: float = 0.0  # when it was announced, on time.monotonic()
+    schema: str | None = None  # the --schema asked for, by name (shown with the verdict)
+    tool_run: Any = None  # with --run-tools: the ToolRun (every call and its result)
 
     @property
     def done(self) -> bool:
@@ -144,8 +146,13 @@ class Runner:
 
     def __init__(self, dispatcher: Any, messages: Any, targets: Sequence[str | None],
                  params: dict[str, Any], *, labels: Sequence[str], repeat: int = 1,
-                 stream: bool = True, throttle_s: float = 0.1) -> None:
+                 stream: bool = True, throttle_s: float = 0.1, run_tools: bool = False,
+                 schema: str | None = None) -> None:
         self.dispatcher = dispatcher
+        # --run-tools: each run is d.run_tools (rounds of calls, then the answer), not
+        # streamed; `schema` names the --schema for the display.
+        self.run_tools = run_tools
+        self.schema = schema
         self.messages = messages
         self.targets = list(targets)
         self.params = params
@@ -173,6 +180,14 @@ class Runner:
 
     def _one(self, col: int, i: int, target: str | None) -> None:
         d = self.dispatcher
+        if self.run_tools:
+            try:
+                done = d.run_tools(self.messages, target, **self.params)
+            except BaseException as exc:
+                self._q.put(("error", col, i, exc, ""))
+            else:
+                self._q.put(("tools", col, i, done))
+            return
         if not self.stream:
             try:
                 # Submitted, not sent and waited for: a cancel (Ctrl-C) must reach the call.
@@ -214,7 +229,10 @@ class Runner:
         kind, col = msg[0], msg[1]
         column = self.columns[col]
         if kind == "start":
-            column.runs.append(Run(column.target, msg[2], started=True))
+            column.runs.append(Run(column.target, msg[2], started=True, schema=self.schema))
+        elif kind == "tools":  # a ToolRun: its last answer is the run's
+            run = column.runs[msg[2]]
+            run.tool_run, run.response, run.text = msg[3], msg[3].response, msg[3].text
         elif kind == "text":
             column.runs[msg[2]].text += msg[3]
         elif kind == "wait":

@@ -141,9 +141,9 @@ def openai_seen(content: Any, i: int, info: Any) -> str:
                               f"file_id'.", f"messages[{i}].content[{j}].file.file_id",
                               "missing_required_parameter")
             raw = spec.get("file_data")
-            payload = raw.partition(",")[2] if isinstance(raw, str) and raw.startswith("data:") \
+            pdf_b64 = raw.partition(",")[2] if isinstance(raw, str) and raw.startswith("data:") \
                 else raw  # the SDK's docstring says plain base64: both are read
-            data = decode(payload)
+            data = decode(pdf_b64)
             if data is None or sniffed(data) != "application/pdf":
                 raise Refusal("Invalid file data. Expected a base64-encoded PDF.",
                               f"messages[{i}].content[{j}].file.file_data", "invalid_value")
