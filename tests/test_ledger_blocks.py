@@ -5,8 +5,10 @@ merge)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import sqlite3
+import struct
 import sys
 import threading
 import time
@@ -255,3 +257,109 @@ def test_checkpoints_run_on_their_own_thread_and_end_with_close(tmp_path: Path) 
     assert ledger.count() == 6000
     with closing(sqlite3.connect(tmp_path / "ledger.db")) as conn, conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+# -- block format version 2: the columns migration 2 added reach calls() ---------------------
+
+
+def version_1(blob: bytes) -> bytes:
+    """A block as format version 1 wrote it: without the two columns version 2 added."""
+    n, order, cols = _blocks._columns(blob)
+    kept = [(name, kind, bytes(data), extra) for name, (kind, data, extra) in cols.items()
+            if name not in ("original_latency_s", "repaired")]
+    header = json.dumps({"v": 1, "n": n, "order": order,
+                         "cols": [[name, kind, len(data), extra]
+                                  for name, kind, data, extra in kept]}).encode()
+    return b"".join([_blocks.MAGIC, struct.pack("<I", len(header)), header,
+                     *(data for _, _, data, _ in kept)])
+
+
+def to_version_1(path: Path) -> int:
+    """Rewrite every column block of the file at `path` as version 1 wrote it."""
+    with closing(sqlite3.connect(path)) as conn, conn:
+        blocks = conn.execute("SELECT id, data FROM call_blocks").fetchall()
+        for bid, data in blocks:
+            conn.execute("UPDATE call_blocks SET data = ? WHERE id = ?", (version_1(data), bid))
+    return len(blocks)
+
+
+def versions(path: Path) -> set[int]:
+    with closing(sqlite3.connect(path)) as conn:
+        return {json.loads(data[8:8 + struct.unpack_from("<I", data, 4)[0]])["v"]
+                for (data,) in conn.execute("SELECT data FROM call_blocks")}
+
+
+def noted(i: int) -> CallRecord:
+    """Records with the two newest columns set: a cache hit's original latency, and a token
+    count past 64 bits that the ledger stores as NULL and notes in `repaired`."""
+    return record(i, original_latency_s=1.25 + i if i % 3 == 0 else None,
+                  input_tokens=2**70 if i % 7 == 0 else 10 + i)
+
+
+def test_repaired_and_original_latency_reach_calls_from_every_source(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from llmdispatch_nb.analysis import calls
+
+    recs = [noted(i) for i in range(700)]
+    ledger = Ledger(tmp_path)
+    for r in recs:
+        ledger.write(r)
+    stored = ledger.records()
+    assert stored[0].repaired and "input_tokens" in stored[0].repaired and not stored[1].repaired
+    frame = calls(ledger)
+    assert str(frame["original_latency_s"].dtype) == "Float64"
+    assert isinstance(frame["repaired"].dtype, pd.CategoricalDtype)
+    assert [None if pd.isna(v) else v for v in frame["original_latency_s"]] == [
+        r.original_latency_s for r in stored]
+    assert [None if pd.isna(v) else v for v in frame["repaired"]] == [r.repaired for r in stored]
+    assert sum(frame["repaired"].notna()) == 100
+    # The same columns from a list of records and from a ledger in memory.
+    memory = Ledger.memory()
+    for r in recs:
+        memory.write(r)
+    pd.testing.assert_frame_equal(calls(memory), frame)
+    pd.testing.assert_frame_equal(calls(stored), frame)
+
+
+def test_an_old_files_version_1_blocks_are_rebuilt_and_read_the_same_rows(
+        tmp_path: Path) -> None:
+    import pandas as pd
+
+    from llmdispatch_nb.ledger._frame import frame_from_records
+
+    ledger = Ledger(tmp_path)
+    for r in (noted(i) for i in range(3000)):
+        ledger.write(r)
+    ledger.flush()
+    stored = ledger.records()
+    ledger.close()
+    assert to_version_1(tmp_path / "ledger.db") >= 1
+    assert versions(tmp_path / "ledger.db") == {1}
+    again = Ledger(tmp_path)
+    frame = again.dataframe()  # refuses the old blocks, rebuilds them from the rows
+    pd.testing.assert_frame_equal(frame, frame_from_records(stored))
+    assert versions(tmp_path / "ledger.db") == {_blocks.VERSION}
+    assert again.records() == stored
+
+
+def test_a_writer_meeting_old_blocks_drops_them_and_keeps_every_record(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from llmdispatch_nb.ledger._frame import frame_from_records
+
+    old = Ledger(tmp_path)
+    for r in (noted(i) for i in range(20)):
+        old.write(r)
+    old.flush()
+    old.rebuild_blocks()  # one small block: the next, bigger one would merge with it
+    old.close()
+    to_version_1(tmp_path / "ledger.db")
+    ledger = Ledger(tmp_path)
+    for r in (noted(i) for i in range(20, 700)):
+        ledger.write(r)
+    ledger.flush()
+    # The writer met the version 1 block when merging: nothing was set aside for it.
+    assert ledger.quarantined == 0 and ledger.count() == 700
+    assert versions(tmp_path / "ledger.db") <= {_blocks.VERSION}
+    pd.testing.assert_frame_equal(ledger.dataframe(), frame_from_records(ledger.records()))

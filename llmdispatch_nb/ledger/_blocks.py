@@ -1,7 +1,7 @@
 """Column blocks: the analysis columns of a run of `calls` rows, packed for fast reading.
 
 Format (one blob): b"LDB1", a little-endian u32 header length, a JSON header
-{"v": 1, "n": rows, "order": "little"|"big", "cols": [[name, kind, nbytes, extra], ...]},
+{"v": 2, "n": rows, "order": "little"|"big", "cols": [[name, kind, nbytes, extra], ...]},
 then each column's bytes in header order. Each column has a type, and each block stores it
 in the smallest kind that holds that block's values:
 
@@ -12,6 +12,15 @@ in the smallest kind that holds that block's values:
     flag   u1                                        retried, fell back, streamed, ...
     str    c1, c2, c4: int8/16/32 codes into extra   call id, session, vendor, model, ...
            (the block's distinct strings), -1 null
+
+Version 2 added `original_latency_s` and `repaired` (schema migration 2's columns). A block
+of another version is refused (ValueError): a read then rebuilds every block from the rows,
+and a merge drops the blocks for the next read to rebuild (see `_store._compact`).
+
+Why blocks and not a kept reader straight from the rows: reading a million rows through
+the ADBC SQLite driver, DuckDB's SQLite scanner, polars (ConnectorX) or sqlite3 with
+`pandas.read_sql` cost 5-15x the CPU time and 1.5-2.5x the memory of these blocks
+(issue 20; `bench/ledger_read.py`, figures in bench/RESULTS.md).
 
 Encoding and merging use only the standard library: they run on the ledger's writer
 thread, which must not pull numpy into a script that never analyses anything (nor import
@@ -34,7 +43,7 @@ from typing import Any
 from ._rows import columns_of
 
 MAGIC = b"LDB1"
-VERSION = 1
+VERSION = 2
 NULL_I4 = -(2**31)
 
 # (name, type) in block order; names are ROW_FIELDS names, plus "id".
@@ -47,6 +56,7 @@ BLOCK_COLUMNS: tuple[tuple[str, str], ...] = (
     ("cache_read_tokens", "int"), ("cache_write_tokens", "int"), ("reasoning_tokens", "int"),
     ("usage_source", "str"), ("cost_usd", "float"), ("price_source", "str"),
     ("cache_hit", "flag"), ("simulated", "flag"), ("finish_reason", "str"), ("tags", "str"),
+    ("original_latency_s", "float"), ("repaired", "str"),
 )
 _NAN = math.nan
 

@@ -30,6 +30,7 @@ FRAME_COLUMNS: tuple[tuple[str, str], ...] = (
     ("reasoning_tokens", "reasoning_tokens"), ("usage_source", "usage_source"),
     ("cost_usd", "cost_usd"), ("price_source", "price_source"),
     ("finish_reason", "finish_reason"), ("tags", "tags"),
+    ("original_latency_s", "original_latency_s"), ("repaired", "repaired"),
 )
 _TYPES = dict(BLOCK_COLUMNS)
 

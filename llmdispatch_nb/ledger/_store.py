@@ -544,7 +544,15 @@ def _compact(conn: sqlite3.Connection) -> None:
         marks = ", ".join("?" for _ in chosen)
         rows = conn.execute(f"SELECT id, n, first_id, last_id, data FROM call_blocks "
                             f"WHERE id IN ({marks}) ORDER BY id", chosen).fetchall()
-        blob = _blocks.merge(r[4] for r in rows)
+        try:
+            blob = _blocks.merge(r[4] for r in rows)
+        except ValueError as exc:
+            # A block of another format version (an older llmdispatch-nb wrote it). Raised
+            # here, on the writer's thread, it would read as these records' fault and set
+            # them aside: drop the blocks instead, and the next read rebuilds them all.
+            log.info("dropping the ledger's column blocks for the next read to rebuild: %s", exc)
+            conn.execute("DELETE FROM call_blocks")
+            return
         n = sum(r[1] for r in rows)
         conn.execute(f"DELETE FROM call_blocks WHERE id IN ({marks})", chosen)
         new_id = conn.execute("INSERT INTO call_blocks (n, first_id, last_id, data) "
