@@ -191,3 +191,56 @@ def test_anthropic_refuses_duplicate_custom_ids(sim: SimServer, ant: Any) -> Non
     reqs[1]["custom_id"] = "r0"
     with pytest.raises(anthropic.BadRequestError, match="Duplicate custom_id"):
         ant.messages.batches.create(requests=reqs)
+
+
+# -- Gemini Batch Mode ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def gem(sim: SimServer) -> Iterator[Any]:
+    from google import genai
+    from google.genai import types as genai_types
+
+    c = genai.Client(api_key="gemini-test", http_options=genai_types.HttpOptions(
+        base_url=sim.base_url("google"), api_version="v1beta"))
+    yield c
+    c.close()
+
+
+def _gem_requests(n: int) -> list[dict[str, Any]]:
+    return [{"contents": [{"role": "user", "parts": [{"text": f"Question {i}?"}]}],
+             "config": {"max_output_tokens": 40}} for i in range(n)]
+
+
+def test_gemini_sdk_runs_an_inline_batch(sim: SimServer, gem: Any) -> None:
+    job = gem.batches.create(model="gemini-2.0-flash", src=_gem_requests(3),
+                             config={"display_name": "sweep"})
+    assert job.name.startswith("batches/") and job.display_name == "sweep"
+    assert job.state.name in ("JOB_STATE_PENDING", "JOB_STATE_RUNNING")
+    done = _wait(lambda: gem.batches.get(name=job.name), lambda x: x.done)
+    assert done.state.name == "JOB_STATE_SUCCEEDED" and done.end_time is not None
+    responses = done.dest.inlined_responses
+    assert len(responses) == 3 and all(r.response.text for r in responses)
+    assert responses[0].response.usage_metadata.candidates_token_count > 0
+    assert job.name in [j.name for j in gem.batches.list()]
+
+
+@pytest.mark.parametrize(("fault", "state"), [("expired", "JOB_STATE_EXPIRED"),
+                                              ("failed", "JOB_STATE_FAILED"),
+                                              ("partial", "JOB_STATE_SUCCEEDED")])
+def test_gemini_batch_faults(sim: SimServer, gem: Any, fault: str, state: str) -> None:
+    engine(sim.emulators["google"]).faults.script(fault)
+    job = gem.batches.create(model="gemini-2.0-flash", src=_gem_requests(3))
+    done = _wait(lambda: gem.batches.get(name=job.name), lambda x: x.done)
+    assert done.state.name == state
+    if fault == "partial":
+        errors = [r.error for r in done.dest.inlined_responses]
+        assert errors[2] is not None and errors[0] is None
+
+
+def test_gemini_cancel(sim: SimServer, gem: Any) -> None:
+    engine(sim.emulators["google"]).time_scale = 10.0
+    job = gem.batches.create(model="gemini-2.0-flash", src=_gem_requests(2))
+    gem.batches.cancel(name=job.name)
+    done = _wait(lambda: gem.batches.get(name=job.name), lambda x: x.done)
+    assert done.state.name == "JOB_STATE_CANCELLED" and done.dest is None

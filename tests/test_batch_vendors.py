@@ -72,3 +72,43 @@ def test_a_sweep_over_two_vendors_is_one_job_of_two_batches(sim: SimServer) -> N
         assert len(df) == 6 and (df["status"] == "ok").all()
         assert set(df["vendor"]) == {"openai", "anthropic"}
         assert list(df["target"]) == [OPENAI, CLAUDE] * 3  # the grid's own order
+
+
+GEMINI = "google:gemini-2.0-flash"
+
+
+def test_gemini_batch_end_to_end_with_per_request_errors(sim: SimServer, tmp_path: Path) -> None:
+    ledger = ledger_file(tmp_path)
+    emu = sim.emulators["google"]
+    with dispatcher(sim, ledger) as d:
+        emu.faults.script(None, "400")
+        job = d.batch(["A?", "B?", "C?"], [GEMINI], max_tokens=30)
+        assert job.parts[0]["remote_id"].startswith("batches/")
+        df = _done(job).results()
+        assert list(df["status"]) == ["ok", "error", "ok"]
+        assert df.loc[1, "error_type"] == "BadRequestError"
+        rows = ledger.records(tags=f"batch:{job.id}")
+        assert len(rows) == 3 and rows[0].route_reason.startswith("batch gemini batches/")
+        assert_no_canary(*(repr(r) for r in rows), df.to_csv())
+
+
+@pytest.mark.parametrize("fault", ["expired", "failed"])
+def test_gemini_whole_batch_outcomes_and_retry(sim: SimServer, fault: str) -> None:
+    engine(sim.emulators["google"]).faults.script(fault)
+    with dispatcher(sim) as d:
+        job = d.batch(["A?", "B?"], [GEMINI], max_tokens=30)
+        df = _done(job).results()
+        assert (df["status"] == "error").all() and set(df["error_type"]) == {"BatchRequestError"}
+        assert job.retry_failed() == 2
+        assert (_done(job).results()["status"] == "ok").all()
+
+
+def test_cancel_keeps_nothing_running(sim: SimServer) -> None:
+    for name in ("openai", "anthropic", "google"):
+        engine(sim.emulators[name]).time_scale = 10.0
+    with dispatcher(sim) as d:
+        job = d.batch(["A?", "B?"], [OPENAI, CLAUDE, GEMINI], max_tokens=30)
+        job.cancel()
+        df = _done(job).results()
+        assert len(df) == 6 and (df["status"] == "error").all()
+        assert df["error"].str.contains("cancelled").all()

@@ -124,7 +124,7 @@ def read_jsonl(data: bytes) -> list[Any]:
 
 
 _REGISTRY: dict[str, BatchVendor] = {}
-_TRANSLATORS = ("_openai", "_anthropic")
+_TRANSLATORS = ("_openai", "_anthropic", "_gemini")
 
 
 def register(vendor: BatchVendor) -> None:

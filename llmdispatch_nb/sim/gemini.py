@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 from ._answers import Question
 from ._attachments import gemini_media_refusal, gemini_seen
+from ._batch_gemini import batch_routes
 from ._core import PROFILES, Fault, Generation, Profile, count_tokens, generate, paced
 from ._gemini_tools import Refused as StructuredRefused
 from ._gemini_tools import function_call_parts, read_structured
@@ -197,6 +198,7 @@ class GeminiEmulator(Emulator):
 
     def routes(self) -> list[Any]:
         return [
+            *batch_routes(self),  # Batch Mode (_batch_gemini), before models/{rest:path}
             Route("/{version}/models", self.list_models, methods=["GET"]),
             # `models/{model}:generateContent`: the colon is not a path separator, so the
             # rest of the path is taken whole and split here.
