@@ -58,6 +58,16 @@ class Structured:
         return None
 
 
+def _get(m: Any, name: str) -> Any:
+    """A field by its camelCase name or its snake_case one: the API takes both (protobuf
+    JSON), and the google-genai SDK sends some of each."""
+    if not isinstance(m, Mapping):
+        return None
+    if name in m:
+        return m[name]
+    return m.get("".join("_" + c.lower() if c.isupper() else c for c in name))
+
+
 def read_structured(body: Mapping[str, Any], config: Mapping[str, Any], info: Any,
                     model: str) -> Structured | None:
     js, oas = config.get("responseJsonSchema"), config.get("responseSchema")
@@ -73,23 +83,21 @@ def read_structured(body: Mapping[str, Any], config: Mapping[str, Any], info: An
         schema = js if js is not None else _lower_types(oas)
     specs: list[ToolSpec] = []
     for i, t in enumerate(body.get("tools") or ()):
-        decls = t.get("functionDeclarations") or t.get("function_declarations") \
-            if isinstance(t, Mapping) else None
+        decls = _get(t, "functionDeclarations")
         for j, d in enumerate(decls or ()):
             if not isinstance(d, Mapping) or not isinstance(d.get("name"), str):
                 raise Refused(f"* GenerateContentRequest.tools[{i}].function_declarations[{j}]"
                               f".name: [FIELD_INVALID] Invalid function name.\n")
-            params = d.get("parametersJsonSchema") or _lower_types(d.get("parameters")) or \
+            params = _get(d, "parametersJsonSchema") or _lower_types(d.get("parameters")) or \
                 {"type": "object", "properties": {}}
             specs.append(ToolSpec(d["name"], params))
     if specs and info.known and not info.tools:
         raise Refused(f"Function calling is not enabled for models/{model}")
-    tc = body.get("toolConfig")
-    calling = tc.get("functionCallingConfig") if isinstance(tc, Mapping) else None
+    calling = _get(_get(body, "toolConfig"), "functionCallingConfig")
     choice = None
     if isinstance(calling, Mapping):
         mode = str(calling.get("mode", "AUTO"))
-        allowed = calling.get("allowedFunctionNames") or []
+        allowed = _get(calling, "allowedFunctionNames") or []
         if mode == "ANY" and len(allowed) == 1:
             choice = str(allowed[0])
         else:
@@ -104,8 +112,8 @@ def _results(contents: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(contents, list) or not contents or not isinstance(contents[-1], Mapping):
         return ()
     out = []
-    for p in contents[-1].get("parts") or ():
-        fr = p.get("functionResponse") if isinstance(p, Mapping) else None
+    for p in contents[-1].get("parts") or ():  # (the last turn: the results just sent)
+        fr = _get(p, "functionResponse")
         if isinstance(fr, Mapping):
             out.append((str(fr.get("name", "tool")), json.dumps(fr.get("response"))))
     return tuple(out)
