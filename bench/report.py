@@ -307,6 +307,22 @@ def findings(r: dict[str, Any]) -> list[str]:
                    f"{sk['early_retries_ledger']}); RSS {sk['rss_mb'][0][1]} -> "
                    f"{sk['rss_mb'][-1][1]} MiB, {sk.get('rss_growth_second_half_mb', '–')} MiB "
                    f"of it over the second half.")
+    t = r.get("transports")
+    if t and "fanout_cpu_per_call" in t:
+        fan, plain = t["fanout_cpu_per_call"], t.get("seq_cpu_plain_per_call", {})
+        parts = [f"`{k}` {fan[k]['ratio']:.2f}x" for k in ("thin", "aiohttp", "httpx2")
+                 if "ratio" in fan.get(k, {})]
+        raw = sorted((row["median_ms"], k) for k, row in fan.items() if k.startswith("raw_"))
+        out.append(f"- Transport (section 5): CPU per call in the fan-out against the old "
+                   f"hand-written transport: {', '.join(parts)}; one at a time, plain, `thin` "
+                   f"{plain.get('thin', {}).get('ratio', '–')}x. Raw clients in the fan-out, "
+                   f"best first: " + ", ".join(f"{k} {v:.2f} ms" for v, k in raw) + ".")
+        imp = t.get("imports")
+        if imp:
+            out.append(f"- Import cost as CPU (section 5): `from llmdispatch_nb import "
+                       f"Dispatcher` {imp['ratio_vs_import_httpx']['from llmdispatch_nb import Dispatcher']:.2f}x "
+                       f"`import httpx`, httpx included; aiohttp is not imported until a "
+                       f"Dispatcher is made.")
     return ["## Findings", "", *out, ""] if out else []
 
 
