@@ -244,3 +244,25 @@ def test_gemini_cancel(sim: SimServer, gem: Any) -> None:
     gem.batches.cancel(name=job.name)
     done = _wait(lambda: gem.batches.get(name=job.name), lambda x: x.done)
     assert done.state.name == "JOB_STATE_CANCELLED" and done.dest is None
+
+
+# -- Azure OpenAI global batch ----------------------------------------------------------------
+
+
+def test_azure_sdk_runs_a_global_batch(sim: SimServer) -> None:
+    import openai
+
+    lines = _openai_lines(3).replace(b'"url": "/v1/chat/completions"',
+                                     b'"url": "/chat/completions"')
+    with openai.AzureOpenAI(api_key="az-test", azure_endpoint=sim.base_url("azure"),
+                            api_version="2024-10-21", max_retries=0) as client:
+        f = client.files.create(file=("in.jsonl", io.BytesIO(lines)), purpose="batch")
+        engine(sim.emulators["azure"]).faults.script("expired")  # Azure does not expire batches
+        b = client.batches.create(input_file_id=f.id, endpoint="/chat/completions",  # type: ignore[arg-type]
+                                  completion_window="24h")
+        done = _wait(lambda: client.batches.retrieve(b.id),
+                     lambda x: x.status in ("completed", "expired", "failed"))
+        assert done.status == "completed" and done.request_counts.completed == 3
+        out = [json.loads(x) for x in client.files.content(done.output_file_id).text.splitlines()]
+        assert {x["response"]["body"]["model"] for x in out} == {"gpt-4o-mini-2024-07-18"}
+        assert "prompt_filter_results" in out[0]["response"]["body"]  # Azure's own annotations

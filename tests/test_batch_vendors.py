@@ -112,3 +112,18 @@ def test_cancel_keeps_nothing_running(sim: SimServer) -> None:
         df = _done(job).results()
         assert len(df) == 6 and (df["status"] == "error").all()
         assert df["error"].str.contains("cancelled").all()
+
+
+def test_azure_global_batch_end_to_end(sim: SimServer, tmp_path: Path) -> None:
+    ledger = ledger_file(tmp_path)
+    with dispatcher(sim, ledger) as d:
+        job = d.batch(["A?", "B?", "C?"], ["azure:gpt-4o-mini"], max_tokens=30)
+        assert job.parts[0]["kind"] == "azure"
+        df = _done(job).results()
+        assert (df["status"] == "ok").all() and set(df["vendor"]) == {"azure"}
+        rows = ledger.records(tags=f"batch:{job.id}")
+        assert len(rows) == 3 and all(r.cost_usd for r in rows)
+        assert rows[0].route_reason.startswith("batch azure batch_")
+        assert len(engine(sim.emulators["azure"]).items) == 1
+        assert not engine(sim.emulators["openai"]).items
+        assert_no_canary(*(repr(r) for r in rows), df.to_csv())

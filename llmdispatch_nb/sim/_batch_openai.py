@@ -125,6 +125,8 @@ class _OpenAIBatches:
             if not isinstance(body.get(name), str):
                 return self._error(request, 400, f"Missing required parameter: '{name}'.", param=name)
         endpoint = body["endpoint"]
+        if self.azure and not endpoint.startswith("/v1/"):
+            endpoint = "/v1" + endpoint  # Azure's examples name it without /v1 (§15.4)
         if endpoint not in ENDPOINTS:
             return self._error(request, 400, f"Invalid value: '{endpoint}'. Supported values are: "
                                + ", ".join(f"'{e}'" for e in ENDPOINTS) + ".", param="endpoint",
@@ -173,6 +175,8 @@ class _OpenAIBatches:
             "completion_window": "24h"})
         if problems:
             batch.fault = "failed"
+        elif self.azure and batch.fault == "expired":
+            batch.fault = None  # Azure runs a long batch on rather than expire it (§15.4)
         chat = (self.chat_path if endpoint == "/v1/chat/completions"
                 else self.prefix + endpoint.removeprefix("/v1"))
         bodies = [line["body"] for line in lines] if not problems else []

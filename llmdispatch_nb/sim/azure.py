@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ._batch_openai import batch_routes
 from ._core import PROFILES, Fault, Profile
 from ._openai_wire import CHAT_PARAMS, DEFAULT_WAIT, QUOTA, Chat, Invalid, Target
 from ._server import json_response
@@ -88,6 +89,9 @@ class AzureEmulator(OpenAIEmulator):
             Route("/openai/v1/chat/completions", self.chat, methods=["POST"]),
             Route("/openai/models", self.list_models, methods=["GET"]),
             Route("/openai/v1/models", self.list_models, methods=["GET"]),
+            # Global batch: files and batches are resource-level (_batch_openai).
+            *batch_routes(self, "/openai/v1", "/openai/v1/chat/completions"),
+            *batch_routes(self, "/openai", "/openai/v1/chat/completions"),
             Route("/{path:path}", self.invalid_url,
                   methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         ]
