@@ -89,6 +89,7 @@ def _errors() -> tuple[type[BaseException], ...]:
 
 
 _LARGE = 1024 * 1024  # as aiohttp's TOO_LARGE_BYTES_BODY
+_HEAD_LIMIT = 64 * 1024
 
 
 async def _pieces(data: bytes) -> AsyncIterator[memoryview]:
@@ -169,7 +170,10 @@ class Http11Transport(httpx.AsyncBaseTransport):
         self._session = aiohttp.ClientSession(
             connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
             trust_env=False, timeout=aiohttp.ClientTimeout(total=None),
-            skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"))
+            skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"),
+            # A status line or header up to 64 KiB, as before (aiohttp's default is 8 KiB,
+            # which a gateway's long cookie or policy header could pass).
+            max_line_size=_HEAD_LIMIT, max_field_size=_HEAD_LIMIT)
         return self._session
 
     def _timeout(self, timeouts: dict[str, Any]) -> Any:

@@ -280,6 +280,18 @@ def test_each_framing_of_a_body_reads_whole() -> None:
     assert all(body == b"ping" for _, body in script.requests)
 
 
+def test_a_long_header_is_read_up_to_64_kib() -> None:
+    # A gateway's long cookie or policy header; aiohttp alone stops at 8 KiB.
+    async def main() -> tuple[bytes, int]:
+        t = Http11Transport()
+        async with Scripted(ok(b"fine", b"X-Long: " + b"y" * 40_000)) as url:
+            r = await get(t, url)
+        await t.aclose()
+        return r.content, len(r.headers["x-long"])
+
+    assert asyncio.run(main()) == (b"fine", 40_000)
+
+
 def test_a_streamed_request_body_goes_chunked() -> None:
     script = Scripted(ok(b"got it"))
 
