@@ -88,14 +88,15 @@ def value_for(schema: Mapping[str, Any], rng: random.Random, root: Mapping[str, 
         lo = int(schema.get("minItems", 1) or 0)
         hi = int(schema.get("maxItems", max(lo, 3)))
         n = rng.randint(lo, max(lo, min(hi, 3)))
-        item = schema.get("items") if isinstance(schema.get("items"), Mapping) else {}
+        item: Mapping[str, Any] = schema["items"] if isinstance(schema.get("items"), Mapping) \
+            else {}
         return [value_for(item, rng, root, words, name, depth + 1) for _ in range(n)]
     if t == "integer":
         lo = int(schema.get("minimum", 0))
         return rng.randint(lo, int(schema.get("maximum", lo + 99)))
     if t == "number":
-        lo = float(schema.get("minimum", 0))
-        return round(rng.uniform(lo, float(schema.get("maximum", lo + 100))), 2)
+        low = float(schema.get("minimum", 0))
+        return round(rng.uniform(low, float(schema.get("maximum", low + 100))), 2)
     if t == "boolean":
         return rng.random() < 0.5
     if t == "null":

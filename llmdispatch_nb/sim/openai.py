@@ -556,9 +556,11 @@ class OpenAIEmulator(Emulator):
     async def tool_events(self, chat: Chat, planned: list[Any],
                           usage: dict[str, Any]) -> AsyncIterator[bytes]:
         yield sse_frame(self.chunk(chat, {"role": "assistant", "content": None}))
-        async for delta in paced(tool_call_deltas(planned), chat.target.profile,
-                                 self.time_scale, self.rng()):
-            yield sse_frame(self.chunk(chat, delta))
+        deltas = tool_call_deltas(planned)
+        # paced() paces text pieces: pace the deltas' positions, one token's time each.
+        async for i in paced([str(i) for i in range(len(deltas))], chat.target.profile,
+                             self.time_scale, self.rng()):
+            yield sse_frame(self.chunk(chat, deltas[int(i)]))
         yield sse_frame(self.chunk(chat, {}, "tool_calls"))
         if chat.include_usage:
             last = self.chunk(chat, {})

@@ -450,7 +450,8 @@ def anthropic_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for m in messages:
         if m.role == "tool":
-            block = {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}
+            block: dict[str, Any] = {"type": "tool_result", "tool_use_id": m.tool_call_id,
+                                     "content": m.content}
             if m.content.startswith("error:"):
                 block["is_error"] = True
             last = out[-1] if out else None

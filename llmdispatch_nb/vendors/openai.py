@@ -318,7 +318,8 @@ class OpenAIStream(StreamParser):
             calls = delta.get("tool_calls") if isinstance(delta, dict) else None
             for c in calls if isinstance(calls, list) else []:
                 if isinstance(c, dict) and isinstance(c.get("index", 0), int):
-                    fn = c.get("function") if isinstance(c.get("function"), dict) else {}
+                    fn: dict[str, Any] = c["function"] if isinstance(c.get("function"), dict) \
+                        else {}
                     out.append(self.tools.piece(c.get("index", 0), c.get("id"), fn.get("name"),
                                                 fn.get("arguments")))
             raw = wire(choice.get("finish_reason"))
