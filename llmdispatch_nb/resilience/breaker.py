@@ -54,6 +54,18 @@ from ..errors import (
 )
 from .limits import LimitWaitTimeoutError
 
+
+def shared_breaker(state: Any) -> Any:
+    """The team's side of a breaker for `state=` (None: $LLMDISPATCH_STATE), or None."""
+    from ..state import resolve_state
+
+    found = resolve_state(state)
+    if found is None:
+        return None
+    from ..state._shared import SharedBreaker
+
+    return SharedBreaker(found)
+
 BreakerState = Literal["closed", "open", "half_open"]
 
 
@@ -85,6 +97,7 @@ class _Circuit:
     last_failure: str | None = None
     in_flight: int = 0  # allowed, not yet recorded or released
     recovered: int = 0  # failures a retry within the same call made good (never counted)
+    key: str = ""  # its name, for the team's shared state
 
 
 class CircuitBreaker:
@@ -98,7 +111,7 @@ class CircuitBreaker:
     def __init__(self, *, threshold: float = 0.5, min_calls: int = 5, window: int = 20,
                  cooldown_s: float = 30.0, long_retry_after_s: float = 30.0,
                  probe_timeout_s: float = 120.0, max_open_s: float = 900.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, state: Any = None) -> None:
         if not 0 < threshold <= 1:
             raise ConfigurationError(f"breaker threshold must be in (0, 1], got {threshold!r}")
         if min_calls < 1 or window < 1 or min_calls > window:
@@ -118,13 +131,16 @@ class CircuitBreaker:
         self.clock = clock
         self._circuits: dict[str, _Circuit] = {}
         self._lock = threading.Lock()
+        # Shared with a team (state=, or $LLMDISPATCH_STATE): an open circuit and the
+        # half-open probe are the team's (see llmdispatch_nb.state).
+        self.shared = shared_breaker(state)
 
     # -- internals (call with the lock held) ------------------------------------------
 
     def _get(self, key: str) -> _Circuit:
         c = self._circuits.get(key)
         if c is None:
-            c = self._circuits[key] = _Circuit(deque(maxlen=self.window))
+            c = self._circuits[key] = _Circuit(deque(maxlen=self.window), key=key)
         return c
 
     def _refresh(self, c: _Circuit, now: float) -> None:
@@ -146,6 +162,8 @@ class CircuitBreaker:
         c.open_until = max(c.open_until, until)
         c.probe_since = None
         c.outcomes.clear()
+        if self.shared is not None:
+            self.shared.opened(c.key, c.open_until - now)
 
     def _long_rate_limit(self, error: LLMDispatchError | None) -> bool:
         if not isinstance(error, RateLimitError):
@@ -157,10 +175,14 @@ class CircuitBreaker:
 
     def allow(self, key: str) -> bool:
         """May a call go to `key` now? In half-open, True exactly once (the probe)."""
+        team_open = self.shared.open_left_s(key) if self.shared is not None else None
         now = self.clock()
         with self._lock:
             c = self._get(key)
             self._refresh(c, now)
+            if team_open and c.state != "open":  # another kernel opened it
+                c.state, c.open_until, c.probe_since = "open", now + team_open, None
+                c.outcomes.clear()
             if c.state == "closed":
                 c.in_flight += 1
                 return True
@@ -168,6 +190,8 @@ class CircuitBreaker:
                 return False
             if c.probe_since is not None:
                 return False
+            if self.shared is not None and not self.shared.take_probe(key, self.probe_timeout_s):
+                return False  # another kernel is probing for the team
             c.probe_since = now
             c.in_flight += 1
             return True
@@ -180,6 +204,8 @@ class CircuitBreaker:
                 c.in_flight = max(0, c.in_flight - 1)
                 if c.state == "half_open":
                     c.probe_since = None
+                    if self.shared is not None:
+                        self.shared.give_back_probe(key)
 
     def hold(self, key: str, error: LLMDispatchError | None) -> None:
         """An attempt on `key` failed and the call will retry it: its verdict waits for
@@ -246,6 +272,8 @@ class CircuitBreaker:
                     c.state = "closed"
                     c.probe_since = None
                     c.outcomes.clear()
+                    if self.shared is not None:
+                        self.shared.closed(key)
                 return
             if c.state == "open":
                 # Late results of calls sent before the trip. A success does not close
@@ -282,6 +310,8 @@ class CircuitBreaker:
             c.open_until = max(c.open_until, now + (self.cooldown_s if seconds is None else seconds))
             c.probe_since = None
             c.outcomes.clear()
+            if self.shared is not None:
+                self.shared.opened(key, c.open_until - now)
 
     def reset(self, key: str | None = None) -> None:
         """Forget `key` (closed, empty window), or every key."""
@@ -290,6 +320,8 @@ class CircuitBreaker:
                 self._circuits.clear()
             else:
                 self._circuits.pop(key, None)
+                if self.shared is not None:
+                    self.shared.closed(key)
 
     # -- reading ----------------------------------------------------------------------
 

@@ -27,10 +27,23 @@ import math
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import BudgetExceededError, ConfigurationError
 
 _UNITS = 1_000_000_000  # nano-dollars per dollar
+
+
+def shared_budget(state: Any) -> Any:
+    """The team's side of a budget for `state=` (None: $LLMDISPATCH_STATE), or None."""
+    from ..state import resolve_state
+
+    found = resolve_state(state)
+    if found is None:
+        return None
+    from ..state._shared import SharedBudget
+
+    return SharedBudget(found)
 
 POLICIES = ("fit", "refuse")  # what happens when a call's worst case does not fit
 MIN_FITTED_TOKENS = 16  # a fitted answer shorter than this is refused instead: too short to use
@@ -79,6 +92,8 @@ class Reservation:
     # The answer tokens reserved for (see `Budget.reserve_worst`): fewer than asked means
     # "send the call with max_tokens = this", so the vendor cannot bill past the reservation.
     output_tokens: int | None = None
+    # The team's reservation in shared state (its id and accounts), if the budget has one.
+    _team: tuple[str, list[str]] | None = field(repr=False, default=None)
 
     @property
     def open(self) -> bool:
@@ -101,7 +116,7 @@ class Budget:
     Spending is tracked for every tag seen, limited or not, so it can be shown."""
 
     def __init__(self, limit_usd: float | None = None, per_tag: Mapping[str, float] | None = None,
-                 *, allow_unknown: bool = False, policy: str = "fit") -> None:
+                 *, allow_unknown: bool = False, policy: str = "fit", state: Any = None) -> None:
         # Re-entrant: reserve_worst reads what is left and reserves under one hold.
         self._lock = threading.RLock()
         if policy not in POLICIES:
@@ -111,6 +126,8 @@ class Budget:
         self._total = _Account()
         self._tags: dict[str, _Account] = {}
         self.allow_unknown = allow_unknown
+        # Shared with a team (state=, or $LLMDISPATCH_STATE): see llmdispatch_nb.state.
+        self.shared = shared_budget(state)
         self.set_limit(limit_usd)
         if per_tag is not None and not isinstance(per_tag, Mapping):
             raise ConfigurationError(f"per_tag must map tag names to dollars, e.g. "
@@ -201,10 +218,16 @@ class Budget:
                             f"max_tokens at list price)",
                             advice="Raise the budget, lower max_tokens or pick a cheaper model",
                             budget=_usd(acct.limit), spent=_usd(acct.used()), estimate=amount_usd)
+            team = None
+            if self.shared is not None:  # the team's accounts too, in one atomic step
+                tag_limits = {t: self._tags[t].limit for t in tags if t in self._tags}
+                rid, scopes = self.shared.take(units, tags, self._total.limit, tag_limits,
+                                               _usd(units), what)
+                team = (rid, scopes) if rid is not None else None
             self._total.reserved += units
             for t in tags:
                 self._tags.setdefault(t, _Account()).reserved += units
-        return Reservation(self, _usd(units), tags, units)
+        return Reservation(self, _usd(units), tags, units, _team=team)
 
     def reserve_worst(self, prompt_usd: float | None, usd_per_output_token: float | None,
                       output_tokens: int, tags: Iterable[str] = (), max_cost: float | None = None,
@@ -258,6 +281,8 @@ class Budget:
                 acct.reserved -= r._units
                 if spent:
                     acct.spent += charge
+        if r._team is not None and self.shared is not None:
+            self.shared.settle(r._team[0], r._team[1], charge if spent else 0)
 
     # -- reading ----------------------------------------------------------------------
 

@@ -45,6 +45,18 @@ _EPS = 1e-9
 OnWait = Callable[[float | None, str | None], None]
 
 
+def shared_limiter(state: Any) -> Any:
+    """The team's side of a limiter for `state=` (None: $LLMDISPATCH_STATE), or None."""
+    from ..state import resolve_state
+
+    found = resolve_state(state)
+    if found is None:
+        return None
+    from ..state._shared import SharedLimiter
+
+    return SharedLimiter(found)
+
+
 class LimitWaitTimeoutError(VendorTimeoutError):
     """The call's deadline passed while it waited for a client-side limit; nothing was sent.
 
@@ -170,13 +182,14 @@ class Lease:
     """A granted slot. Leaving `RateLimiter.slot` frees the concurrency; `settle` fixes
     the tokens counted against tokens-per-minute to what was really used."""
 
-    __slots__ = ("_limiter", "_released", "_states", "tokens")
+    __slots__ = ("_limiter", "_released", "_states", "shared", "tokens")
 
     def __init__(self, limiter: RateLimiter, states: tuple[_KeyState, ...], tokens: int) -> None:
         self._limiter = limiter
         self._states = states
         self.tokens = tokens
         self._released = False
+        self.shared: Any = None  # the team's slot, when the limiter is shared
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -188,6 +201,8 @@ class Lease:
         self.tokens = actual_tokens
         if not delta or not self._states:
             return
+        if self.shared is not None:
+            self.shared.settle(delta)
         with self._limiter._lock:
             now = self._limiter.clock()
             for s in self._states:
@@ -200,6 +215,8 @@ class Lease:
         if self._released:
             return
         self._released = True
+        if self.shared is not None:
+            self.shared.release()
         if not self._states:
             return
         with self._limiter._lock:
@@ -218,9 +235,13 @@ class RateLimiter:
 
     def __init__(self, limits: Mapping[str, Limit] | None = None, *,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+                 state: Any = None) -> None:
         self.clock = clock
         self._sleep = sleep
+        # Shared with a team (state=, or $LLMDISPATCH_STATE): a call takes room here,
+        # then in the team's buckets and slots (see llmdispatch_nb.state).
+        self.shared = shared_limiter(state)
         self._lock = threading.RLock()
         self._states: dict[str, _KeyState] = {}
         for key, limit in (limits or {}).items():
@@ -268,6 +289,23 @@ class RateLimiter:
         `self.clock`) passes first. Its `retryable` is False: the call's own deadline is
         what ran out.
         """
+        lease = await self._acquire_here(keys, tokens, deadline, on_wait)
+        if self.shared is not None and lease._states:
+            states = lease._states
+            try:
+                lease.shared = await self.shared.acquire(
+                    [(s.key, s.limit) for s in states], tokens, deadline, self.clock,
+                    lambda: LimitWaitTimeoutError(
+                        "the call's deadline passed while waiting for the team's shared "
+                        "limit (" + ", ".join(s.key for s in states) + "); nothing was sent. "
+                        "Raise the limit or the deadline", vendor=states[0].key.partition(":")[0]))
+            except BaseException:
+                lease.release()
+                raise
+        return lease
+
+    async def _acquire_here(self, keys: Sequence[str], tokens: int, deadline: float | None,
+                            on_wait: OnWait | None) -> Lease:
         got = self._states.get
         states = tuple(s for k in dict.fromkeys(keys) if (s := got(k)) is not None)
         if not states:
