@@ -550,11 +550,57 @@ def test_sweeps_and_evals(run: Callable[[str], Any]) -> None:
     assert "served by " in stdout(nb, "apply")
 
 
+# -- structured output, tools and images ------------------------------------------------------
+
+
+def test_structured_and_tools(run: Callable[[str], Any]) -> None:
+    nb = run("structured_and_tools.ipynb")
+    assert_no_errors(nb)
+    check_probe(nb, sys.executable)
+
+    # A schema: each column shows the parsed Person as a table, and says it fit.
+    columns, meta = grid(nb, "schema")
+    assert [c["target"] for c in meta["columns"]] == ALIASES
+    for text in columns:
+        assert "name" in text and "age" in text and "valid against Person" in text
+    assert stdout(nb, "schema-read").count("valid=True parsed=Person(") == 3
+
+    # A tool: each column shows the call, its result, and the answer made from it.
+    columns, _ = grid(nb, "tools")
+    for text in columns:
+        assert "tool calls, run" in text and "get_weather(city=Lisbon" in text
+        assert "sunny, 21 degrees" in text
+    assert stdout(nb, "tools-read").count("2 rounds, called get_weather(") == 3
+
+    # An image: its thumbnail first, then three columns whose answers say what they got.
+    thumb, answers = shown(nb, "image", "text/html")
+    assert '<img src="data:image/png;base64,iVBORw0KGgo' in thumb["data"]["text/html"]
+    parser = _Grid()
+    parser.feed(answers["data"]["text/html"])
+    assert len(parser.columns) == 3
+    for parts in parser.columns:
+        assert "[attached image: PNG, 52×40 px" in " ".join(parts)
+    api = stdout(nb, "api")
+    assert "[attached image: PNG, 52×40 px" in api and "'sha256': '" in api
+    assert "'bytes': " in api and "iVBORw0KGgo" not in api  # the ledger: hash and size only
+
+    # The sweep, scored: one emulated answer broke the schema and scores 0 for it.
+    people = frame(nb, "sweep")
+    assert people.columns == ["target", "repeat", "status", "valid", "lisbon", "adult", "score"]
+    assert len(people) == 6 and set(people.column("status")) == {"ok"}
+    assert sorted(people.column("valid")) == ["0.0"] + ["1.0"] * 5
+    per_target = frame(nb, "pivot")
+    assert [i[0] for i in per_target.index] == TRIO and "valid" in per_target.columns
+    tools = frame(nb, "pivot-tools")
+    assert {float(v) for v in tools.column("called") + tools.column("right_city")} == {1.0}
+
+
 def test_saved_notebooks_carry_no_outputs() -> None:
     """Committed without outputs or execution counts (small diffs, no stale results)."""
     names = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
     assert names == ["compare_vendors.ipynb", "cost_latency_analysis.ipynb", "quickstart.ipynb",
-                     "routing_and_fallback.ipynb", "sweeps_and_evals.ipynb"]
+                     "routing_and_fallback.ipynb", "structured_and_tools.ipynb",
+                     "sweeps_and_evals.ipynb"]
     for name in names:
         nb = nbformat.read(NOTEBOOKS / name, as_version=4)
         nbformat.validate(nb)
