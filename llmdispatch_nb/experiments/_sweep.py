@@ -91,7 +91,8 @@ def sweep(prompts: Any, targets: str | Sequence[str], vars: Any = None, n: int =
           temperature: float | None = None, concurrency: int | None = None,
           tags: Sequence[str] = (), progress: bool | Progress = True, resume: bool = True,
           max_cost: float | None = None, name: str | None = None, schema: Any = None,
-          tools: Sequence[Any] = (), tool_choice: str | None = None) -> pd.DataFrame:
+          tools: Sequence[Any] = (), tool_choice: str | None = None,
+          mode: str = "live") -> pd.DataFrame:
     """Run every prompt x var row x target x repeat; one DataFrame row per run.
 
     `prompts`: a string, a list or dict of strings, or a pandas Series / DataFrame
@@ -102,7 +103,9 @@ def sweep(prompts: Any, targets: str | Sequence[str], vars: Any = None, n: int =
     dict name -> function; each becomes a score column, and `score` is their mean.
     `max_cost`: the most (US dollars) this call may spend; reaching it stops the sweep
     like any budget. `name`: a sweep id of your choosing (else one from the prompts,
-    vars and parameters), for resuming a sweep whose prompts you edited. `schema`,
+    vars and parameters), for resuming a sweep whose prompts you edited. `mode="batch"`
+    submits the grid to the vendors' batch engines at half price and waits for it (see
+    `Dispatcher.batch`: resumable from another kernel, latency is the turnaround). `schema`,
     `tools`, `tool_choice`: sent with every run as `Dispatcher.send` sends them; the rows
     then also have parsed, valid, validation_errors and tool_calls, which `schema_valid()`,
     `field_equals()` and `tool_called()` score (runs with tools are never resumed: the
@@ -114,6 +117,13 @@ def sweep(prompts: Any, targets: str | Sequence[str], vars: Any = None, n: int =
     call_id, error_type, error, one per evaluator (+ `<name>_error` where one raised), score.
     """
     d = dispatcher if dispatcher is not None else _default_dispatcher()
+    if mode != "live":  # mode="batch": the vendors' batch engines, half price (llmdispatch_nb.batch)
+        from ..batch._sweep import batch_sweep
+
+        return batch_sweep(d, mode, prompts, targets, vars, n, evaluators, system=system,
+                           max_tokens=max_tokens, temperature=temperature, tags=tags,
+                           progress=progress, max_cost=max_cost, name=name,
+                           structured=(schema, tools, tool_choice))
     plan = _prepare(d, prompts, targets, vars, n, evaluators, system, max_tokens,
                     temperature, tags, resume, name, max_cost,
                     _structured(schema, tools, tool_choice))

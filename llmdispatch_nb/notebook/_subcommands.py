@@ -363,6 +363,24 @@ def handle_panel(m: LLMMagics, sub: Subcommand) -> Any:
         _show(shown)
 
 
+def handle_batch(m: LLMMagics, sub: Subcommand) -> None:
+    from ..batch._magic import handle
+
+    handle(_dispatcher(), list(sub.args), m.shell.user_ns if m.shell is not None else None,
+           UsageError, CellError, _show)
+
+
+def handle_team(m: LLMMagics, sub: Subcommand) -> None:
+    expect(sub, 0, "")
+    from ._team import team_view
+
+    for part in team_view(_dispatcher()):
+        if isinstance(part, str):
+            print(part)
+        else:
+            _show(part)
+
+
 def handle_help(m: LLMMagics, sub: Subcommand) -> None:
     print(USAGE)
 
