@@ -36,7 +36,7 @@ def with_format_hint(system: str | None, fmt: str) -> str | None:
     return f"{system}\n\n{hint}" if system else hint
 PLOTS = ("latency", "ttft", "cost", "tradeoff")
 SUBCOMMANDS = ("vendors", "models", "alias", "unalias", "stats", "calls", "plot", "budget",
-               "cache", "config", "chats", "reset", "panel", "batch", "help")
+               "cache", "config", "chats", "reset", "panel", "batch", "team", "help")
 
 USAGE = """\
 Send the cell to one or more LLMs; stream the answer; compare targets side by side.
@@ -100,6 +100,7 @@ Subcommands:
   %llm chats               the conversations;  %llm reset [NAME]  clear one (or all)
   %llm config              the magic's settings (%config LLMMagics.<name> = value)
   %llm panel               the widget panel
+  %llm team                the team's spend per user, vendor and model; the shared budget
   %llm batch [submit PROMPTS TARGET... | status|wait|cancel|results [JOB]]
                            sweeps on the vendors' batch engines (half price, resumable)
 

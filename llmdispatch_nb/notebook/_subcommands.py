@@ -370,6 +370,17 @@ def handle_batch(m: LLMMagics, sub: Subcommand) -> None:
            UsageError, CellError, _show)
 
 
+def handle_team(m: LLMMagics, sub: Subcommand) -> None:
+    expect(sub, 0, "")
+    from ._team import team_view
+
+    for part in team_view(_dispatcher()):
+        if isinstance(part, str):
+            print(part)
+        else:
+            _show(part)
+
+
 def handle_help(m: LLMMagics, sub: Subcommand) -> None:
     print(USAGE)
 
