@@ -79,13 +79,15 @@ class Tool:
 class ToolCall:
     """One call the model asked for. `arguments` is parsed (a dict); `raw_arguments` is
     the JSON text as the vendor sent it; `error` says why the arguments could not be read
-    (not JSON, not an object), in which case `arguments` is empty."""
+    (not JSON, not an object), in which case `arguments` is empty. `signature` is an opaque
+    token the vendor wants back with the call (Gemini's `thoughtSignature`)."""
 
     id: str
     name: str
     arguments: Mapping[str, Any] = field(default_factory=dict)
     raw_arguments: str = ""
     error: str | None = None
+    signature: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

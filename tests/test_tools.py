@@ -294,3 +294,28 @@ def test_sweep_scored_with_the_structured_evaluators(d: ld.Dispatcher) -> None:
     assert calls["tool_called:get_weather"].tolist() == [1.0] * 6
     assert calls["asked_lima"].tolist() == [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
     assert all(c[0]["name"] == "get_weather" for c in calls["tool_calls"])
+
+
+# -- Gemini's thought signatures: kept with each call and sent back with it ----------------
+
+
+def test_gemini_3_signatures_round_trip(d: ld.Dispatcher) -> None:
+    run_ = d.run_tools(ASK, "google:gemini-3-flash-preview", tools=[get_weather])
+    assert run_.stopped == "answered"
+    calls = run_.rounds[0].tool_calls
+    assert all(c.signature for c in calls)
+    replayed = bodies(d, "google", 1)[0]["contents"][1]["parts"]
+    assert [p["thoughtSignature"] for p in replayed] == [c.signature for c in calls]
+    # The same history without the signatures is refused, as Gemini 3 refuses it.
+    unsigned = [ld.Message("user", ASK),
+                ld.Message("assistant", "", tuple(ld.ToolCall(c.id, c.name, c.arguments)
+                                                  for c in calls)),
+                *(ld.Message("tool", "{}", tool_call_id=c.id, name=c.name) for c in calls)]
+    with pytest.raises(ld.errors.BadRequestError, match="missing a thought_signature"):
+        d.send(unsigned, "google:gemini-3-flash-preview", tools=[get_weather])
+
+
+def test_gemini_streamed_calls_keep_their_signature(d: ld.Dispatcher) -> None:
+    r, events = run(d, True, "google:gemini-3-flash-preview", tools=[get_weather])
+    assert r.tool_calls and all(c.signature for c in r.tool_calls)
+    assert [e.call for e in events if e.kind == "tool_call"] == list(r.tool_calls)

@@ -6,6 +6,8 @@ parts, each call whole in one chunk, `finishReason: "STOP"`).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,6 +45,7 @@ class Structured:
     tools: tuple[ToolSpec, ...]
     choice: str | None
     results: tuple[tuple[str, str], ...]
+    signed: bool = False  # a thinking model: each call carries a thoughtSignature
 
     def planned(self, model: str, question: str, fault_kind: str | None) -> list[PlannedCall]:
         return plan_calls(self.tools, self.choice, question, model,
@@ -103,9 +106,36 @@ def read_structured(body: Mapping[str, Any], config: Mapping[str, Any], info: An
         else:
             choice = {"AUTO": "auto", "ANY": "required", "NONE": "none",
                       "VALIDATED": "auto"}.get(mode, "auto")
+    if info.thinking == "level":
+        _check_signatures(body.get("contents"))
     if schema is None and not specs:
         return None
-    return Structured(schema, tuple(specs), choice, _results(body.get("contents")))
+    return Structured(schema, tuple(specs), choice, _results(body.get("contents")),
+                      bool(info.reasoning))
+
+
+def _check_signatures(contents: Any) -> None:
+    """Gemini 3 refuses a replayed call of the current turn without its thoughtSignature."""
+    if not isinstance(contents, list):
+        return
+    # The current turn: from the last user turn that carries text, on.
+    start = max((i for i, c in enumerate(contents) if isinstance(c, Mapping)
+                 and c.get("role", "user") == "user"
+                 and any(isinstance(p, Mapping) and "text" in p for p in c.get("parts") or ())),
+                default=0)
+    for c in contents[start:]:
+        if not isinstance(c, Mapping) or c.get("role") != "model":
+            continue
+        for pos, p in enumerate(c.get("parts") or ()):
+            fc = _get(p, "functionCall")
+            if isinstance(fc, Mapping) and not _get(p, "thoughtSignature"):
+                raise Refused(f"Function call is missing a thought_signature in functionCall "
+                              f"parts. This is required for tools to work correctly, and "
+                              f"missing thought_signature may lead to degraded model "
+                              f"performance. Additional data, function call "
+                              f"`default_api:{fc.get('name')}` , position {pos + 1}. Please "
+                              f"refer to https://ai.google.dev/gemini-api/docs/thought-signatures "
+                              f"for more details.")
 
 
 def _results(contents: Any) -> tuple[tuple[str, str], ...]:
@@ -119,7 +149,15 @@ def _results(contents: Any) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def function_call_parts(planned: list[PlannedCall]) -> list[dict[str, Any]]:
-    """The calls as `functionCall` parts (with the id the Gemini API now gives each)."""
-    return [{"functionCall": {"name": p.name, "args": p.arguments,
-                              "id": call_id("", p, 8)}} for p in planned]
+def function_call_parts(planned: list[PlannedCall], signed: bool = False) -> list[dict[str, Any]]:
+    """The calls as `functionCall` parts (with the id the Gemini API now gives each, and
+    for a thinking model an opaque `thoughtSignature` to be sent back with the call)."""
+    out: list[dict[str, Any]] = []
+    for p in planned:
+        part: dict[str, Any] = {"functionCall": {"name": p.name, "args": p.arguments,
+                                                 "id": call_id("", p, 8)}}
+        if signed:
+            raw = hashlib.sha256(("signature|" + p.id_seed).encode()).digest()
+            part["thoughtSignature"] = base64.b64encode(raw * 2).decode()
+        out.append(part)
+    return out

@@ -362,7 +362,7 @@ class GeminiEmulator(Emulator):
             fault = Fault("context-length")
         reply = Reply(self, model, profile, gen, config, thoughts)
         if structured is not None and fault is None and planned:
-            reply.calls = function_call_parts(planned)
+            reply.calls = function_call_parts(planned, structured.signed)
         if fault is not None:
             if fault.kind == "hang":
                 await hang(request, fault.hang_s)

@@ -37,7 +37,8 @@ def check_tools(request: Request, vendor: str, model: str) -> None:
             f"{vendor!r}, {model!r}, tools=True)")
 
 
-def tool_call(call_id: Any, name: Any, arguments: str | Mapping[str, Any] | None) -> ToolCall:
+def tool_call(call_id: Any, name: Any, arguments: str | Mapping[str, Any] | None,
+              signature: Any = None) -> ToolCall:
     """One call in our shape, from a vendor's id, name and arguments (JSON text or a dict)."""
     args, error = parse_arguments(arguments if isinstance(arguments, str | Mapping) else None)
     raw = arguments if isinstance(arguments, str) else ""
@@ -45,7 +46,8 @@ def tool_call(call_id: Any, name: Any, arguments: str | Mapping[str, Any] | None
         import json
 
         raw = json.dumps(arguments)
-    return ToolCall(wire(call_id) or "", wire(name) or "", args, raw, error)
+    return ToolCall(wire(call_id) or "", wire(name) or "", args, raw, error,
+                    signature if isinstance(signature, str) and signature else None)
 
 
 class ToolCallAssembler:
@@ -57,6 +59,7 @@ class ToolCallAssembler:
         self.names: dict[int, str] = {}
         self.pieces: dict[int, list[str]] = {}
         self.done: list[ToolCall] = []
+        self.signatures: dict[int, str] = {}
         self._closed: set[int] = set()
 
     def piece(self, index: int, call_id: Any, name: Any, arguments: Any) -> ToolCallDelta:
@@ -69,10 +72,13 @@ class ToolCallAssembler:
         self.pieces.setdefault(index, []).append(text)
         return ToolCallDelta(index, cid, cname, text)
 
-    def whole(self, index: int, call_id: Any, name: Any, arguments: Any) -> list[Any]:
+    def whole(self, index: int, call_id: Any, name: Any, arguments: Any,
+              signature: str | None = None) -> list[Any]:
         """A call that arrived in one piece (Gemini): its delta and its event."""
         import json
 
+        if signature:
+            self.signatures[index] = signature
         text = json.dumps(arguments) if isinstance(arguments, Mapping) else \
             arguments if isinstance(arguments, str) else ""
         return [self.piece(index, call_id, name, text), *self.finish(index)]
@@ -85,7 +91,7 @@ class ToolCallAssembler:
                 continue
             self._closed.add(i)
             call = tool_call(self.ids.get(i, ""), self.names.get(i, ""),
-                             "".join(self.pieces[i]))
+                             "".join(self.pieces[i]), self.signatures.get(i))
             self.done.append(call)
             out.append(ToolCallEvent(i, call))
         return out

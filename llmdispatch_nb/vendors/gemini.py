@@ -453,7 +453,7 @@ class GeminiStream(StreamParser):
             for call in candidate_tool_calls(candidate, first=len(self.tools.pieces)):
                 # A call arrives whole in one chunk on the Gemini API (section 13.4).
                 out.extend(self.tools.whole(len(self.tools.pieces), call.id, call.name,
-                                            call.raw_arguments))
+                                            call.raw_arguments, call.signature))
         if "usage_unreliable" not in self.extra:  # after one bad block, no count is believed
             try:
                 fields = usage_fields(chunk.get("usageMetadata"))
@@ -524,7 +524,8 @@ def candidate_tool_calls(candidate: Mapping[str, Any], first: int = 0) -> tuple[
         if isinstance(fc, Mapping):
             name = wire(fc.get("name")) or ""
             out.append(tool_call(fc.get("id") or f"{name}-{first + len(out)}", name,
-                                 fc.get("args") if isinstance(fc.get("args"), Mapping) else {}))
+                                 fc.get("args") if isinstance(fc.get("args"), Mapping) else {},
+                                 p.get("thoughtSignature")))
     return tuple(out)
 
 
@@ -560,7 +561,11 @@ def gemini_contents(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
         if m.attachments:  # the media before the text, as Gemini's prompting guide advises
             parts = [gemini_part(a) for a in m.attachments] + ([{"text": m.content}]
                                                               if m.content else [])
-        parts.extend({"functionCall": {"name": c.name, "args": dict(c.arguments), "id": c.id}}
-                     for c in m.tool_calls)
+        for c in m.tool_calls:
+            call_part: dict[str, Any] = {"functionCall": {
+                "name": c.name, "args": dict(c.arguments), "id": c.id}}
+            if c.signature:  # a thinking model wants its signature back with the call
+                call_part["thoughtSignature"] = c.signature
+            parts.append(call_part)
         out.append({"role": "model" if m.role == "assistant" else "user", "parts": parts})
     return out
