@@ -28,8 +28,10 @@ from .._config import VENDORS
 from .._dispatcher import Dispatcher
 from .._stream import Stream
 from .._types import REASONING_LEVELS
+from ._errors import CellError
 from ._panel_column import Column
 from ._panel_ledger import LedgerView
+from ._structured_view import cell_extras
 
 __all__ = ["Panel", "PanelState", "TargetChoice", "panel", "target_choices"]
 
@@ -104,6 +106,10 @@ class RunSettings:
     repeat: int
     max_cost: float | None
     reasoning: str | None = None  # None: the model's default
+    # As %%llm's --schema / --tool / --image: names in the notebook, paths (read at click)
+    schema: str | None = None
+    tools: tuple[str, ...] = ()
+    images: tuple[str, ...] = ()
 
     def call_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {"system": self.system, "temperature": self.temperature,
@@ -137,6 +143,7 @@ class Panel:
         self._idle.set()
         self._wake = threading.Event()
         self._supervisor: threading.Thread | None = None
+        self._extras: tuple[dict[str, Any], list[Any]] = ({}, [])
         self.choices = target_choices(dispatcher)
         self._simulated = {c.target: c.simulated for c in self.choices}
         self._build()
@@ -150,6 +157,16 @@ class Panel:
         self.prompt.add_class("llmd-prompt")
         self.system = widgets.Textarea(placeholder="System prompt (optional)", rows=2, layout=full)
         self.system.add_class("llmd-system")
+        # What %%llm's --schema, --tool and --image take: names from the notebook, paths.
+        self.schema = widgets.Text(placeholder="Schema: a pydantic model, dataclass, TypedDict "
+                                   "or dict in the notebook (optional)", layout=full)
+        self.schema.add_class("llmd-schema")
+        self.tools = widgets.Text(placeholder="Tools: function names, comma-separated (optional)",
+                                  layout=full)
+        self.tools.add_class("llmd-tools")
+        self.images = widgets.Text(placeholder="Images: paths, comma-separated (optional)",
+                                   layout=full)
+        self.images.add_class("llmd-images")
         options = [(c.label, c.target) for c in self.choices]
         self.targets = widgets.SelectMultiple(
             options=options, value=self._initial_selection(), rows=min(10, max(3, len(options))),
@@ -190,7 +207,8 @@ class Panel:
         controls = widgets.VBox([self.temperature, self.max_tokens, self.reasoning, self.strategy,
                                  self.repeat, self.max_cost])
         compose = widgets.VBox([
-            widgets.HBox([widgets.VBox([self.prompt, self.system],
+            widgets.HBox([widgets.VBox([self.prompt, self.system, self.schema, self.tools,
+                                        self.images],
                                        layout=widgets.Layout(flex="1 1 0")),
                           self.targets, controls]),
             widgets.HBox([self.send_button, self.compare_button, self.cancel_all_button,
@@ -261,7 +279,9 @@ class Panel:
             prompt=self.prompt.value, system=self.system.value.strip() or None,
             temperature=float(self.temperature.value), max_tokens=int(self.max_tokens.value),
             strategy=self.strategy.value or None, repeat=int(self.repeat.value),
-            max_cost=float(self.max_cost.value) or None, reasoning=self.reasoning.value or None)
+            max_cost=float(self.max_cost.value) or None, reasoning=self.reasoning.value or None,
+            schema=self.schema.value.strip() or None, tools=_names(self.tools.value),
+            images=_names(self.images.value))
 
     def _start(self, targets: Sequence[str]) -> bool:
         with self._lock:
@@ -274,6 +294,11 @@ class Panel:
                 return False
             if not targets:
                 self.status.value = self._status_html("pick at least one target", "#b00020")
+                return False
+            try:  # a schema or tool name the notebook lacks, an image that is not one
+                self._extras = _read_extras(settings)
+            except CellError as exc:
+                self.status.value = self._status_html(exc.line, "#b00020")
                 return False
             self.state = "running"
             self._idle.clear()
@@ -301,10 +326,12 @@ class Panel:
 
     def _supervise(self, columns: list[Column], settings: RunSettings) -> None:
         try:
-            params = settings.call_params()
+            extras, attached = self._extras
+            params = {**settings.call_params(), **extras}
+            prompt: Any = [settings.prompt, *attached] if attached else settings.prompt
 
             def start(target: str) -> Stream:
-                return self.dispatcher.stream(settings.prompt, target, **params)
+                return self.dispatcher.stream(prompt, target, **params)
 
             def work(column: Column) -> None:
                 try:
@@ -373,6 +400,19 @@ class Panel:
 
     def __repr__(self) -> str:
         return f"<llmdispatch panel: {self.state}, {len(self.columns)} columns>"
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def _read_extras(settings: RunSettings) -> tuple[dict[str, Any], list[Any]]:
+    """The schema, tools and images the fields name, read from the notebook's namespace."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    return cell_extras(settings.schema, settings.tools, settings.images,
+                       shell.user_ns if shell is not None else {})
 
 
 def _close_tree(widget: widgets.Widget) -> None:

@@ -23,6 +23,7 @@ from .._types import Response, TextDelta, Usage, UsageUpdate, Waiting, estimate_
 from ..errors import MidStreamError, redact
 from ._escape import html_block
 from ._run import wait_text
+from ._structured_view import structured_html
 
 ColumnStatus = Literal["waiting", "streaming", "done", "error", "cancelled"]
 FINAL: tuple[ColumnStatus, ...] = ("done", "error", "cancelled")
@@ -245,6 +246,8 @@ class Column:
                     f"{html.escape(self.error)}</div>")
         elif self.status == "cancelled":
             out += "<div class='llmd-cancelled' style='color:#8d6e00'>cancelled</div>"
+        if self.responses:  # a schema's parsed table and verdict, the tool calls made
+            out += structured_html(self.responses[-1])
         return html_block(out)  # MathJax would pair the dollar signs of an answer
 
     def _stats_html(self, now: float) -> str:

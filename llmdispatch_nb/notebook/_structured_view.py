@@ -67,6 +67,8 @@ def _parts(run: Any) -> tuple[Response | None, str | None, Any]:
     """A `_run.Run`'s answer, the schema's name and the tool run (when --run-tools ran)."""
     if run is None:
         return None, None, None
+    if isinstance(run, Response):  # the panel's column keeps responses, not runs
+        return run, None, None
     return run.response, getattr(run, "schema", None), getattr(run, "tool_run", None)
 
 
