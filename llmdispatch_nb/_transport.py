@@ -103,8 +103,11 @@ def response_hook(caps: ResponseCaps) -> Callable[[httpx.Response], Awaitable[No
 
 
 def cap_response(response: httpx.Response, caps: ResponseCaps) -> None:
-    """Read `response` through `CappedBody` (which decodes it) from now on."""
+    """Read `response` through `CappedBody` (which decodes it) from now on. A request may
+    carry a cap of its own in bytes, `extensions["llmdispatch_max_body"]` (a batch's result
+    file, many answers in one body, may be far larger than one answer)."""
     streamed = response.headers.get("content-type", "").startswith("text/event-stream")
+    own = response.request.extensions.get("llmdispatch_max_body")
     codings = [c.strip().lower() for c in response.headers.get("content-encoding", "").split(",")]
     codings = [c for c in codings if c and c != "identity"]
     if codings:
@@ -117,8 +120,9 @@ def cap_response(response: httpx.Response, caps: ResponseCaps) -> None:
             codings = []
     inner = response.stream
     assert isinstance(inner, httpx.AsyncByteStream)  # our clients are async ones
+    limit = own if isinstance(own, int) and own > 0 else caps.stream if streamed else caps.body
     response.stream = CappedBody(
-        inner, caps.stream if streamed else caps.body,
+        inner, limit,
         "the streamed answer" if streamed else "the response body",
         "stream" if streamed else "body", codings)
 

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from llmdispatch_nb import Dispatcher, Endpoint, Secret
+from llmdispatch_nb._clients import new_client
 from llmdispatch_nb._sse import SSEDecoder, iter_sse
 from llmdispatch_nb._transport import MIB, CapExceeded, ResponseCaps, response_caps
 from llmdispatch_nb.errors import ConfigurationError, ResponseTooLargeError
@@ -184,6 +185,27 @@ def test_compressed_answers_under_the_cap_still_read(coding: str, pack: Callable
         plain(pack(answer(text)), b"Content-Encoding: " + coding.encode()), stream=False)
     assert out == text
     assert [r.status for r in records] == ["ok"]
+
+
+def test_a_request_may_carry_a_cap_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A batch's result file holds many answers: its request may allow more than one answer.
+    monkeypatch.setenv("LLMDISPATCH_MAX_BODY_MB", "0.01")
+    body = b"x" * 50_000
+
+    async def main() -> tuple[int, str]:
+        async with Misbehaving(plain(body)) as url, Misbehaving(plain(body)) as url2:
+            client = new_client(httpx.Timeout(5.0))
+            try:
+                big = httpx.Request("GET", url, extensions={"llmdispatch_max_body": 100_000})
+                got = len((await client.send(big)).content)
+                with pytest.raises(CapExceeded) as info:
+                    await client.send(httpx.Request("GET", url2))
+                return got, str(info.value)
+            finally:
+                await client.aclose()
+
+    got, refused = asyncio.run(main())
+    assert got == 50_000 and "LLMDISPATCH_MAX_BODY_MB" in refused
 
 
 def test_a_body_with_no_length_that_never_ends(monkeypatch: pytest.MonkeyPatch) -> None:
