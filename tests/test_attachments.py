@@ -316,3 +316,34 @@ def test_the_ledger_and_cache_keep_a_hash_and_a_size_never_the_bytes(sim: SimSer
         for needle in (b"canary-pixels-5d41402a", B64.encode(), B64[:40].encode(),
                        base64.urlsafe_b64encode(IMAGE)[:40]):
             assert needle not in data, f"{p.name} holds the image's bytes"
+
+
+def test_an_image_by_url_is_sent_as_a_url_to_each_vendor(d: Dispatcher, sim: SimServer) -> None:
+    url = "https://example.com/charts/sales.png"
+    for target in TARGETS.values():
+        assert "[attached image at https://example.com/charts/sales.png]" in \
+            d.send(["Describe", ld.Image(url, detail="low")], target).text
+    assert last_body(sim, "openai")["messages"][0]["content"][1] == {
+        "type": "image_url", "image_url": {"url": url, "detail": "low"}}
+    assert last_body(sim, "anthropic")["messages"][0]["content"][0] == {
+        "type": "image", "source": {"type": "url", "url": url}}
+    assert last_body(sim, "google")["contents"][0]["parts"][0] == {
+        "fileData": {"mimeType": "image/png", "fileUri": url}}
+
+
+class _PILLike:
+    """Stands in for a PIL image (PIL is not a dependency): what ld.Image reads of one is
+    its module's name and `save(buffer, format=...)`."""
+
+    __module__ = "PIL.Image"
+
+    def save(self, buffer: Any, format: str) -> None:
+        assert format == "PNG"
+        buffer.write(IMAGE)
+
+
+def test_a_pil_image_is_sent_as_png(d: Dispatcher, sim: SimServer) -> None:
+    a = ld.Image(_PILLike())
+    assert (a.media_type, a.data) == ("image/png", IMAGE)
+    d.send(["Describe", _PILLike()], TARGETS["google"])  # in a prompt list as it is
+    assert last_body(sim, "google")["contents"][0]["parts"][0]["inlineData"]["data"] == B64

@@ -86,9 +86,9 @@ def sniffed(data: bytes) -> str | None:
 def describe(media_type: str, data: bytes | None, url: str | None = None) -> str:
     """The line the answer quotes: what kind of thing, its size."""
     kind = "PDF" if media_type == "application/pdf" else "image"
+    if data is None:  # a URL the vendor would fetch (the emulators fetch nothing)
+        return f"{MARK}{kind} at {url}]"
     fmt = media_type.split("/")[-1].upper()
-    if data is None:
-        return f"{MARK}{kind}: {fmt} at {url}]"
     size = pixels(data) if kind == "image" else None
     dims = f", {size[0]}×{size[1]} px" if size else ""
     return f"{MARK}{kind}: {fmt}{dims}, {len(data):,} bytes]"
