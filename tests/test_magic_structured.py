@@ -158,3 +158,18 @@ def test_markup_in_an_answer_field_is_escaped(d: Dispatcher, nb: Notebook) -> No
     md = structured_markdown(shown)
     assert "\\<img" in md and "\\|" in md and "\\*b\\*" in md
     assert run.success
+
+
+def test_json_format_with_a_schema_says_when_the_json_does_not_fit(d: Dispatcher,
+                                                                  nb: Notebook) -> None:
+    define(nb)
+    from llmdispatch_nb.sim import Fault
+
+    d.sim.emulators["anthropic"].faults.script(Fault("schema-mismatch"), model="claude-haiku-4-5")
+    run = nb.cell("gpt claude -f json --schema Person -m 200", "Invent a person.")
+    assert run.success, run.stdout + run.stderr
+    html = run.last_data["text/html"]
+    assert "valid JSON, fits the schema" in html
+    assert "the JSON does not fit the schema:" in html
+    single = nb.cell("gpt -f json --schema Person -m 200", "Invent a person.")
+    assert nb.ns["_llm"].json_error is None and "application/json" in single.last_data

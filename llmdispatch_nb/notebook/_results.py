@@ -50,6 +50,7 @@ def fenced_code(text: str) -> str | None:
 class JsonCheck:
     value: Any = None
     error: str | None = None
+    schema_error: str | None = None  # valid JSON that does not fit the --schema asked for
 
     @property
     def ok(self) -> bool:
@@ -67,6 +68,14 @@ def check_json(text: str) -> JsonCheck:
     except json.JSONDecodeError as exc:
         return JsonCheck(None, f"the answer is not valid JSON: {exc.msg} at line {exc.lineno}, "
                                f"column {exc.colno}")
+
+
+def schema_checked(check: JsonCheck, response: Response | None) -> JsonCheck:
+    """With a schema asked for (`--schema`), `-f json` checks the JSON against it too."""
+    if check.ok and response is not None and response.valid is False:
+        why = "; ".join(response.validation_errors) or "it does not fit"
+        return JsonCheck(check.value, None, f"the JSON does not fit the schema: {why}")
+    return check
 
 
 def _row(target: str, run: Run, *, prompt: str, chat: str | None) -> dict[str, Any]:
@@ -156,11 +165,12 @@ class LLMResult:
 
     @property
     def json_error(self) -> str | None:
-        return self._check().error if self.format == "json" else None
+        check = self._check()
+        return (check.error or check.schema_error) if self.format == "json" else None
 
     def _check(self) -> JsonCheck:
         if self._json is None:
-            self._json = check_json(self.text)
+            self._json = schema_checked(check_json(self.text), self.response)
         return self._json
 
     @property
@@ -190,6 +200,8 @@ class LLMResult:
                 data["application/json"] = check.value if isinstance(check.value, dict | list) \
                     else {"value": check.value}
                 shown = json.dumps(check.value, indent=2, ensure_ascii=False)
+                if check.schema_error:
+                    notes.append(f"llm: {check.schema_error}")
             else:
                 shown = text
                 notes.append(f"llm: {check.error}")
@@ -333,8 +345,10 @@ class CompareResult:
         for c in self.columns:
             run = c.shown
             if run is not None and run.ok:
-                check = check_json(run.text)
-                out[c.target] = ["valid JSON"] if check.ok else [str(check.error)]
+                check = schema_checked(check_json(run.text), run.response)
+                fits = ", fits the schema" if run.response and run.response.valid else ""
+                out[c.target] = [check.schema_error or f"valid JSON{fits}"] if check.ok \
+                    else [str(check.error)]
         return out
 
     def __str__(self) -> str:
