@@ -322,7 +322,24 @@ def test_repaired_and_original_latency_reach_calls_from_every_source(tmp_path: P
     pd.testing.assert_frame_equal(calls(stored), frame)
 
 
-def test_an_old_files_version_1_blocks_are_rebuilt_and_read_the_same_rows(
+def test_a_version_1_block_upgraded_is_the_block_version_2_writes() -> None:
+    recs = [noted(i) for i in range(300)]
+    cols = to_columns(recs, "off")
+    ids = list(range(1, 201)) + list(range(500, 600))
+    current = _blocks.encode(ids, cols)
+    old = version_1(current)
+    assert _blocks.added_since(old) == ("original_latency_s", "repaired")
+    assert _blocks.added_since(current) == ()
+    added = {name: cols[name] for name in _blocks.ADDED[2]}
+    assert _blocks.upgrade(old, added) == current  # the other columns kept byte for byte
+    # What it cannot upgrade is left to a rebuild from the rows.
+    assert _blocks.upgrade(old, {"repaired": cols["repaired"]}) is None
+    assert _blocks.upgrade(old, {k: v[:-1] for k, v in added.items()}) is None
+    assert _blocks.upgrade(version_1(foreign(current)), added) is None
+    assert _blocks.added_since(b"LDB1" + old[4:].replace(b'"v": 1', b'"v": 9', 1)) is None
+
+
+def test_an_old_files_version_1_blocks_are_upgraded_and_read_the_same_rows(
         tmp_path: Path) -> None:
     import pandas as pd
 
@@ -336,11 +353,35 @@ def test_an_old_files_version_1_blocks_are_rebuilt_and_read_the_same_rows(
     ledger.close()
     assert to_version_1(tmp_path / "ledger.db") >= 1
     assert versions(tmp_path / "ledger.db") == {1}
+    with closing(sqlite3.connect(tmp_path / "ledger.db")) as conn:
+        blocks = conn.execute("SELECT id, n, first_id, last_id FROM call_blocks").fetchall()
     again = Ledger(tmp_path)
-    frame = again.dataframe()  # refuses the old blocks, rebuilds them from the rows
+    frame = again.dataframe()  # refuses the old blocks, then upgrades them in place
     pd.testing.assert_frame_equal(frame, frame_from_records(stored))
     assert versions(tmp_path / "ledger.db") == {_blocks.VERSION}
+    with closing(sqlite3.connect(tmp_path / "ledger.db")) as conn:  # not rebuilt
+        assert conn.execute("SELECT id, n, first_id, last_id FROM call_blocks").fetchall() \
+            == blocks
     assert again.records() == stored
+
+
+def test_blocks_that_cannot_be_upgraded_are_rebuilt_from_the_rows(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from llmdispatch_nb.ledger._frame import frame_from_records
+
+    ledger = Ledger(tmp_path)
+    for r in (noted(i) for i in range(1500)):
+        ledger.write(r)
+    ledger.flush()
+    ledger.close()
+    with closing(sqlite3.connect(tmp_path / "ledger.db")) as conn, conn:
+        for bid, data in conn.execute("SELECT id, data FROM call_blocks").fetchall():
+            conn.execute("UPDATE call_blocks SET data = ? WHERE id = ?",
+                         (version_1(foreign(data)), bid))
+    again = Ledger(tmp_path)
+    pd.testing.assert_frame_equal(again.dataframe(), frame_from_records(again.records()))
+    assert versions(tmp_path / "ledger.db") == {_blocks.VERSION}
 
 
 def test_a_writer_meeting_old_blocks_drops_them_and_keeps_every_record(tmp_path: Path) -> None:
@@ -359,7 +400,9 @@ def test_a_writer_meeting_old_blocks_drops_them_and_keeps_every_record(tmp_path:
     for r in (noted(i) for i in range(20, 700)):
         ledger.write(r)
     ledger.flush()
-    # The writer met the version 1 block when merging: nothing was set aside for it.
+    # The writer met the version 1 block when merging: it left it unmerged, and set
+    # nothing aside for it.
     assert ledger.quarantined == 0 and ledger.count() == 700
-    assert versions(tmp_path / "ledger.db") <= {_blocks.VERSION}
+    assert versions(tmp_path / "ledger.db") == {1, _blocks.VERSION}
     pd.testing.assert_frame_equal(ledger.dataframe(), frame_from_records(ledger.records()))
+    assert versions(tmp_path / "ledger.db") == {_blocks.VERSION}

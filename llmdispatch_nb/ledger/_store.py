@@ -444,10 +444,14 @@ class Ledger:
                         try:
                             return frame_from_blocks(blocks, total)
                         except ValueError as exc:  # a block from another format version
-                            log.info("rebuilding the ledger's column blocks: %s", exc)
+                            log.info("bringing the ledger's column blocks up to date: %s", exc)
                             consistent = False
                 finally:
                     conn.execute("COMMIT")
+            if not consistent and not tries:
+                with self._reading() as conn, _write_transaction(conn):
+                    if _blocks.upgrade_stored(conn):
+                        continue  # then read again; what is still amiss is rebuilt
             if not consistent or tries:
                 self.rebuild_blocks()
             else:  # a long unpacked tail (the writer left it): pack it once, then read
@@ -549,9 +553,8 @@ def _compact(conn: sqlite3.Connection) -> None:
         except ValueError as exc:
             # A block of another format version (an older llmdispatch-nb wrote it). Raised
             # here, on the writer's thread, it would read as these records' fault and set
-            # them aside: drop the blocks instead, and the next read rebuilds them all.
-            log.info("dropping the ledger's column blocks for the next read to rebuild: %s", exc)
-            conn.execute("DELETE FROM call_blocks")
+            # them aside: leave the blocks unmerged; the next read brings them up to date.
+            log.info("leaving the ledger's column blocks unmerged: %s", exc)
             return
         n = sum(r[1] for r in rows)
         conn.execute(f"DELETE FROM call_blocks WHERE id IN ({marks})", chosen)
