@@ -30,7 +30,7 @@ from ._clients import LoopClients, new_client
 from ._loop import LoopThread
 from ._recorded import serve_recorded
 from ._stream import AsyncStream, Stream, StreamSink
-from ._structured import finish_response
+from ._structured import finish_response, schema_stream
 from ._transport import map_httpx_error
 from ._types import (
     Attempt,
@@ -584,7 +584,8 @@ class Dispatcher:
                 if sink is None:
                     await send_plain(client, adapter, ep, http_req, ex, self.timeout.read)
                 else:
-                    await send_stream(client, adapter, ep, http_req, ex, sink, self.timeout.read)
+                    await send_stream(client, adapter, ep, http_req, ex,
+                                      schema_stream(request, sink), self.timeout.read)
         except TimeoutError:
             late = VendorTimeoutError(f"no complete answer within the call deadline "
                                       f"({self.deadline_s:g} s)", vendor=ep.name)

@@ -105,7 +105,7 @@ def test_gemini_body_and_answer(d: ld.Dispatcher, stream: bool) -> None:
 def test_anthropic_forced_tool_when_the_catalogue_states_no_native_output(
         d: ld.Dispatcher, stream: bool) -> None:
     assert catalogue.lookup("anthropic", "claude-haiku-4-5").structured_output is not True
-    r, _ = run(d, stream, TARGETS["anthropic"], schema=Person)
+    r, events = run(d, stream, TARGETS["anthropic"], schema=Person)
     body = last_body(d, "anthropic")
     assert body["tools"] == [{"name": "Person", "description": "Give the answer as Person.",
                               "input_schema": for_anthropic(Person.model_json_schema())}]
@@ -116,6 +116,9 @@ def test_anthropic_forced_tool_when_the_catalogue_states_no_native_output(
     assert r.tool_calls == () and r.finish_reason == "stop"
     assert isinstance(r.parsed, Person) and r.valid is True
     assert json.loads(r.text) == r.parsed.model_dump()
+    if stream:  # ...and streams as text, as a native structured answer would
+        assert [e.kind for e in events if e.kind.startswith("tool")] == []
+        assert "".join(e.text for e in events if e.kind == "text") == r.text
 
 
 @pytest.fixture
@@ -144,9 +147,9 @@ def test_anthropic_emulator_refuses_native_output_the_catalogue_does_not_state(
         d: ld.Dispatcher) -> None:
     import anthropic
 
-    client = anthropic.Anthropic(api_key="sk-test", base_url=d.sim.base_url("anthropic"),
-                                 max_retries=0)
-    with pytest.raises(anthropic.BadRequestError, match=r"output_config\.format"):
+    with anthropic.Anthropic(api_key="sk-test", base_url=d.sim.base_url("anthropic"),
+                             max_retries=0) as client, \
+            pytest.raises(anthropic.BadRequestError, match=r"output_config\.format"):
         client.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=[
             {"role": "user", "content": PROMPT}],
             extra_body={"output_config": {"format": {"type": "json_schema", "schema": PERSON}}})

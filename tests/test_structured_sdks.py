@@ -48,20 +48,25 @@ def sim() -> Iterator[SimServer]:
 
 
 @pytest.fixture(scope="module")
-def oai(sim: SimServer) -> openai.OpenAI:
-    return openai.OpenAI(api_key=CANARY_KEY, base_url=sim.base_url("openai"), max_retries=0)
+def oai(sim: SimServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(api_key=CANARY_KEY, base_url=sim.base_url("openai"),
+                       max_retries=0) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")
-def ant(sim: SimServer) -> anthropic.Anthropic:
-    return anthropic.Anthropic(api_key=CANARY_KEY, base_url=sim.base_url("anthropic"),
-                               max_retries=0)
+def ant(sim: SimServer) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(api_key=CANARY_KEY, base_url=sim.base_url("anthropic"),
+                             max_retries=0) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")
-def gem(sim: SimServer) -> Any:
-    return genai.Client(api_key=CANARY_KEY, http_options=genai_types.HttpOptions(
+def gem(sim: SimServer) -> Iterator[Any]:
+    c = genai.Client(api_key=CANARY_KEY, http_options=genai_types.HttpOptions(
         base_url=sim.base_url("google"), api_version="v1beta"))
+    yield c
+    c.close()
 
 
 # -- OpenAI --------------------------------------------------------------------------------
