@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._call import CallOptions, split_options
-from ._types import Message, Request
+from ._types import Attachment, Message, Request
 from .errors import RequestValidationError
 
 _MESSAGES_HELP = ("pass the text to send as a string, or a list of messages such as "
@@ -54,8 +54,15 @@ def check_prompt(prompt: Any) -> None:
                                      f"([message]), or {_MESSAGES_HELP}")
     if not isinstance(prompt, Sequence):
         raise RequestValidationError(f"the prompt is a {_type(prompt)}; {_MESSAGES_HELP}")
-    if prompt and not any(isinstance(m, Message | Mapping) for m in prompt):
-        return  # one user turn of parts: ["Describe", ld.Image(...)] (read in _attachments)
+    if any(isinstance(m, str | Attachment) for m in prompt) and \
+            not any(isinstance(m, Message | Mapping) for m in prompt):
+        # One user turn of parts: ["Describe", ld.Image(...)] (read in _attachments.py).
+        for i, m in enumerate(prompt):
+            if not isinstance(m, str | Attachment) and \
+                    not type(m).__module__.startswith("PIL."):
+                raise RequestValidationError(f"part {i} of the prompt is a {_type(m)}; give "
+                                             f"text, ld.Image(...) or ld.File(...)")
+        return
     for i, m in enumerate(prompt):
         if isinstance(m, Message):
             continue

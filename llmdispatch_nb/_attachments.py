@@ -139,7 +139,7 @@ def user_turn(parts: Iterable[Any]) -> Message:
     `{"type": "text", "text": ...}` dicts; the text pieces joined by blank lines."""
     texts: list[str] = []
     attached: list[Attachment] = []
-    for p in parts:
+    for i, p in enumerate(parts):
         if isinstance(p, str):
             texts.append(p)
         elif isinstance(p, Attachment):
@@ -150,7 +150,7 @@ def user_turn(parts: Iterable[Any]) -> Message:
             texts.append(p["text"])
         else:
             raise RequestValidationError(
-                f"a prompt part is a {type(p).__name__}; give text (str), ld.Image(...) or "
+                f"part {i} of the prompt is a {type(p).__name__}; give text, ld.Image(...) or "
                 f"ld.File(...)")
     return Message("user", "\n\n".join(texts), attachments=tuple(attached))
 

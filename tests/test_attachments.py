@@ -155,7 +155,7 @@ def test_what_is_not_an_image_is_refused_in_one_line(tmp_path: Path) -> None:
         ld.Image(pdf())
     with pytest.raises(RequestValidationError, match="only PDF files"):
         ld.File(IMAGE)
-    with pytest.raises(RequestValidationError, match="a prompt part is a int"):
+    with pytest.raises(RequestValidationError, match="part 1 of the prompt is a int"):
         ld.Request(["Describe", 42])
 
 
