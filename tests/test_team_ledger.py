@@ -191,3 +191,30 @@ def test_two_processes_write_one_ledger(openai_sim: SimServer, url: str) -> None
     ledger = PostgresLedger(url)
     assert ledger.count() == len(emu.requests.chat()) >= 60
     assert {row["user"] for row in ledger.spend()} == {"ana", "bob"}
+
+
+def test_the_analysis_notebook_reads_a_team_ledger_when_one_is_set(
+        url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import nbformat
+
+    from llmdispatch_nb import analysis
+    from llmdispatch_nb.ledger import _postgres
+
+    nb = nbformat.read(ROOT / "notebooks" / "cost_latency_analysis.ipynb", as_version=4)
+    source = next(c.source for c in nb.cells if c.get("id") == "team")
+    shown: list[object] = []
+    # Without a team ledger: how to set one up.
+    exec(source, {"analysis": analysis, "display": shown.append})
+    assert "LLMDISPATCH_LEDGER=postgresql://" in capsys.readouterr().out and not shown
+    # With one: the team's summary per user, vendor and model.
+    ledger = PostgresLedger(url, user="ana")
+    for i in range(3):
+        ledger.write(record(i))
+    ledger.flush()
+    monkeypatch.setenv("LLMDISPATCH_LEDGER", url)
+    monkeypatch.setenv("LLMDISPATCH_USER", "ana")
+    monkeypatch.setattr(_postgres, "_shared", {})  # this test's own process-wide ledger
+    exec(source, {"analysis": analysis, "display": shown.append})
+    (table,) = shown
+    frame = table.frame  # type: ignore[attr-defined]
+    assert list(frame["user"]) == ["ana"] and list(frame["calls"]) == [3]
