@@ -90,11 +90,30 @@ def _is_typed_dict(obj: Any) -> bool:
         and hasattr(obj, "__total__")
 
 
+# Types already read: pydantic builds a model's JSON Schema in milliseconds, and a loop of
+# sends with the same `schema=Person` should pay that once (by identity: a class redefined
+# in a notebook cell is a new class, read again).
+_READ: dict[tuple[Any, str | None, bool], OutputSchema] = {}
+_READ_LIMIT = 256
+
+
 def output_schema(obj: Any, *, name: str | None = None, strict: bool = True) -> OutputSchema:
     """The schema the answer must fit, from a pydantic model, a dataclass, a TypedDict or a
     JSON Schema dict (an object at its root: every vendor wants one)."""
     if isinstance(obj, OutputSchema):
         return obj
+    if isinstance(obj, type):
+        key = (obj, name, strict)
+        hit = _READ.get(key)
+        if hit is None:
+            if len(_READ) >= _READ_LIMIT:
+                _READ.clear()
+            hit = _READ[key] = _output_schema(obj, name, strict)
+        return hit
+    return _output_schema(obj, name, strict)
+
+
+def _output_schema(obj: Any, name: str | None, strict: bool) -> OutputSchema:
     if _is_pydantic_model(obj):
         js, py = obj.model_json_schema(), obj
     elif (dataclasses.is_dataclass(obj) and isinstance(obj, type)) or _is_typed_dict(obj):

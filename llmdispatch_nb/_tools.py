@@ -93,11 +93,31 @@ def function_schema(fn: Callable[..., Any]) -> dict[str, Any]:
     return schema
 
 
+# Functions already read (by identity): building a signature's schema through pydantic
+# takes milliseconds, paid once, not on every send of the same tools.
+_READ: dict[Any, Tool] = {}
+_READ_LIMIT = 256
+
+
 def as_tool(obj: Any) -> Tool:
     """A `Tool` from a function, a `Tool`, or a dict: `{"name", "description",
     "parameters"}` or OpenAI's `{"type": "function", "function": {...}}`."""
     if isinstance(obj, Tool):
         return obj
+    if callable(obj) and not isinstance(obj, Mapping):
+        try:
+            hit = _READ.get(obj)
+        except TypeError:  # an unhashable callable: read every time
+            return _as_tool(obj)
+        if hit is None:
+            if len(_READ) >= _READ_LIMIT:
+                _READ.clear()
+            hit = _READ[obj] = _as_tool(obj)
+        return hit
+    return _as_tool(obj)
+
+
+def _as_tool(obj: Any) -> Tool:
     if isinstance(obj, Mapping):
         spec = obj.get("function") if obj.get("type") == "function" else obj
         if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
