@@ -69,35 +69,34 @@ def _is_pil(value: Any) -> bool:
     return type(value).__module__.startswith("PIL.") and hasattr(value, "save")
 
 
-def _data_url(url: str) -> tuple[str, bytes]:
+def _data_url(url: str) -> bytes:
     head, _, payload = url.partition(",")
     if not head.endswith(";base64"):
         raise RequestValidationError("a data: URL must be base64 (data:image/png;base64,...)")
-    try:
-        return head[5:-7], base64.b64decode(payload, validate=True)
+    try:  # the type it names is not kept: the bytes say what they are
+        return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise RequestValidationError(f"the data: URL is not valid base64 ({exc})") from None
 
 
-def _read(source: Any, what: str) -> tuple[bytes | None, str | None, str | None, str | None]:
-    """(bytes, url, name, declared media type) from a path, bytes, a PIL image or a URL."""
+def _read(source: Any, what: str) -> tuple[bytes | None, str | None, str | None]:
+    """(bytes, url, file name) from a path, bytes, a PIL image or a URL."""
     if isinstance(source, bytes | bytearray | memoryview):
-        return bytes(source), None, None, None
+        return bytes(source), None, None
     if _is_pil(source):
         buf = io.BytesIO()
         source.save(buf, format="PNG")  # lossless, and every vendor reads PNG
-        return buf.getvalue(), None, None, "image/png"
+        return buf.getvalue(), None, None
     if isinstance(source, str) and source.startswith(("http://", "https://")):
-        return None, source, source.rsplit("/", 1)[-1] or None, None
+        return None, source, source.rsplit("/", 1)[-1] or None
     if isinstance(source, str) and source.startswith("data:"):
-        media, data = _data_url(source)
-        return data, None, None, media or None
+        return _data_url(source), None, None
     if isinstance(source, str | os.PathLike):
         path = Path(source).expanduser()
         if not path.is_file():
             raise RequestValidationError(f"no {what} at {str(path)!r} (give a path to a file, "
                                          f"bytes, or an http(s) URL)")
-        return path.read_bytes(), None, path.name, None
+        return path.read_bytes(), None, path.name
     raise RequestValidationError(f"cannot read {what} from a {type(source).__name__}; give a "
                                  f"path, bytes, a PIL image or a URL")
 
@@ -105,8 +104,9 @@ def _read(source: Any, what: str) -> tuple[bytes | None, str | None, str | None,
 # Named like a type: ld.Image("chart.png") reads as the thing it builds.
 def Image(source: Any, *, media_type: str | None = None, detail: str | None = None) -> Attachment:
     """An image for a prompt, from a path, bytes, a PIL image or an http(s)/data URL.
-    `detail` ("auto", "low", "high") is OpenAI's; the others ignore it."""
-    data, url, name, declared = _read(source, "image")
+    Its media type is read from the bytes; `media_type` is for a URL whose name does not
+    say it. `detail` ("auto", "low", "high") is OpenAI's; the others ignore it."""
+    data, url, name = _read(source, "image")
     if detail is not None and detail not in ("auto", "low", "high"):
         raise RequestValidationError(f"detail must be 'auto', 'low' or 'high', got {detail!r}")
     if data is not None:
@@ -120,12 +120,12 @@ def Image(source: Any, *, media_type: str | None = None, detail: str | None = No
         ext = (name or "").rsplit(".", 1)[-1].lower()
         media_type = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg",
                       "gif": "image/gif", "webp": "image/webp"}.get(ext, "image/jpeg")
-    return Attachment("image", media_type or declared or "image/png", data, url, name, detail)
+    return Attachment("image", media_type, data, url, name, detail)
 
 
 def File(source: Any, *, name: str | None = None) -> Attachment:
     """A document for a prompt: a PDF, from a path, bytes or an http(s) URL."""
-    data, url, found_name, _ = _read(source, "file")
+    data, url, found_name = _read(source, "file")
     if data is not None and sniff(data) != PDF:
         kind = sniff(data)
         hint = "; it is an image: use ld.Image" if kind and kind.startswith("image/") else ""
