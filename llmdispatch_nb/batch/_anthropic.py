@@ -38,7 +38,8 @@ class AnthropicBatches(BatchVendor):
         return url
 
     def body(self, request: Any, model: str, endpoint: Endpoint) -> dict[str, Any]:
-        body = super().body(request, model, endpoint)
+        adapter: Any = adapter_for("anthropic")
+        body: dict[str, Any] = adapter.body(request, model, stream=False)
         body.pop("stream", None)
         return body
 

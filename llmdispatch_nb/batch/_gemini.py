@@ -43,6 +43,11 @@ class GeminiBatches(BatchVendor):
         url: str = adapter.version_url(endpoint, path)
         return url
 
+    def body(self, request: Any, model: str, endpoint: Endpoint) -> dict[str, Any]:
+        adapter: Any = adapter_for("gemini")
+        body: dict[str, Any] = adapter.body(request, model, endpoint)
+        return body
+
     async def submit(self, send: Send, endpoint: Endpoint, model: str,
                      lines: Sequence[tuple[str, Mapping[str, Any]]],
                      meta: Mapping[str, str]) -> dict[str, Any]:

@@ -177,6 +177,7 @@ class BatchJob:
         items = {it["cid"]: it for it in self.items}
         send_for = sender(d)
         have = recorded(d, self.id)
+        cost = sum(r.cost_usd or 0.0 for r in have.values())
         written = 0
         for part in self.parts:
             if part["state"] != ENDED or part.get("collected"):
@@ -187,13 +188,14 @@ class BatchJob:
                 outcomes = await batch_vendor(part["kind"]).results(send_for(ep), ep, part)
             for record in records_for(d, self.id, self.session, part, outcomes, items, have):
                 d.record(record)
+                cost += record.cost_usd or 0.0
                 written += 1
             if hasattr(d.ledger, "flush"):
                 d.ledger.flush()  # the rows are stored before the part is marked collected
             part["collected"] = True
             self._save()
         if self.state == "collected" and self._reservation is not None:
-            self._reservation.settle(self.spent())
+            self._reservation.settle(cost)
             self._reservation = None
         return written
 

@@ -34,7 +34,8 @@ class OpenAIBatches(BatchVendor):
         return CHAT
 
     def body(self, request: Any, model: str, endpoint: Endpoint) -> dict[str, Any]:
-        body = super().body(request, model, endpoint)
+        adapter: Any = adapter_for(endpoint.kind)
+        body: dict[str, Any] = adapter.body(request, model, endpoint, stream=False)
         body["model"] = model  # Azure's classic route names the deployment in the URL only
         body.pop("stream", None)
         body.pop("stream_options", None)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .._call import request_params
 from .._types import Request
 from ..errors import ConfigurationError
+from ..routing._groups import prompt_token_bound
 from ._vendor import BATCH_DISCOUNT, RUNNING, batch_vendor
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ def grid_items(d: Dispatcher, prompts: Any, targets: Any, vars: Any, n: int,
     params = Params(system, max_tokens, temperature)
     sid = name or sweep_id(specs, var_rows, params)
     items: list[dict[str, Any]] = []
+    seen: dict[Any, Any] = {}
     for cell in build_cells(specs, var_rows, target_list, n, params):
         cell_tags = (*tags, "sweep", f"sweep:{sid}", f"cell:{cell.cell_id}")
         req = None
@@ -58,7 +60,7 @@ def grid_items(d: Dispatcher, prompts: Any, targets: Any, vars: Any, n: int,
         items.append(_item(d, len(items), req, cell.target, {
             "prompt_id": cell.prompt_id, "template": cell.template, "vars": dict(cell.vars),
             "repeat": cell.repeat, "prompt": cell.prompt, "cell_id": cell.cell_id,
-            "case_id": cell.case_id, "template_error": cell.template_error}))
+            "case_id": cell.case_id, "template_error": cell.template_error}, seen))
     return sid, items
 
 
@@ -67,6 +69,7 @@ def request_items(d: Dispatcher, requests: Sequence[Any], targets: Any,
     """Plain requests (strings or `Request`s) x targets as batch items."""
     target_list = [targets] if isinstance(targets, str) or targets is None else list(targets)
     items: list[dict[str, Any]] = []
+    seen: dict[Any, Any] = {}
     for i, r in enumerate(requests):
         for t in target_list:
             req = d.request(r, None, **params) if not isinstance(r, Request) else r
@@ -75,24 +78,33 @@ def request_items(d: Dispatcher, requests: Sequence[Any], targets: Any,
             items.append(_item(d, len(items), req, req.target or "", {
                 "prompt_id": f"r{i}", "template": req.prompt_text, "vars": {}, "repeat": 0,
                 "prompt": req.prompt_text, "cell_id": f"r{i}:{t}", "case_id": f"r{i}",
-                "template_error": None}))
+                "template_error": None}, seen))
     return items
 
 
-def _item(d: Dispatcher, index: int, req: Request | None, target: str,
-          cell: dict[str, Any]) -> dict[str, Any]:
+def _item(d: Dispatcher, index: int, req: Request | None, target: str, cell: dict[str, Any],
+          seen: dict[Any, Any] | None = None) -> dict[str, Any]:
+    """One batch item. `seen` keeps what is the same for every request of a target (its
+    candidate, its answer cap and prices), worked out once rather than once a request."""
     item: dict[str, Any] = {"cid": f"r{index:06d}", "index": index, "target": target,
                             "cell": cell, "round": 0, "body": None}
     if req is None:
         return item
-    cand = d.resolver.resolve(target)[0]  # a misspelt target fails here, not in 10,000 rows
+    seen = {} if seen is None else seen
+    key = (target, req.max_tokens, req.reasoning)
+    if key not in seen:
+        cand = d.resolver.resolve(target)[0]  # a misspelt target fails here, once
+        worst = d.router.worst_case(req, cand)
+        seen[key] = (cand, batch_vendor(cand.endpoint.kind), worst)
+    cand, vendor, worst = seen[key]
     ep = cand.endpoint
-    vendor = batch_vendor(ep.kind)
-    worst = d.router.worst_case(req, cand)
+    usd = None
+    if worst.input_price is not None and worst.output_price is not None:
+        usd = (prompt_token_bound(req) * worst.input_price
+               + worst.output_tokens * worst.output_price) / 1e6 * BATCH_DISCOUNT
     item.update(endpoint=ep.name, kind=ep.kind, model=cand.model,
                 body=vendor.body(req, cand.model, ep), prompt=req.prompt_text,
-                params=request_params(req), tags=list(req.tags),
-                worst_usd=None if worst.usd is None else worst.usd * BATCH_DISCOUNT)
+                params=request_params(req), tags=list(req.tags), worst_usd=usd)
     return item
 
 
