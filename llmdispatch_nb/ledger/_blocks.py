@@ -15,13 +15,13 @@ in the smallest kind that holds that block's values:
 
 Version 2 added `original_latency_s` and `repaired` (schema migration 2's columns). A block
 of another version is refused (ValueError). A read then brings version 1 blocks up to date
-with `upgrade`, packing only the added columns from the rows (a million rows: about a
-second, against twenty for a rebuild from every column), and rebuilds from the rows what
-it cannot upgrade; the writer leaves such blocks unmerged (see `_store._compact`).
+with `upgrade`, packing only the added columns from the rows (a million rows: about three
+CPU-seconds, against eighteen for a rebuild from every column), and rebuilds from the rows
+what it cannot upgrade; the writer leaves such blocks unmerged (see `_store._compact`).
 
 Why blocks and not a kept reader straight from the rows: reading a million rows through
 the ADBC SQLite driver, DuckDB's SQLite scanner, polars (ConnectorX) or sqlite3 with
-`pandas.read_sql` cost 5-15x the CPU time and 1.5-2.5x the memory of these blocks
+`pandas.read_sql` cost 4-12x the CPU time and 1.5-2.4x the peak memory of these blocks
 (issue 20; `bench/ledger_read.py`, figures in bench/RESULTS.md).
 
 Encoding and merging use only the standard library: they run on the ledger's writer
