@@ -218,3 +218,11 @@ def test_the_analysis_notebook_reads_a_team_ledger_when_one_is_set(
     (table,) = shown
     frame = table.frame  # type: ignore[attr-defined]
     assert list(frame["user"]) == ["ana"] and list(frame["calls"]) == [3]
+
+
+def test_the_same_attempt_written_twice_is_kept_once(url: str) -> None:
+    ledger = PostgresLedger(url, user="ana")
+    for i in (1, 2, 1, 3, 2):  # a sink that delivered twice: the batch is resent, deduplicated
+        ledger.write(record(i))
+    ledger.flush()
+    assert ledger.count() == 3 and ledger.spilled == 0

@@ -58,6 +58,7 @@ _INSERT = (f"INSERT INTO calls ({', '.join(_COLUMNS)}) "
 _CREATE_STAGE = (f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (seq serial, "
                  + ", ".join(f"{c} {'text' if c == 'tags' else PG_COLUMNS[c]}" for c in _COLUMNS)
                  + ") ON COMMIT DELETE ROWS")
+_COPY_CALLS = f"COPY calls ({', '.join(_COLUMNS)}) FROM STDIN"
 _SELECT = ", ".join("tags::text" if c == "tags" else c for c in ROW_FIELDS)
 _UPLOAD_ROWS = 5000
 
@@ -120,6 +121,7 @@ class PostgresLedger:
         self._upload_lock = threading.Lock()
         self._migrated = False
         self._spill_waiting = True  # a spill file from an earlier run may hold records
+        self._failed: int | None = None  # id() of the batch whose last write failed
         self._writer = BatchWriter(self._write_batch, name=f"llmdispatch-pg-ledger-{id(self):x}",
                                    batch_size=batch_size, on_exit=self._close_writer,
                                    give_up=self._spill, retry_for=self._retry_for)
@@ -213,6 +215,8 @@ class PostgresLedger:
     def _retry_for(self, exc: BaseException) -> float | None:
         import psycopg
 
+        if isinstance(exc, psycopg.errors.UniqueViolation):
+            return self.buffer_s  # rows already there: resent, the batch skips them
         if isinstance(exc, (psycopg.DataError, psycopg.IntegrityError, ValueError, TypeError)):
             return None  # these records: the writer splits the batch to find the one
         # The server (gone, restarting, refusing): hold the records for a while, unless
@@ -225,11 +229,16 @@ class PostgresLedger:
 
     def _write_batch(self, batch: list[CallRecord]) -> None:
         rows = self._rows(batch)  # a record that cannot be a row raises before any I/O
+        # A batch that failed once may be on the server already (a commit whose answer was
+        # lost): resent, it goes the way that skips rows already there.
+        again = self._failed == id(batch)
         try:
-            _send(self._writer_conn(), rows)
+            _send(self._writer_conn(), rows, maybe_there=again)
         except Exception:
+            self._failed = id(batch)
             self._close_writer()  # a broken connection is opened afresh next time
             raise
+        self._failed = None
         if self._spill_waiting:
             self.upload_spilled(self._held.write)
 
@@ -404,10 +413,17 @@ class _Connections:
         self.read = self.write = None
 
 
-def _send(conn: Any, rows: Sequence[tuple[Any, ...]]) -> None:
-    """One transaction: COPY the rows into the staging table, then into `calls`, skipping
-    any already there (a batch resent after its acknowledgement was lost)."""
+def _send(conn: Any, rows: Sequence[tuple[Any, ...]], *, maybe_there: bool = True) -> None:
+    """One transaction. Rows that may be on the server already (a batch resent after its
+    acknowledgement was lost, spilled records) are copied into the staging table, then
+    into `calls` skipping those already there; others are copied straight into `calls`
+    (half the server's work)."""
     with conn.transaction(), conn.cursor() as cur:
+        if not maybe_there:
+            with cur.copy(_COPY_CALLS) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return
         with cur.copy(f"COPY {_STAGE} ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)

@@ -159,7 +159,11 @@ class SharedBudget:
     def scopes_seen(self) -> list[str]:
         """Every scope with an account in Redis (for `%llm team`)."""
         prefix = self.account("")
-        found = self.state.call("keys", prefix + "*") or []
+        try:  # SCAN, not KEYS: never blocks a busy server for the whole keyspace
+            found = list(self.state.client.scan_iter(match=prefix + "*", count=1000))
+        except self.state._errors as exc:
+            self.state._unreachable(exc)
+            return []
         return sorted(k[len(prefix):] for k in found
                       if k[len(prefix):] not in ("reservations", "held"))
 
