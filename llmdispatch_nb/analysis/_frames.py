@@ -30,7 +30,9 @@ def calls(source: Source = None, *, session: str | None = None,
     list of `CallRecord`s, a ledger file path, or None (the default ledger). Columns are
     typed: categoricals for call_id, session, vendor, model, status and the other labels;
     `timestamp` in UTC; nullable Int64 token counts and Float64 times and costs; bools for
-    the flags; `tokens_per_s` is output tokens over the time after the first token.
+    the flags; `tokens_per_s` is output tokens over the time after the first token;
+    `original_latency_s` is a cache or replay hit's recorded latency, `repaired` what the
+    ledger changed to store the record (a label, mostly null).
     A team ledger (PostgreSQL) runs these filters on the server and adds a `user` column;
     `user` and `until` (before that time) are for it.
     """
