@@ -22,6 +22,7 @@ import pytest
 
 from llmdispatch_nb.errors import BudgetExceededError
 from llmdispatch_nb.resilience import Budget, CircuitBreaker, Limit, RateLimiter
+from llmdispatch_nb.resilience.limits import LimitWaitTimeoutError
 from llmdispatch_nb.sim import SimServer
 from llmdispatch_nb.state import RedisState, SharedStateUnavailableError
 from llmdispatch_nb.state._shared import SharedBudget
@@ -233,3 +234,41 @@ def test_an_unreachable_redis_is_the_stated_policy(caplog: pytest.LogCaptureFixt
     with pytest.raises(SharedStateUnavailableError, match="refused until it answers"):
         refusing.reserve(0.1)
     assert refusing.spent == 0 and refusing.reserved == 0
+
+
+def test_a_killed_process_does_not_hold_its_concurrency_slot_past_expiry(
+        redis_server: RedisServer, team: str) -> None:
+    import asyncio
+
+    script = f"""
+    import asyncio, time
+    from llmdispatch_nb.resilience import Limit, RateLimiter
+    from llmdispatch_nb.state import RedisState
+    state = RedisState({redis_server.url()!r}, team={team!r}, lease_ttl_s=1.0)
+    limiter = RateLimiter({{"openai": Limit(concurrent=1)}}, state=state)
+    lease = asyncio.run(limiter.acquire(["openai"]))
+    print("holding", flush=True)
+    time.sleep(600)
+    """
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    limiter = RateLimiter({"openai": Limit(concurrent=1)},
+                          state=RedisState(redis_server.url(), team=team))
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "holding"
+
+        async def take(within: float) -> object:
+            return await limiter.acquire(["openai"], deadline=limiter.clock() + within)
+
+        with pytest.raises(LimitWaitTimeoutError):  # the other kernel holds the team's one slot
+            asyncio.run(take(0.3))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        lease = asyncio.run(take(15.0))  # its slot lapses with its expiry (1 s)
+        lease.release()  # type: ignore[attr-defined]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
