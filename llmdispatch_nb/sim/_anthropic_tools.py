@@ -10,10 +10,12 @@ takes); a model without tools is refused `tools`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._core import count_tokens
+from ._server import sse_frame
 from ._structured import (
     PlannedCall,
     ToolSpec,
@@ -133,3 +135,32 @@ def tool_use_events(planned: list[PlannedCall], size: int = 16) -> list[tuple[st
             for j in range(0, len(text), size))
         out.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
     return out
+
+
+def _output_tokens(planned: list[PlannedCall]) -> int:
+    return sum(count_tokens(p.json()) + 8 for p in planned)
+
+
+def tool_message(emu: Any, ask: Any, planned: list[PlannedCall], message_id: str) -> dict[str, Any]:
+    """The model uses tools: `tool_use` blocks and `stop_reason: "tool_use"`."""
+    return {"id": message_id, "type": "message", "role": "assistant",
+            "model": ask.profile.served, "content": tool_use_blocks(planned),
+            "stop_reason": "tool_use", "stop_sequence": None,
+            "usage": emu.usage(ask, _output_tokens(planned))}
+
+
+async def tool_stream(emu: Any, ask: Any, planned: list[PlannedCall],
+                      message_id: str) -> AsyncIterator[bytes]:
+    """The same streamed: each block's start, its input as `input_json_delta` pieces, its
+    stop, then `message_delta` with `stop_reason: "tool_use"`."""
+    yield sse_frame({"type": "message_start", "message": {
+        "id": message_id, "type": "message", "role": "assistant",
+        "model": ask.profile.served, "content": [], "stop_reason": None,
+        "stop_sequence": None, "usage": emu.usage(ask, 1)}}, "message_start")
+    for name, data in tool_use_events(planned):
+        yield sse_frame(data, name)
+    yield sse_frame({"type": "message_delta",
+                     "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                     "usage": {"output_tokens": _output_tokens(planned) + ask.thoughts}},
+                    "message_delta")
+    yield sse_frame({"type": "message_stop"}, "message_stop")

@@ -10,9 +10,14 @@ Ollama and llama.cpp do.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from ._core import count_tokens, paced
+from ._server import json_response, sse_frame
 from ._structured import (
     PlannedCall,
     ToolSpec,
@@ -167,3 +172,44 @@ def tool_call_deltas(planned: list[PlannedCall], size: int = 16) -> list[dict[st
         out.extend({"tool_calls": [{"index": i, "function": {"arguments": text[j:j + size]}}]}
                    for j in range(0, len(text), size))
     return out
+
+
+def json_tokens(text: str) -> list[str]:
+    """An answer the emulator wrote itself (JSON, a tool-results summary) as streamed
+    pieces of about one token each (four characters)."""
+    return [text[i:i + 4] for i in range(0, len(text), 4)]
+
+
+def tool_reply(emu: Any, request: Request, chat: Any, planned: list[PlannedCall]) -> Response:
+    """The model calls tools: `message.tool_calls` (content null), or the calls streamed
+    as deltas by index; `finish_reason: "tool_calls"` either way."""
+    completion = sum(count_tokens(p.json()) + 4 for p in planned)
+    usage = emu.usage(chat, completion, 0, 0)
+    headers = {**emu.common_headers(request),
+               **emu.ratelimit_headers(chat.prompt_tokens + completion)}
+    if chat.stream:
+        return StreamingResponse(_tool_events(emu, chat, planned, usage),
+                                 media_type="text/event-stream", headers=headers)
+    body = emu.completion(chat, "", "tool_calls", usage)
+    message = body["choices"][0]["message"]
+    message["content"] = None
+    message["tool_calls"] = tool_calls_json(planned)
+    return json_response(body, 200, headers)
+
+
+async def _tool_events(emu: Any, chat: Any, planned: list[PlannedCall],
+                       usage: dict[str, Any]) -> AsyncIterator[bytes]:
+    yield sse_frame(emu.chunk(chat, {"role": "assistant", "content": None}))
+    deltas = tool_call_deltas(planned)
+    # paced() paces text pieces: pace the deltas' positions, one token's time each.
+    async for i in paced([str(i) for i in range(len(deltas))], chat.target.profile,
+                         emu.time_scale, emu.rng()):
+        yield sse_frame(emu.chunk(chat, deltas[int(i)]))
+    yield sse_frame(emu.chunk(chat, {}, "tool_calls"))
+    if chat.include_usage:
+        last = emu.chunk(chat, {})
+        last["choices"] = []
+        last["usage"] = usage
+        last.pop("obfuscation", None)
+        yield sse_frame(last)
+    yield b"data: [DONE]\n\n"

@@ -32,7 +32,7 @@ from starlette.routing import Route
 
 from ._answers import Question
 from ._anthropic_tools import Refused as StructuredRefused
-from ._anthropic_tools import Structured, read_structured, tool_use_blocks, tool_use_events
+from ._anthropic_tools import Structured, read_structured, tool_message, tool_stream
 from ._attachments import Refusal, anthropic_media_refusal, anthropic_seen
 from ._batch_anthropic import batch_routes
 from ._core import PROFILES, Fault, Profile, count_tokens, generate, paced, total_time
@@ -539,30 +539,12 @@ class AnthropicEmulator(Emulator):
             headers={"cache-control": "no-cache"})
 
     async def tool_answer(self, ask: Ask, planned: list[Any]) -> Response:
-        """The model uses tools: `tool_use` blocks and `stop_reason: "tool_use"`, or streamed
-        as each block's start, its input as `input_json_delta` pieces, and its stop."""
+        """The model uses tools (sim/_anthropic_tools.py)."""
         message_id = self.next_id("msg_")
-        output = sum(count_tokens(p.json()) + 8 for p in planned)
         if not ask.stream:
-            return json_response({
-                "id": message_id, "type": "message", "role": "assistant",
-                "model": ask.profile.served, "content": tool_use_blocks(planned),
-                "stop_reason": "tool_use", "stop_sequence": None,
-                "usage": self.usage(ask, output)})
-
-        async def events() -> AsyncIterator[bytes]:
-            yield sse_frame({"type": "message_start", "message": {
-                "id": message_id, "type": "message", "role": "assistant",
-                "model": ask.profile.served, "content": [], "stop_reason": None,
-                "stop_sequence": None, "usage": self.usage(ask, 1)}}, "message_start")
-            for name, data in tool_use_events(planned):
-                yield sse_frame(data, name)
-            yield sse_frame({"type": "message_delta",
-                             "delta": {"stop_reason": "tool_use", "stop_sequence": None},
-                             "usage": {"output_tokens": output + ask.thoughts}}, "message_delta")
-            yield sse_frame({"type": "message_stop"}, "message_stop")
-
-        return ClosingStreamingResponse(events(), media_type="text/event-stream; charset=utf-8",
+            return json_response(tool_message(self, ask, planned, message_id))
+        return ClosingStreamingResponse(tool_stream(self, ask, planned, message_id),
+                                        media_type="text/event-stream; charset=utf-8",
                                         headers={"cache-control": "no-cache"})
 
     async def events(self, request: Request, ask: Ask, message_id: str, tokens: tuple[str, ...],

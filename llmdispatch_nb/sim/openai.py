@@ -33,13 +33,7 @@ from ._answers import Question, response_format_shape
 from ._attachments import Refusal, openai_seen
 from ._batch_openai import batch_routes
 from ._core import PROFILES, Fault, count_tokens, generate, paced
-from ._openai_tools import (
-    answer_override,
-    planned_calls,
-    read_structured,
-    tool_call_deltas,
-    tool_calls_json,
-)
+from ._openai_tools import answer_override, json_tokens, planned_calls, read_structured, tool_reply
 from ._openai_wire import (
     CHAT_PARAMS,
     DEFAULT_WAIT,
@@ -538,37 +532,7 @@ class OpenAIEmulator(Emulator):
         return json_response(body, 200, headers)
 
     async def tool_reply(self, request: Request, chat: Chat, planned: list[Any]) -> Response:
-        """The model calls tools: `message.tool_calls` (content null), or the calls streamed
-        as deltas by index; `finish_reason: "tool_calls"` either way."""
-        completion = sum(count_tokens(p.json()) + 4 for p in planned)
-        usage = self.usage(chat, completion, 0, 0)
-        headers = {**self.common_headers(request),
-                   **self.ratelimit_headers(chat.prompt_tokens + completion)}
-        if chat.stream:
-            return StreamingResponse(self.tool_events(chat, planned, usage),
-                                     media_type="text/event-stream", headers=headers)
-        body = self.completion(chat, "", "tool_calls", usage)
-        message = body["choices"][0]["message"]
-        message["content"] = None
-        message["tool_calls"] = tool_calls_json(planned)
-        return json_response(body, 200, headers)
-
-    async def tool_events(self, chat: Chat, planned: list[Any],
-                          usage: dict[str, Any]) -> AsyncIterator[bytes]:
-        yield sse_frame(self.chunk(chat, {"role": "assistant", "content": None}))
-        deltas = tool_call_deltas(planned)
-        # paced() paces text pieces: pace the deltas' positions, one token's time each.
-        async for i in paced([str(i) for i in range(len(deltas))], chat.target.profile,
-                             self.time_scale, self.rng()):
-            yield sse_frame(self.chunk(chat, deltas[int(i)]))
-        yield sse_frame(self.chunk(chat, {}, "tool_calls"))
-        if chat.include_usage:
-            last = self.chunk(chat, {})
-            last["choices"] = []
-            last["usage"] = usage
-            last.pop("obfuscation", None)
-            yield sse_frame(last)
-        yield b"data: [DONE]\n\n"
+        return tool_reply(self, request, chat, planned)  # sim/_openai_tools.py
 
     async def cut_body(self, request: Request, raw: bytes) -> AsyncIterator[bytes]:
         yield raw[: len(raw) // 2]
@@ -668,8 +632,3 @@ class OpenAIEmulator(Emulator):
             yield sse_frame(last)
         yield b"data: [DONE]\n\n"
 
-
-def json_tokens(text: str) -> list[str]:
-    """An answer the emulator wrote itself (JSON, a tool-results summary) as streamed
-    pieces of about one token each (four characters)."""
-    return [text[i:i + 4] for i in range(0, len(text), 4)]
