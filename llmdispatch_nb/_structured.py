@@ -29,6 +29,11 @@ def finish_response(resp: Response, request: Request) -> Response:
         resp = replace(resp, text=calls[0].raw_arguments, tool_calls=(),
                        finish_reason="stop" if resp.finish_reason == "tool_calls"
                        else resp.finish_reason)
+    refusal = resp.extra.get("refusal")
+    if isinstance(refusal, str) and refusal and not resp.text.strip():
+        # OpenAI's way of declining a schema: a refusal message instead of content.
+        return replace(resp, parsed=None, valid=False,
+                       validation_errors=(f"the model refused: {refusal[:300]}",))
     parsed, valid, errors = read_answer(schema, resp.text)
     return replace(resp, parsed=parsed, valid=valid, validation_errors=errors)
 

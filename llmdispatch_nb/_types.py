@@ -415,7 +415,10 @@ class Response:
         return (
             f"Response(vendor={self.vendor!r}, model={self.model!r}, finish={self.finish_reason!r}, "
             f"tokens={self.usage.input_tokens}+{self.usage.output_tokens}, cost={cost}, "
-            f"latency={self.latency_s:.3f}s, text={self.text[:60]!r})"
+            f"latency={self.latency_s:.3f}s, text={self.text[:60]!r}"
+            + (f", tool_calls=[{', '.join(c.name for c in self.tool_calls)}]"
+               if self.tool_calls else "")
+            + (f", valid={self.valid}" if self.valid is not None else "") + ")"
         )
 
 

@@ -277,3 +277,33 @@ def test_compat_without_schema_support_uses_json_mode() -> None:
 
 def test_output_schema_names_follow_openai_rules() -> None:
     assert output_schema({"type": "object", "title": "A person!"}).name == "A_person_"
+
+
+# -- a refusal instead of content (OpenAI's shape; the emulator does not refuse) ------------
+
+
+def test_an_openai_refusal_is_an_invalid_answer_with_its_reason() -> None:
+    import httpx
+
+    from llmdispatch_nb._sse import SSEEvent
+    from llmdispatch_nb._structured import finish_response
+    from llmdispatch_nb._types import Usage
+
+    adapter = adapter_for("openai")
+    ep = Endpoint("openai", "openai", "https://api.openai.com/v1")
+    reply = adapter.parse_reply(httpx.Response(200, json={
+        "id": "chatcmpl-1", "model": "gpt-4o-mini", "choices": [{
+            "index": 0, "finish_reason": "stop",
+            "message": {"role": "assistant", "content": None,
+                        "refusal": "I can't help with that."}}]}), ep)
+    parser = adapter.stream_parser(ep)
+    for piece in ("I can't ", "help with that."):
+        parser.feed(SSEEvent(None, json.dumps({"model": "gpt-4o-mini", "choices": [
+            {"index": 0, "delta": {"refusal": piece}, "finish_reason": None}]})))
+    assert parser.extra["refusal"] == reply.extra["refusal"] == "I can't help with that."
+    resp = ld.Response(reply.text, "stop", "stop", Usage(), "openai", "gpt-4o-mini",
+                       "gpt-4o-mini", 0.1, None, extra=reply.extra)
+    done = finish_response(resp, Request("x", schema=Person))
+    assert (done.valid, done.parsed) == (False, None)
+    assert done.validation_errors == ("the model refused: I can't help with that.",)
+    assert "valid=False" in repr(done)

@@ -315,6 +315,9 @@ class OpenAIStream(StreamParser):
             if piece and isinstance(piece, str):
                 self.partial.append(piece)
                 out.append(TextDelta(piece))
+            refusal = delta.get("refusal") if isinstance(delta, dict) else None
+            if refusal and isinstance(refusal, str):  # a structured answer refused
+                self.extra["refusal"] = self.extra.get("refusal", "") + refusal
             calls = delta.get("tool_calls") if isinstance(delta, dict) else None
             for c in calls if isinstance(calls, list) else []:
                 if isinstance(c, dict) and isinstance(c.get("index", 0), int):
