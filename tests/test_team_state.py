@@ -272,3 +272,16 @@ def test_a_killed_process_does_not_hold_its_concurrency_slot_past_expiry(
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_a_call_without_max_tokens_is_fitted_to_the_team_s_room(
+        redis_server: RedisServer, team: str) -> None:
+    ana = Budget(1.0, state=RedisState(redis_server.url(), team=team, user="ana"))
+    bob = Budget(1.0, state=RedisState(redis_server.url(), team=team, user="bob"))
+    ana.reserve(0.9).settle(0.9)  # bob's own budget still sees $1.00 free; the team $0.10
+    r = bob.reserve_worst(0.01, 0.0005, 1000)  # a $0.51 worst case: fitted to $0.10
+    assert r.output_tokens is not None and 16 <= r.output_tokens < 200
+    assert r.amount_usd <= 0.1
+    r.release()
+    with pytest.raises(BudgetExceededError, match="team"):
+        bob.reserve_worst(0.01, 0.0005, 1000, fit=False)  # max_tokens set: never lowered

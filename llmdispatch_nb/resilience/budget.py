@@ -257,8 +257,22 @@ class Budget:
                 fitted = min(output_tokens, math.floor(spare / (usd_per_output_token * _UNITS)))
                 if fitted >= MIN_FITTED_TOKENS:
                     tokens = fitted
-            r = self.reserve(prompt_usd + usd_per_output_token * tokens, tags, max_cost,
-                             allow_unknown=allow_unknown, what=what)
+            try:
+                r = self.reserve(prompt_usd + usd_per_output_token * tokens, tags, max_cost,
+                                 allow_unknown=allow_unknown, what=what)
+            except BudgetExceededError as exc:
+                # The team's accounts (shared state) had less room than this kernel's: fit
+                # to theirs, as above, and ask once more.
+                room = getattr(exc, "team_room", None)
+                if room is None or not (fit and self.policy == "fit" and usd_per_output_token > 0):
+                    raise
+                spare = room - _units(prompt_usd) - 2
+                fitted = min(tokens, math.floor(spare / (usd_per_output_token * _UNITS)))
+                if fitted < MIN_FITTED_TOKENS:
+                    raise
+                tokens = fitted
+                r = self.reserve(prompt_usd + usd_per_output_token * tokens, tags, max_cost,
+                                 allow_unknown=allow_unknown, what=what)
         r.output_tokens = tokens
         return r
 

@@ -138,12 +138,14 @@ class SharedBudget:
         if full is not None:
             limit = limits[scopes.index(full)] or 0
             name = {"*": "the team's budget"}.get(full, f"the team's budget for {full}")
-            raise BudgetExceededError(
+            exc = BudgetExceededError(
                 f"refused before sending: {name} ({self.state.team}) is ${limit / _UNITS:,.6g}; "
                 f"${used / _UNITS:,.6g} is spent or reserved by the team's calls in flight and "
                 f"{what} may cost up to ${amount_usd:,.6g}",
                 advice="Raise the team's budget, lower max_tokens or pick a cheaper model",
                 budget=limit / _UNITS, spent=used / _UNITS, estimate=amount_usd)
+            exc.team_room = max(0, limit - used)  # type: ignore[attr-defined]  # to fit to
+            raise exc
         return rid, scopes
 
     def settle(self, rid: str, scopes: Sequence[str], charge: int) -> None:
