@@ -307,3 +307,33 @@ def test_an_openai_refusal_is_an_invalid_answer_with_its_reason() -> None:
     assert (done.valid, done.parsed) == (False, None)
     assert done.validation_errors == ("the model refused: I can't help with that.",)
     assert "valid=False" in repr(done)
+
+
+# -- the ledger's column -------------------------------------------------------------------
+
+
+def test_a_ledger_of_the_previous_schema_gains_schema_valid(tmp_path: Any) -> None:
+    import sqlite3
+
+    from llmdispatch_nb.ledger import Ledger
+    from llmdispatch_nb.ledger._migrations import MIGRATIONS, _statements
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE migrations (number INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                 "applied_at REAL NOT NULL)")
+    for number, name, sql in MIGRATIONS[:2]:  # a ledger written before this column existed
+        for statement in _statements(sql):
+            conn.execute(statement)
+        conn.execute("INSERT INTO migrations VALUES (?, ?, 0)", (number, name))
+    conn.close()
+    ledger = Ledger(path)
+    rec = ld.CallRecord(call_id="c1", attempt=1, timestamp=1.0, vendor="openai",
+                        model_requested="gpt-4o-mini", model_served=None, status="ok",
+                        schema_valid=False)
+    ledger.write(rec)
+    ledger.write(ld.CallRecord(call_id="c2", attempt=1, timestamp=2.0, vendor="openai",
+                               model_requested="gpt-4o-mini", model_served=None, status="ok"))
+    ledger.flush()
+    assert [r.schema_valid for r in ledger.records()] == [False, None]
+    ledger.close()
