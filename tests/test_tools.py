@@ -319,3 +319,31 @@ def test_gemini_streamed_calls_keep_their_signature(d: ld.Dispatcher) -> None:
     r, events = run(d, True, "google:gemini-3-flash-preview", tools=[get_weather])
     assert r.tool_calls and all(c.signature for c in r.tool_calls)
     assert [e.call for e in events if e.kind == "tool_call"] == list(r.tool_calls)
+
+
+# -- a local OpenAI-compatible server (Ollama's shape): JSON mode and tools ----------------
+
+
+def test_local_server_json_mode_and_tools() -> None:
+    from llmdispatch_nb.sim import SimServer
+    from llmdispatch_nb.sim.openai import OpenAIEmulator
+    from llmdispatch_nb.vendors import Endpoint
+
+    class Point(pydantic.BaseModel):
+        x: int
+        y: int
+
+    with SimServer({"local": OpenAIEmulator(local=True, time_scale=0)}).start() as sim, \
+            ld.Dispatcher([Endpoint("ollama", "compat", sim.base_url("local"), priced=False,
+                                    simulated=True)], dotenv=False) as local:
+        emu = sim.emulators["local"]
+        r = local.send("Pick a point.", "ollama:llama3.2", schema=Point)
+        body = emu.requests.chat()[-1].body
+        # The catalogue does not know the model: JSON mode, the schema in an instruction.
+        assert body["response_format"] == {"type": "json_object"}
+        assert body["messages"][0]["role"] == "system" and '"x"' in body["messages"][0]["content"]
+        assert r.valid is True and isinstance(r.parsed, Point)
+        seen.clear()
+        run_ = local.run_tools(ASK, "ollama:llama3.2", tools=[get_weather])
+        assert sorted(c for c, _ in seen) == ["Paris", "Rome"] and run_.stopped == "answered"
+        assert run_.cost_usd == 0  # a local server is free unless priced

@@ -10,6 +10,7 @@ Ollama and llama.cpp do.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -63,6 +64,23 @@ def strict_problem(schema: Any, context: tuple[str, ...] = ()) -> str | None:
 Refuse = Callable[..., Exception]
 
 
+def _schema_in_words(messages: list[Any]) -> Mapping[str, Any] | None:
+    """A JSON Schema object written into a system turn (how servers without schema support
+    are told the shape), or None."""
+    for m in messages:
+        content = m.get("content") if isinstance(m, Mapping) else None
+        if not isinstance(content, str) or m.get("role") not in ("system", "developer") \
+                or "{" not in content:
+            continue
+        try:
+            found = json.loads(content[content.index("{"):])
+        except ValueError:
+            continue
+        if isinstance(found, dict) and isinstance(found.get("properties"), dict):
+            return found
+    return None
+
+
 def read_structured(body: Mapping[str, Any], messages: list[Any], info: Any, model: str,
                     refuse: Refuse, *, local: bool) -> dict[str, Any]:
     """The Chat fields for a schema and tools (empty when neither was asked for)."""
@@ -85,6 +103,10 @@ def read_structured(body: Mapping[str, Any], messages: list[Any], info: Any, mod
                 raise refuse(f"Invalid schema for response_format '{spec['name']}': {problem}",
                              "response_format", None)
         out["schema"] = schema
+    elif isinstance(fmt, Mapping) and fmt.get("type") == "json_object":
+        told = _schema_in_words(messages)
+        if told is not None:  # JSON mode, the schema given in the prompt: a model follows it
+            out["schema"] = told
     tools = body.get("tools")
     if tools is not None:
         if not isinstance(tools, list):
