@@ -258,6 +258,10 @@ class PostgresLedger:
         file once the server holds it. Returns how many records went up."""
         done = 0
         own = conn is None
+        self.spill.flush()
+        if not self.spilled and self.spill.path is not None and not self.spill.path.exists():
+            self._spill_waiting = False  # no file: nothing was ever spilled here
+            return 0
         with self._upload_lock, contextlib.ExitStack() as stack:
             if own:
                 conn = self._staging_conn()
