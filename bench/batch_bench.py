@@ -90,11 +90,14 @@ def main() -> None:
             print(f"every vendor batch ended after {time.perf_counter() - waited:.1f} s "
                   f"(the emulators answering)", flush=True)
             t1 = time.perf_counter()
+            written = job.collect()
+            collect_s = time.perf_counter() - t1
             df = job.results()
             frame_s = time.perf_counter() - t1
             rss2 = _rss()
             ok = int((df["status"] == "ok").sum())
-            print(f"results ready -> DataFrame of {len(df)} rows ({ok} ok): {frame_s:.2f} s "
+            print(f"results ready -> DataFrame of {len(df)} rows ({ok} ok): {frame_s:.2f} s, "
+                  f"of which collecting ({written} ledger attempts written) {collect_s:.2f} s "
                   f"(target < 10 s); peak resident set {rss2:.0f} MiB",
                   flush=True)
             batch_cost = float(df["cost_usd"].sum())

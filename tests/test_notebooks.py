@@ -595,10 +595,33 @@ def test_structured_and_tools(run: Callable[[str], Any]) -> None:
     assert {float(v) for v in tools.column("called") + tools.column("right_city")} == {1.0}
 
 
+def test_batch_sweeps(run: Callable[[str], Any]) -> None:
+    nb = run("batch_sweeps.ipynb")
+    assert_no_errors(nb)
+    check_probe(nb, sys.executable)
+    submitted = stdout(nb, "submit")
+    assert "15 requests in 3 vendor batches" in submitted
+    for prefix in ("batch_", "msgbatch_", "batches/"):  # each vendor's own batch id
+        assert f"  {prefix}" in submitted
+    assert stdout(nb, "wait").startswith("collected - openai: completed, anthropic: ended, "
+                                         "google: BATCH_STATE_SUCCEEDED")
+    rows = frame(nb, "results")
+    assert rows.columns == ["target", "country", "status", "output_tokens", "cost_usd",
+                            "one_word"]
+    assert len(rows) == 15 and set(rows.column("status")) == {"ok"}
+    assert "the same rows: True | attempts in the ledger: 15" in stdout(nb, "resume")
+    costs = frame(nb, "cost")
+    assert len(costs) == 3 and "saved_usd" in costs.columns
+    for batch, live in zip(costs.column("batch_usd"), costs.column("live_usd"), strict=True):
+        assert abs(float(live) - 2 * float(batch)) <= 1e-6 + 0.01 * float(live)
+    assert "capitals-batch" in one(nb, "magic", "text/html")["data"]["text/html"]
+
+
 def test_saved_notebooks_carry_no_outputs() -> None:
     """Committed without outputs or execution counts (small diffs, no stale results)."""
     names = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
-    assert names == ["compare_vendors.ipynb", "cost_latency_analysis.ipynb", "quickstart.ipynb",
+    assert names == ["batch_sweeps.ipynb", "compare_vendors.ipynb", "cost_latency_analysis.ipynb",
+                     "quickstart.ipynb",
                      "routing_and_fallback.ipynb", "structured_and_tools.ipynb",
                      "sweeps_and_evals.ipynb"]
     for name in names:

@@ -73,3 +73,34 @@ def job_frame(job: BatchJob, evaluators: Any) -> pd.DataFrame:
     df = _frame(rows, plan)
     df.attrs.update(batch_job=job.id, mode="batch")
     return df
+
+
+def cost_table(job: BatchJob) -> pd.DataFrame:
+    """Per vendor and model: answers, tokens, what they cost at the batch price and what
+    the same tokens cost live (list price), and what the batch saved."""
+    import pandas as pd
+
+    from .._types import Usage
+
+    d = job.dispatcher
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in job.newest_records().values():
+        if r.status != "ok":
+            continue
+        row = rows.setdefault((r.vendor, r.model_requested), {
+            "vendor": r.vendor, "model": r.model_requested, "answers": 0, "input_tokens": 0,
+            "output_tokens": 0, "batch_usd": 0.0, "live_usd": 0.0})
+        row["answers"] += 1
+        row["input_tokens"] += r.input_tokens or 0
+        row["output_tokens"] += r.output_tokens or 0
+        row["batch_usd"] += r.cost_usd or 0.0
+        ep = d.endpoints.get(r.vendor)
+        live = None if ep is None else d._price(ep, r.model_requested, Usage(
+            input_tokens=r.input_tokens or 0, output_tokens=r.output_tokens or 0,
+            cache_read_tokens=r.cache_read_tokens or 0,
+            cache_write_tokens=r.cache_write_tokens or 0)).usd
+        row["live_usd"] += live or 0.0
+    df = pd.DataFrame(list(rows.values()), columns=[
+        "vendor", "model", "answers", "input_tokens", "output_tokens", "batch_usd", "live_usd"])
+    df["saved_usd"] = df["live_usd"] - df["batch_usd"]
+    return df

@@ -258,6 +258,14 @@ class BatchJob:
             self.collect()
         return job_frame(self, evaluators if evaluators is not None else self.evaluators)
 
+    def costs(self) -> pd.DataFrame:
+        """Per vendor and model: what the answers cost as a batch, what the same tokens
+        cost live (list price), and the difference."""
+        from ._frame import cost_table
+
+        self.collect()
+        return cost_table(self)
+
     def newest_records(self) -> dict[str, Any]:
         return latest(recorded(self.dispatcher, self.id))
 
