@@ -6,7 +6,9 @@ and the emulators (time_scale 0: they answer at once, so what differs is our own
     overhead   per-call p50/p95 of `Dispatcher.asend`, sequential, with a budget and a limit
                in force: local defaults (SQLite ledger, in-process state) against the team's
                (PostgreSQL ledger, Redis state), interleaved round by round; the p50 ratio
-               and difference (target: within +1 ms on loopback)
+               and difference (target: within +1 ms on loopback), and the process's CPU per
+               call (every thread, the ledgers' writers included: less swayed by the load of
+               a shared machine than wall time)
     writer     the PostgreSQL ledger's sustained records/s: `--writer-rows` records written
                from one thread, until flushed
     read       `analysis.calls()` over a `--rows`-row team ledger with a filter (one session
@@ -64,19 +66,27 @@ def overhead(base: str, pg_url: str, redis_url: str, n: int, rounds: int) -> dic
     team = dispatcher(base, PostgresLedger(pg_url, user="bench"),
                       RedisState(redis_url, team="bench" + uuid.uuid4().hex[:6]))
     times: dict[str, list[float]] = {"local": [], "team": []}
+    cpu: dict[str, list[float]] = {"local": [], "team": []}
     for d in (local, team):  # warm: connections, price table, scripts loaded
         asyncio.run(timed_calls(d, 20))
     for r in range(rounds):
         order = [("local", local), ("team", team)] if r % 2 == 0 else [("team", team),
                                                                       ("local", local)]
         for name, d in order:
+            d.ledger.flush()  # the other setup's writing does not fall in this one's time
+            start = time.process_time()
             times[name] += asyncio.run(timed_calls(d, n))
-    out: dict[str, Any] = {}
+            d.ledger.flush()  # its own writing does (the process's CPU, every thread)
+            cpu[name].append((time.process_time() - start) / n)
+    out: dict[str, Any] = {"os_load_1min": os.getloadavg()[0]}
     for name, values in times.items():
         out[f"{name}_p50_ms"] = ms(statistics.median(values))
         out[f"{name}_p95_ms"] = ms(pct(values, 95))
+        out[f"{name}_cpu_ms_per_call"] = ms(statistics.median(cpu[name]))
     out["ratio_p50"] = round(out["team_p50_ms"] / out["local_p50_ms"], 3)
     out["extra_p50_ms"] = round(out["team_p50_ms"] - out["local_p50_ms"], 3)
+    out["extra_cpu_ms_per_call"] = round(out["team_cpu_ms_per_call"]
+                                         - out["local_cpu_ms_per_call"], 3)
     local.ledger.flush()
     team.ledger.flush()
     local.close()
