@@ -151,8 +151,11 @@ def ensure_servers() -> None:
     if os.name == "posix" and os.geteuid() == 0 and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         print("Installing Debian's postgresql and redis-server for the team tests.", flush=True)
-        run("apt-get", "update", "-qq", env=env)
-        run("apt-get", "install", "-y", "-qq", "postgresql", "redis-server", env=env)
+        try:
+            run("apt-get", "update", "-qq", env=env)
+            run("apt-get", "install", "-y", "-qq", "postgresql", "redis-server", env=env)
+        except subprocess.CalledProcessError as exc:  # the other tests still run
+            print(f"note: installing them failed ({exc}); the team tests will skip")
     else:
         print("note: postgresql or redis-server not found and cannot be installed here; "
               "the team tests will skip")
