@@ -100,7 +100,7 @@ def _item(d: Dispatcher, index: int, req: Request | None, target: str, cell: dic
     ep = cand.endpoint
     usd = None
     if worst.input_price is not None and worst.output_price is not None:
-        usd = (prompt_token_bound(req) * worst.input_price
+        usd = (prompt_token_bound(req, cand) * worst.input_price
                + worst.output_tokens * worst.output_price) / 1e6 * BATCH_DISCOUNT
     item.update(endpoint=ep.name, kind=ep.kind, model=cand.model,
                 body=vendor.body(req, cand.model, ep), prompt=req.prompt_text,

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._attachment_tokens import attachments_bound, typical_tokens
 from .._types import Request, estimate_tokens
 from ..errors import ConfigurationError
 from ._targets import Candidate
@@ -102,18 +103,27 @@ _FRAMING_PER_MESSAGE = 8
 _FRAMING_PER_REQUEST = 16
 
 
-def prompt_token_bound(request: Request) -> int:
-    """An upper bound of the prompt's tokens under any tokenizer the vendors use.
+def prompt_token_bound(request: Request, candidate: Candidate | None = None) -> int:
+    """An upper bound of the prompt's tokens under any tokenizer the vendors use, images
+    and PDFs included by the candidate's vendor rules (none given: the most of them all).
 
     Every token of a byte-level BPE (OpenAI, Anthropic, Llama, Qwen) or a SentencePiece
     vocabulary with byte fallback (Gemini) covers at least one UTF-8 byte, so the byte count
     bounds the token count for any text: Chinese, emoji and long digit strings included,
     where four characters a token undercounts threefold. English costs about four bytes a
-    token, so this overstates it about fourfold; only the budget's reservation uses it."""
+    token, so this overstates it about fourfold; only the budget's reservation uses it.
+    An attachment is billed by pixels and pages, not by its one line in the text: its
+    bound is `_attachment_tokens.attachment_bound` (the vendor's rules, rounded up)."""
     text = request.prompt_text
     messages = len(request.messages) + (1 if request.system else 0)
-    return (len(text.encode("utf-8", "surrogatepass")) + _FRAMING_PER_MESSAGE * messages
-            + _FRAMING_PER_REQUEST)
+    bound = (len(text.encode("utf-8", "surrogatepass")) + _FRAMING_PER_MESSAGE * messages
+             + _FRAMING_PER_REQUEST)
+    attached = request.attachments
+    if attached:
+        kind, model = (None, "") if candidate is None else \
+            (candidate.endpoint.kind, pricing_model(candidate))
+        bound += attachments_bound(attached, kind, model)
+    return bound
 
 
 # The request fields that cap a reply, per wire: OpenAI, Azure, compatible servers, Anthropic
@@ -171,7 +181,11 @@ def billable_output_tokens(request: Request, candidate: Candidate) -> tuple[int,
 
 
 def estimated_input_tokens(request: Request) -> int:
-    return estimate_tokens(request.prompt_text)
+    """A cheap estimate for routing: the text at four characters a token, and a typical
+    figure for each image and PDF (`_attachment_tokens.typical_tokens`)."""
+    tokens = estimate_tokens(request.prompt_text)
+    attached = request.attachments
+    return tokens + typical_tokens(attached) if attached else tokens
 
 
 # -- rules --------------------------------------------------------------------------------

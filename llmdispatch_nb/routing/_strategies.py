@@ -221,7 +221,7 @@ class Router:
         output, capped = billable_output_tokens(request, candidate)
         price = self.prices.price_of(ep.name, pricing_model(candidate), kind=ep.kind,
                                      free=not ep.priced)
-        return WorstCase(prompt_token_bound(request), output, capped,
+        return WorstCase(prompt_token_bound(request, candidate), output, capped,
                          None if price is None else price.input,
                          None if price is None else price.output)
 

@@ -9,6 +9,10 @@ images and PDFs (`input_modalities`), as it tells the adapters. Wire shapes and 
 as reported in public issue threads (OpenAI's "Invalid content type. image_url is only
 supported by certain models.", Anthropic's "image exceeds 5 MB maximum: N bytes > 5242880
 bytes", Gemini's "Unsupported MIME type: image/gif").
+
+Each attachment is also billed as input by the vendor's rules for pixels and pages
+(`*_media_tokens`, from `llmdispatch_nb._attachment_tokens`, whose bound the budget
+reserves), so demo mode's costs resemble the real ones.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import binascii
 import struct
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from .._attachment_tokens import billed_tokens
 
 MB = 1024 * 1024
 OPENAI_IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
@@ -233,3 +239,60 @@ def gemini_media_refusal(contents: Any, info: Any) -> str | None:
                 if not accepts(info, "pdf" if media == "application/pdf" else "image"):
                     return f"Unsupported MIME type: {media}"
     return None
+
+
+# -- billed input: the vendors' rules for pixels and pages ----------------------------------
+
+
+def _parts(container: Any, key: str) -> list[Any]:
+    """The list under `key` of each dict in `container` (messages' content, turns' parts)."""
+    out: list[Any] = []
+    for item in container if isinstance(container, list) else ():
+        inner = item.get(key) if isinstance(item, dict) else None
+        if isinstance(inner, list):
+            out.extend(p for p in inner if isinstance(p, dict))
+    return out
+
+
+def openai_media_tokens(messages: Any, model: str) -> int:
+    """Input tokens OpenAI bills for the messages' `image_url` and `file` parts."""
+    total = 0
+    for part in _parts(messages, "content"):
+        if part.get("type") == "image_url" and isinstance(part.get("image_url"), dict):
+            spec = part["image_url"]
+            url = spec.get("url") if isinstance(spec.get("url"), str) else ""
+            data = decode(url.partition(",")[2]) if url.startswith("data:") else None
+            total += billed_tokens("openai", model, "image", data, spec.get("detail"))
+        elif part.get("type") == "file" and isinstance(part.get("file"), dict):
+            raw = part["file"].get("file_data")
+            raw = raw.partition(",")[2] if isinstance(raw, str) and raw.startswith("data:") else raw
+            total += billed_tokens("openai", model, "pdf", decode(raw))
+    return total
+
+
+def anthropic_media_tokens(messages: Any, model: str) -> int:
+    """Input tokens Anthropic bills for the messages' `image` and `document` blocks."""
+    total = 0
+    for block in _parts(messages, "content"):
+        if block.get("type") in ("image", "document") and isinstance(block.get("source"), dict):
+            source = block["source"]
+            data = decode(source.get("data")) if source.get("type") == "base64" else None
+            total += billed_tokens("anthropic", model,
+                                   "image" if block["type"] == "image" else "pdf", data)
+    return total
+
+
+def gemini_media_tokens(contents: Any, model: str) -> int:
+    """Input tokens Gemini bills for the turns' `inlineData` and `fileData` parts."""
+    total = 0
+    for part in _parts(contents, "parts"):
+        blob = part.get("inlineData", part.get("inline_data"))
+        ref = part.get("fileData", part.get("file_data"))
+        spec = blob if isinstance(blob, dict) else ref if isinstance(ref, dict) else None
+        if spec is None:
+            continue
+        media = str(spec.get("mimeType", spec.get("mime_type", "")))
+        data = decode(spec.get("data")) if spec is blob else None
+        total += billed_tokens("gemini", model,
+                               "pdf" if media == "application/pdf" else "image", data)
+    return total

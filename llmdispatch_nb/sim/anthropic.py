@@ -33,7 +33,7 @@ from starlette.routing import Route
 from ._answers import Question
 from ._anthropic_tools import Refused as StructuredRefused
 from ._anthropic_tools import Structured, read_structured, tool_message, tool_stream
-from ._attachments import Refusal, anthropic_media_refusal, anthropic_seen
+from ._attachments import Refusal, anthropic_media_refusal, anthropic_media_tokens, anthropic_seen
 from ._batch_anthropic import batch_routes
 from ._core import PROFILES, Fault, Profile, count_tokens, generate, paced, total_time
 from ._rules import Refused, anthropic_refusal, anthropic_thinking_tokens
@@ -73,6 +73,7 @@ class Ask:
     stream: bool
     auto_cache_ttl: str | None  # top-level cache_control
     thoughts: int = 0  # thinking tokens: billed as output, inside max_tokens
+    media: int = 0  # input tokens of its images and PDFs, by Anthropic's pixel/page rules
     structured: Structured | None = None  # a schema or tools (sim/_anthropic_tools.py)
 
     @property
@@ -91,7 +92,7 @@ class Ask:
 
     @property
     def input_tokens(self) -> int:
-        return count_tokens("".join(self.pieces)) + TURN_OVERHEAD_TOKENS
+        return count_tokens("".join(self.pieces)) + TURN_OVERHEAD_TOKENS + self.media
 
 
 class Invalid(Exception):
@@ -321,7 +322,8 @@ class AnthropicEmulator(Emulator):
                           f"of output tokens for {profile.served}")
         parsed = Ask(model, key, profile, tuple(blocks),
                      max_tokens if isinstance(max_tokens, int) and need_max_tokens else None,
-                     tuple(stop), stream, auto_ttl)
+                     tuple(stop), stream, auto_ttl,
+                     media=anthropic_media_tokens(body.get("messages"), model))
         if need_max_tokens:
             parsed = replace(parsed, thoughts=min(anthropic_thinking_tokens(body, parsed.prompt_text),
                                                   parsed.max_tokens or 0))

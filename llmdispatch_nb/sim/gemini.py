@@ -27,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ._answers import Question
-from ._attachments import gemini_media_refusal, gemini_seen
+from ._attachments import gemini_media_refusal, gemini_media_tokens, gemini_seen
 from ._batch_gemini import batch_routes
 from ._core import PROFILES, Fault, Generation, Profile, count_tokens, generate, paced
 from ._gemini_tools import Refused as StructuredRefused
@@ -315,7 +315,8 @@ class GeminiEmulator(Emulator):
             text, _ = read_prompt(fields(inner) if isinstance(inner, dict) else fields(body))
         except Invalid as exc:
             return google_error(400, "INVALID_ARGUMENT", str(exc))
-        n = count_tokens(text)
+        asked = fields(inner) if isinstance(inner, dict) else fields(body)
+        n = count_tokens(text) + gemini_media_tokens(asked.get("contents"), model)
         return Response(pretty({"totalTokens": n, "promptTokensDetails": [
             {"modality": "TEXT", "tokenCount": n}]}), headers={"content-type": JSON_TYPE})
 
@@ -345,6 +346,9 @@ class GeminiEmulator(Emulator):
         gen = generate(text, model, vendor="google", max_tokens=max(1, cap - thoughts),
                        stop=tuple(config.get("stopSequences") or ()), seed=config.get("seed"),
                        question=question_of(fields(body), config))
+        # Images and PDFs bill by pixels and pages (Google's rules), beside their line.
+        gen = Generation(gen.tokens, gen.finish,
+                         gen.input_tokens + gemini_media_tokens(fields(body).get("contents"), model))
         if thoughts >= cap:
             gen = Generation((), "length", gen.input_tokens)
         if structured is not None and fault is None:

@@ -30,7 +30,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from ._answers import Question, response_format_shape
-from ._attachments import Refusal, openai_seen
+from ._attachments import Refusal, openai_media_tokens, openai_seen
 from ._batch_openai import batch_routes
 from ._core import PROFILES, Fault, count_tokens, generate, paced
 from ._openai_tools import answer_override, json_tokens, planned_calls, read_structured, tool_reply
@@ -351,7 +351,8 @@ class OpenAIEmulator(Emulator):
                          f"4, but got an array with length {len(stops)} instead.", "stop",
                          "array_above_max_length")
         prompt = "\n".join(texts)
-        tokens = count_tokens(prompt)
+        # Images and PDFs bill by pixels and pages (OpenAI's rules), beside their line.
+        tokens = count_tokens(prompt) + openai_media_tokens(messages, target.profile.info.model)
         if tokens > target.profile.context_window:
             raise Invalid(self.context_error(request, target, tokens))
         opts = options if isinstance(options, dict) else {}
