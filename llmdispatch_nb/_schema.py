@@ -301,9 +301,31 @@ OPENAI_REFUSED = ("allOf", "not", "if", "then", "else", "dependentRequired",
                   "dependentSchemas", "patternProperties", "unevaluatedProperties")
 
 
+def _inline_sibling_refs(node: Any, defs: Mapping[str, Any]) -> Any:
+    """A `$ref` with other keys beside it (pydantic's `{"$ref": ..., "description": ...}`)
+    replaced by the definition it points to, those keys on top: strict mode reads a `$ref`
+    alone (what OpenAI's own SDK does too)."""
+    if isinstance(node, list):
+        return [_inline_sibling_refs(n, defs) for n in node]
+    if not isinstance(node, Mapping):
+        return node
+    out = {k: _inline_sibling_refs(v, defs) for k, v in node.items()}
+    ref = out.get("$ref")
+    if isinstance(ref, str) and len(out) > 1 and ref.startswith("#/$defs/"):
+        target = defs.get(ref.rsplit("/", 1)[-1])
+        if isinstance(target, Mapping):
+            del out["$ref"]
+            out = {**_inline_sibling_refs(target, defs), **out}
+    return out
+
+
 def for_openai(schema: Mapping[str, Any], *, strict: bool = True) -> dict[str, Any]:
     """OpenAI strict mode: every object closed (`additionalProperties: false`) with every
-    property required, an optional one made nullable instead."""
+    property required, as OpenAI's own SDK makes a pydantic model strict. An optional
+    field is not made nullable: a null would not fit the schema asked for (a `list = []`
+    field of a pydantic model, say), while a value always does."""
+    defs = schema.get("$defs") or schema.get("definitions") or {}
+    schema = _inline_sibling_refs(schema, defs if isinstance(defs, Mapping) else {})
 
     def fix(node: dict[str, Any], path: str) -> dict[str, Any]:
         node = _common(node)
@@ -312,10 +334,6 @@ def for_openai(schema: Mapping[str, Any], *, strict: bool = True) -> dict[str, A
                 raise _refuse("OpenAI", k, path)
         if strict and (node.get("type") == "object" or "properties" in node):
             props = node.get("properties") or {}
-            required = set(node.get("required") or ())
-            for k in props:
-                if k not in required:
-                    props[k] = {"anyOf": [props[k], {"type": "null"}]}
             node["properties"] = props
             node["required"] = list(props)
             if node.get("additionalProperties") not in (None, False):

@@ -76,7 +76,7 @@ def test_openai_body_and_answer(d: ld.Dispatcher, stream: bool) -> None:
                 "type": "object", "title": "Person",
                 "properties": {"name": {"type": "string"},
                                "age": {"type": "integer", "minimum": 0},
-                               "email": {"anyOf": [{"type": "string"}, {"type": "null"}]}},
+                               "email": {"type": "string"}},
                 "required": ["name", "age", "email"], "additionalProperties": False}}},
     }
     if stream:
@@ -337,3 +337,32 @@ def test_a_ledger_of_the_previous_schema_gains_schema_valid(tmp_path: Any) -> No
     ledger.flush()
     assert [r.schema_valid for r in ledger.records()] == [False, None]
     ledger.close()
+
+
+class Address(pydantic.BaseModel):
+    city: str
+    zip: str | None = None
+
+
+class Resident(pydantic.BaseModel):
+    name: str
+    home: Address = pydantic.Field(description="where they live")
+    friends: list[Address] = []
+
+
+def test_openai_strict_schema_matches_the_sdks_own() -> None:
+    """Nested models, a described $ref, optional fields: what OpenAI's SDK would send."""
+    from openai.lib._pydantic import to_strict_json_schema
+
+    ours = for_openai(Resident.model_json_schema())
+    theirs = to_strict_json_schema(Resident)
+    theirs["properties"]["friends"].pop("default")  # an annotation: we drop them all
+    theirs["$defs"]["Address"]["properties"]["zip"].pop("default", None)
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("target", list(TARGETS.values()))
+def test_nested_models_on_every_vendor(d: ld.Dispatcher, target: str) -> None:
+    r = d.send(PROMPT, target, schema=Resident)
+    assert r.valid is True, r.validation_errors
+    assert isinstance(r.parsed, Resident) and isinstance(r.parsed.home, Address)
