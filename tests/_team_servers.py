@@ -15,10 +15,10 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
-import warnings
 from pathlib import Path
 
 import pytest
@@ -30,8 +30,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_install_failed: dict[tuple[str, ...], str] = {}
+
+
 def _install(packages: list[str]) -> str | None:
-    """apt-get install `packages`; None when done, else why it could not be."""
+    """apt-get install `packages`; None when done, else why it could not be (tried once a
+    session: a failure is remembered, not paid for again by every test module)."""
+    if tuple(packages) in _install_failed:
+        return _install_failed[tuple(packages)]
+    why = _apt_get(packages)
+    if why is not None:
+        _install_failed[tuple(packages)] = why
+    return why
+
+
+def _apt_get(packages: list[str]) -> str | None:
     if os.name != "posix" or os.geteuid() != 0 or not shutil.which("apt-get"):
         return "not root, or no apt-get: install them with `apt-get install -y " + \
             " ".join(packages) + "`"
@@ -53,8 +66,10 @@ def _pg_bin() -> Path | None:
 
 
 def _skip_loudly(what: str, why: str) -> None:
+    """Skip, said past pytest's capture (a warning would fail the run under
+    filterwarnings=error) and again in the -ra summary."""
     message = f"TEAM TESTS SKIPPED: no {what} server could be found or installed ({why})"
-    warnings.warn(message, pytest.PytestWarning, stacklevel=2)
+    print(f"\n{'!' * 20} {message} {'!' * 20}", file=sys.__stderr__, flush=True)
     pytest.skip(message)
 
 
