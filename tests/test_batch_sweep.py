@@ -9,8 +9,9 @@ import pytest
 
 from llmdispatch_nb import Dispatcher
 from llmdispatch_nb.batch import BatchJob
+from llmdispatch_nb.batch._whatif import batch_total
 from llmdispatch_nb.errors import ConfigurationError
-from llmdispatch_nb.experiments import contains, sweep
+from llmdispatch_nb.experiments import contains, recommend, sweep, what_if
 from llmdispatch_nb.sim import SimServer
 from llmdispatch_nb.sim._batch_core import engine
 from tests._batch_support import batch_sim, dispatcher, fresh
@@ -46,6 +47,23 @@ def test_a_batch_sweep_has_the_live_sweeps_columns(sim: SimServer) -> None:
         assert 0.3 < per_token_batch / per_token_live < 0.7
         with pytest.raises(ConfigurationError, match="mode must be one of"):
             sweep("x", [OPENAI], dispatcher=d, mode="bulk")
+        # what_if and recommend: the same picks at the batch price.
+        policies = ["cheapest", f"fixed:{CLAUDE}"]
+        table = what_if(live, policies)
+        assert table["batch_total_cost_usd"].to_list() == pytest.approx(
+            (table["total_cost_usd"] * 0.5).to_list())
+        assert what_if(batch, policies)["batch_total_cost_usd"].to_list() == pytest.approx(
+            what_if(batch, policies)["total_cost_usd"].to_list())  # already batch prices
+        rec = recommend(live, policies, batch=True)
+        assert "as batches" in rec.reason and rec.policy == "cheapest"
+        with pytest.raises(ConfigurationError, match="batch answers within hours"):
+            recommend(live, policies, batch=True, max_latency_s=2.0)
+
+
+def test_only_vendors_with_a_batch_engine_are_halved() -> None:
+    assert batch_total(["openai:gpt-4o", "ollama:llama3.2", "google:gemini-2.5-flash"],
+                       [1.0, 1.0, 2.0], already_batch=False) == pytest.approx(2.5)
+    assert batch_total(["openai:gpt-4o"], [1.0], already_batch=True) == pytest.approx(1.0)
 
 
 @pytest.fixture

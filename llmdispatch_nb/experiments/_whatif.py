@@ -328,6 +328,8 @@ def what_if(source: Any, policies: Any = None, *, quality: str | None = None,
     import numpy as np
     import pandas as pd
 
+    from ..batch._whatif import batch_total, is_batch_source
+
     if latency_stat not in ("p50", "p95"):
         raise ConfigurationError(f"latency_stat must be 'p50' or 'p95', not {latency_stat!r}")
     src = _source(source, quality, evaluators)
@@ -346,6 +348,9 @@ def what_if(source: Any, policies: Any = None, *, quality: str | None = None,
             "policy": name, "cases": len(part), "served": len(served),
             "unserved": len(part) - len(served), "fell_back": int(served["fell_back"].sum()),
             "total_cost_usd": float(np.nansum(cost)) if len(cost) else 0.0,
+            # The same runs on the vendors' batch engines, where they have one (half price).
+            "batch_total_cost_usd": batch_total(served["target"], cost,
+                                                already_batch=is_batch_source(source)),
             "mean_cost_usd": float(np.nanmean(cost)) if np.isfinite(cost).any() else np.nan,
             "latency_p50_s": float(np.quantile(lat, 0.5)) if len(lat) else np.nan,
             "latency_p95_s": float(np.quantile(lat, 0.95)) if len(lat) else np.nan,
@@ -382,17 +387,25 @@ class Recommendation:
 
 def recommend(source: Any, policies: Any = None, *, min_quality: float | None = None,
               max_latency_s: float | None = None, latency_stat: str = "p95",
-              quality: str | None = None, evaluators: Any = None) -> Recommendation:
+              quality: str | None = None, evaluators: Any = None,
+              batch: bool = False) -> Recommendation:
     """The cheapest policy (by total cost) that serves every case with mean quality >=
-    `min_quality` and latency (p95, or `latency_stat`) <= `max_latency_s`."""
+    `min_quality` and latency (p95, or `latency_stat`) <= `max_latency_s`. `batch=True`:
+    the work can wait for the vendors' batch engines, so policies are ranked by their
+    batch cost (no latency floor then: a batch answers within hours)."""
     from ..resilience import money
+
+    if batch and max_latency_s is not None:
+        raise ConfigurationError("batch=True ranks by the batch price, and a batch answers "
+                                 "within hours: drop max_latency_s, or leave batch off")
 
     table = what_if(source, policies, quality=quality, min_quality=min_quality,
                     max_latency_s=max_latency_s, latency_stat=latency_stat,
                     evaluators=evaluators)
     if "eligible" not in table.columns:
         table["eligible"] = table["unserved"] == 0
-    table = table.sort_values(["eligible", "total_cost_usd", "quality"],
+    cost_column = "batch_total_cost_usd" if batch else "total_cost_usd"
+    table = table.sort_values(["eligible", cost_column, "quality"],
                               ascending=[False, True, False], kind="stable")
     table["recommended"] = False
     floors = []
@@ -407,7 +420,8 @@ def recommend(source: Any, policies: Any = None, *, min_quality: float | None = 
     table.loc[best, "recommended"] = True
     row = table.loc[best]
     q = row["quality"]
-    reason = (f"cheapest policy with {' and '.join(floors)}: {money(float(row['total_cost_usd']))} "
+    reason = (f"cheapest policy with {' and '.join(floors)}: {money(float(row[cost_column]))} "
+              f"{'as batches ' if batch else ''}"
               f"for {int(row['cases'])} cases, quality "
               f"{'unknown' if q != q else format(float(q), '.3f')}, p95 latency "
               f"{float(row['latency_p95_s']):.3f} s")
