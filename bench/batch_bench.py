@@ -43,7 +43,7 @@ def _emulators() -> tuple[subprocess.Popen[str], dict[str, str]]:
     proc = subprocess.Popen([sys.executable, "-m", "llmdispatch_nb.sim", "--time-scale", "0"],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
-    urls = {}
+    urls: dict[str, str] = {}
     while len(urls) < 4:
         vendor, url = proc.stdout.readline().split()
         urls[vendor] = url

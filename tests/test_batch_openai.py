@@ -219,3 +219,18 @@ def test_a_kernel_killed_mid_wait_is_resumed_by_another_exactly_once(sim: SimSer
     with Ledger(db) as ledger:
         rows = ledger.records(tags=f"batch:{job_id}")
         assert len(rows) == 6 and len({r.call_id for r in rows}) == 6
+
+
+def test_a_job_stored_but_never_submitted_is_submitted_by_the_next_kernel(sim: SimServer) -> None:
+    from llmdispatch_nb.batch._api import store_of
+    from llmdispatch_nb.batch._submit import plan_parts, request_items
+
+    with dispatcher(sim) as d:
+        # What a kernel killed between storing the job and submitting it leaves behind.
+        items = request_items(d, ["A?", "B?"], [OPENAI], (), {"max_tokens": 10})
+        store_of(d).add("bj_orphan", session=d.session, name=None, state="running",
+                        items=items, parts=plan_parts(items))
+        job = d.batches()["bj_orphan"]
+        assert job.parts[0]["state"] == "pending" and not engine(sim.emulators["openai"]).items
+        df = job.wait(poll_s=0.05, progress=False, resubmit_after_s=0).results()
+        assert (df["status"] == "ok").all() and len(engine(sim.emulators["openai"]).items) == 1

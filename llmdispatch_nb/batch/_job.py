@@ -69,6 +69,7 @@ class BatchJob:
         self.created = stored.created
         self.parts: list[dict[str, Any]] = stored.parts
         self.state = stored.state
+        self.updated = stored.updated
         self.evaluators = evaluators
         self._reservation = reservation
         self._items: list[dict[str, Any]] | None = None
@@ -92,12 +93,13 @@ class BatchJob:
         collected = ended and all(p.get("collected") for p in self.parts)
         self.state = "collected" if collected else "ended" if ended else "running"
         self.store.update(self.id, state=self.state, parts=self.parts)
+        self.updated = time.time()
 
     def _reload(self) -> None:
         """Take another kernel's progress (it may have polled or collected since)."""
         fresh = self.store.get(self.id)
         if fresh is not None:
-            self.parts, self.state = fresh.parts, fresh.state
+            self.parts, self.state, self.updated = fresh.parts, fresh.state, fresh.updated
 
     # -- polling ------------------------------------------------------------------------
 
@@ -133,12 +135,14 @@ class BatchJob:
         return all(p["state"] == ENDED for p in self.parts)
 
     def wait(self, *, poll_s: float = 2.0, timeout_s: float | None = None,
-             progress: Any = True) -> BatchJob:
+             progress: Any = True, resubmit_after_s: float = 600.0) -> BatchJob:
         """Poll until every vendor batch ends, then collect its answers into the ledger.
 
         A progress bar in a notebook, a line now and then in a script. Interrupting
         (Ctrl-C, the stop button) stops waiting only: the batches run on, and `wait()` here
-        or in another kernel (`d.batches()`) picks up where this left off."""
+        or in another kernel (`d.batches()`) picks up where this left off. A part that a
+        kernel died before submitting (still pending, the job untouched for
+        `resubmit_after_s`) is submitted here."""
         from ..experiments._progress import make_progress
 
         bar = make_progress(progress, self.total, f"batch {self.id}")
@@ -146,10 +150,11 @@ class BatchJob:
         try:
             while True:
                 self.status()
-                bar.done = sum(int((p.get("counts") or {}).get("completed") or 0)
+                self._submit_abandoned(resubmit_after_s)
+                bar.done = sum(len(p["custom_ids"]) if p["state"] == ENDED else
+                               int((p.get("counts") or {}).get("completed") or 0)
                                + int((p.get("counts") or {}).get("failed") or 0)
-                               if p["state"] == RUNNING else len(p["custom_ids"])
-                               for p in self.parts)
+                               if p["state"] == RUNNING else 0 for p in self.parts)
                 bar.show()
                 if self.done or (end is not None and time.monotonic() >= end):
                     break
@@ -163,6 +168,17 @@ class BatchJob:
         if self.done:
             self.collect()
         return self
+
+    def _submit_abandoned(self, after_s: float) -> None:
+        """Submit the parts left pending by a kernel that died while submitting (the job
+        not updated for `after_s`: a live submitter stores it after every part)."""
+        if self._reservation is not None or not any(p["state"] == PENDING for p in self.parts):
+            return  # this handle is the submitter, or nothing is pending
+        if time.time() - self.updated < after_s:
+            return
+        items = {it["cid"]: it for it in self.items}
+        self.dispatcher.run(submit_parts(self.dispatcher, self.id, self.parts, items,
+                                         sender(self.dispatcher), self._save))
 
     # -- collecting ---------------------------------------------------------------------
 
@@ -269,6 +285,3 @@ class BatchJob:
     def newest_records(self) -> dict[str, Any]:
         return latest(recorded(self.dispatcher, self.id))
 
-
-def pending_parts(job: BatchJob) -> list[dict[str, Any]]:
-    return [p for p in job.parts if p["state"] == PENDING]
