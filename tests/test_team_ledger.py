@@ -142,6 +142,7 @@ def test_user_comes_from_the_environment_or_the_argument(
     given = PostgresLedger(url, user="eleanor")
     from_env.write(record(1))
     given.write(record(2, cost=0.5))
+    given.flush()  # another ledger's writer: its record is on the server once flushed
     by_user = summary(calls(from_env), by="user")
     assert set(by_user.frame["user"]) == {"chidi", "eleanor"}
     spend = {row["user"]: row["cost_usd"] for row in from_env.spend()}

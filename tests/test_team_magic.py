@@ -56,6 +56,7 @@ def test_team_shows_spend_per_user_and_the_shared_budget(
         for _ in range(2):
             ana.send("hello", "openai:gpt-4o-mini", max_tokens=8)
         bob.send("hello", "openai:gpt-4o", max_tokens=8)
+        bob.ledger.flush()  # another kernel's records: on the server once its writer sends them
         llmdispatch_nb.set_default(ana)
         run = nb.run("%llm team")
     assert run.success, run.stdout + run.stderr
