@@ -117,7 +117,7 @@ def test_two_processes_never_overspend_one_budget(
 
 def test_a_shared_rate_limit_spaces_both_processes_arrivals(
         redis_server: RedisServer, openai_sim: SimServer, team: str) -> None:
-    rpm = 240  # one request back every 0.25 s once the minute's allowance is used
+    rpm = 120  # one request back every 0.5 s once the minute's allowance is used
     state = RedisState(redis_server.url(), team=team)
     drain = RateLimiter({"openai": Limit(rpm=rpm)}, state=state)
 
@@ -150,10 +150,11 @@ def test_a_shared_rate_limit_spaces_both_processes_arrivals(
                            for who in ("ana", "bob")], when_ready=go)
     arrivals = sorted(r.at for r in emu.requests.chat())
     assert len(arrivals) == 8
-    # Eight requests from a bucket just emptied, refilling at 4 a second: they cannot all
-    # arrive in less than about 7 refills (each process alone, with its own full bucket,
-    # would have sent its four at once).
-    assert arrivals[-1] - arrivals[0] >= 6 * 60 / rpm
+    # Eight requests from a bucket just emptied, refilling twice a second: about 7 refills
+    # from first to last (each process alone, with its own full bucket, would have sent
+    # its four at once). Bounded at 3, so processes slow to start after "go" on a loaded
+    # machine (the bucket refilling meanwhile) do not fail it.
+    assert arrivals[-1] - arrivals[0] >= 3 * 60 / rpm
 
 
 def test_a_breaker_opened_in_one_dispatcher_refuses_in_the_other(
