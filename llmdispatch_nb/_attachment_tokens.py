@@ -134,29 +134,39 @@ class _OpenAIRule:
     base: int = 0  # tile models: tokens for the low-resolution view, always billed
     tile: int = 0  # tile models: tokens per 512 px tile
     patch_multiplier: float = 0.0  # patch models: tokens per 32 px patch
+    patch_cap: int = 1536  # patch models: the most patches an image is scaled to
+    high_cap: int | None = None  # a lower cap for detail "high" (gpt-5.4 on: "auto" is more)
 
 
-# First match wins; searched anywhere in the name (dated, fine-tuned "ft:gpt-4o-mini:..."
-# and Azure-mapped names). https://platform.openai.com/docs/guides/images-vision
+# Searched anywhere in the name (dated, fine-tuned "ft:gpt-4o-mini:..." and Azure-mapped
+# names): the emulators bill by the first rule that matches, the bound takes the most of all
+# that match. https://platform.openai.com/docs/guides/images-vision. gpt-5.4 and later bill
+# 32 px patches x 1.2, up to 10,000 patches at "auto" and 2,500 at "high": not in the guide
+# at hand, read from measured counts (huggingface.co/datasets/JOHNISKING/image-token-cost).
 _OPENAI_RULES: tuple[tuple[re.Pattern[str], _OpenAIRule], ...] = tuple(
     (re.compile(p), r) for p, r in (
         (r"gpt-4o-mini", _OpenAIRule(2833, 5667)),
         (r"gpt-4\.1-mini|gpt-5(\.\d+)?-mini", _OpenAIRule(patch_multiplier=1.62)),
         (r"gpt-4\.1-nano|gpt-5(\.\d+)?-nano", _OpenAIRule(patch_multiplier=2.46)),
         (r"o4-mini", _OpenAIRule(patch_multiplier=1.72)),
+        (r"gpt-(5\.([4-9]|\d{2,})|[6-9])", _OpenAIRule(patch_multiplier=1.2, patch_cap=10_000,
+                                                     high_cap=2_500)),
         (r"computer-use", _OpenAIRule(65, 129)),
         (r"(^|[:/])o[13](-|$)", _OpenAIRule(75, 150)),
         (r"gpt-5", _OpenAIRule(70, 140)),
         (r"gpt-4o|gpt-4\.1|gpt-4\.5|gpt-4-turbo|gpt-4-vision|chatgpt-4o", _OpenAIRule(85, 170)),
     ))
 _OPENAI_TYPICAL = _OpenAIRule(85, 170)  # an unknown model's typical figure (gpt-4o's)
-_PATCH_CAP = 1536
 _PATCH = 32
 
 
-def _openai_rule(model: str) -> _OpenAIRule | None:
+def _openai_rules(model: str) -> list[_OpenAIRule]:
     name = model.lower()
-    return next((rule for pattern, rule in _OPENAI_RULES if pattern.search(name)), None)
+    return [rule for pattern, rule in _OPENAI_RULES if pattern.search(name)]
+
+
+def _openai_rule(model: str) -> _OpenAIRule | None:
+    return next(iter(_openai_rules(model)), None)
 
 
 def _openai_tiles(w: float, h: float, *, upscale: bool) -> int:
@@ -171,11 +181,13 @@ def _openai_tiles(w: float, h: float, *, upscale: bool) -> int:
 def _openai_image(rule: _OpenAIRule, size: tuple[int, int] | None, detail: str | None,
                   bound: bool) -> int:
     if rule.patch_multiplier:
+        # Past the cap the image is shrunk until its patches fit: the cap bounds the count.
+        cap = rule.high_cap if detail == "high" and rule.high_cap else rule.patch_cap
         if size is None:
-            patches = _PATCH_CAP
+            patches = cap
         else:
             w, h = size
-            patches = min(math.ceil(w / _PATCH) * math.ceil(h / _PATCH), _PATCH_CAP)
+            patches = min(math.ceil(w / _PATCH) * math.ceil(h / _PATCH), cap)
         return math.ceil(patches * rule.patch_multiplier)
     if detail == "low":
         return rule.base
@@ -205,17 +217,23 @@ def _scaled(w: int, h: int, longest: int) -> tuple[float, float]:
     return w * s, h * s
 
 
-def _anthropic_image(model: str, size: tuple[int, int] | None) -> int:
+_ANTHROPIC_STANDARD_BOUND = 1800
+
+
+def _anthropic_image(model: str, size: tuple[int, int] | None, bound: bool) -> int:
     # https://docs.claude.com/en/docs/build-with-claude/vision ("Evaluate image size")
     if _anthropic_high(model):
         if size is None:
             return 4784
         w, h = _scaled(max(1, size[0]), max(1, size[1]), 2576)
         return min(math.ceil(w / 28 - 1e-9) * math.ceil(h / 28 - 1e-9), 4784)
+    # "More than ~1,600 tokens" is scaled down: the bound allows for the "~" (counts up to
+    # 1,661 were measured for large images), the emulators bill the formula, at most 1,600.
+    cap = _ANTHROPIC_STANDARD_BOUND if bound else 1600
     if size is None:
-        return 1600
+        return cap
     w, h = _scaled(max(1, size[0]), max(1, size[1]), 1568)
-    return min(math.ceil(w * h / 750), 1600)
+    return min(math.ceil(w * h / 750), cap)
 
 
 def _gemini_version(model: str) -> int | None:
@@ -269,7 +287,7 @@ def _pdf(vendor: str, model: str, pages: int | None, bound: bool) -> int:
         return n * per
     text = _PAGE_TEXT_BOUND if bound else _PAGE_TEXT_TYPICAL
     if vendor == "anthropic":
-        image = _anthropic_image(model, None if bound else _PAGE_PIXELS)
+        image = _anthropic_image(model, None if bound else _PAGE_PIXELS, bound)
     else:
         image = _openai_bound_image(model, None, "high") if bound else \
             _openai_image(_openai_rule(model) or _OPENAI_TYPICAL, _PAGE_PIXELS, "high", False)
@@ -277,11 +295,9 @@ def _pdf(vendor: str, model: str, pages: int | None, bound: bool) -> int:
 
 
 def _openai_bound_image(model: str, size: tuple[int, int] | None, detail: str | None) -> int:
-    rule = _openai_rule(model)
-    if rule is not None:
-        return _openai_image(rule, size, detail, True)
     # An unknown model may be any of them: gpt-4o-mini's multiplied tiles are the most.
-    return max(_openai_image(r, size, detail, True) for _, r in _OPENAI_RULES)
+    rules = _openai_rules(model) or [r for _, r in _OPENAI_RULES]
+    return max(_openai_image(r, size, detail, True) for r in rules)
 
 
 VENDORS = ("openai", "anthropic", "gemini")
@@ -312,7 +328,7 @@ def attachment_bound(a: Attachment, vendor: str | None, model: str = "") -> int:
         if rules == "openai":
             tokens = _openai_bound_image(model, size, a.detail)
         elif rules == "anthropic":
-            tokens = _anthropic_image(model, size)
+            tokens = _anthropic_image(model, size, True)
         else:
             tokens = _gemini_image(model, size, True)
     else:
@@ -334,7 +350,7 @@ def billed_tokens(vendor: str, model: str, kind: str, data: bytes | None,
         if rules == "openai":
             return _openai_image(_openai_rule(model) or _OPENAI_TYPICAL, size, detail, False)
         if rules == "anthropic":
-            return _anthropic_image(model, size)
+            return _anthropic_image(model, size, False)
         return _gemini_image(model, size, False) if _gemini_version(model) is not None \
             else _gemini2_image(size, False)
     pages = (pdf_pages(data) if data is not None else None) or 1
@@ -348,6 +364,6 @@ def typical_tokens(attached: Iterable[Attachment], vendor: str | None = None,
     total = 0
     for a in attached:
         kind = "image" if a.kind == "image" else "pdf"
-        vendors = (vendor,) if vendor_rules(vendor) else VENDORS
+        vendors: tuple[str, ...] = (vendor,) if vendor and vendor_rules(vendor) else VENDORS
         total += max(billed_tokens(v, model, kind, a.data, a.detail) for v in vendors)
     return total

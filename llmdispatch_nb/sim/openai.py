@@ -351,10 +351,12 @@ class OpenAIEmulator(Emulator):
                          f"4, but got an array with length {len(stops)} instead.", "stop",
                          "array_above_max_length")
         prompt = "\n".join(texts)
-        # Images and PDFs bill by pixels and pages (OpenAI's rules), beside their line.
-        tokens = count_tokens(prompt) + openai_media_tokens(messages, target.profile.info.model)
+        tokens = count_tokens(prompt)
         if tokens > target.profile.context_window:
             raise Invalid(self.context_error(request, target, tokens))
+        # Images and PDFs bill by pixels and pages (OpenAI's rules), beside their line; not
+        # held against the window (gpt-4o-mini's multiplied image tokens are billing only).
+        tokens += openai_media_tokens(messages, target.profile.info.model)
         opts = options if isinstance(options, dict) else {}
         structured = read_structured(body, messages, target.profile.info, target.name, refuse,
                                      local=self.local)
