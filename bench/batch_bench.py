@@ -74,12 +74,13 @@ def main() -> None:
             per_target = args.requests // len(TARGETS)
             prompts = [f"Question {i}: explain topic {i % 97} briefly." for i in range(per_target)]
             rss0 = _rss()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             job = d.batch(prompts, TARGETS, max_tokens=MAX_TOKENS, name="batch-bench")
             submit_s = time.perf_counter() - t0
+            submit_cpu = time.process_time() - c0
             rss1 = _rss()
             print(f"submitted {job.total} requests in {len(job.parts)} vendor batches: "
-                  f"{submit_s:.2f} s; peak resident set {rss0:.0f} -> {rss1:.0f} MiB",
+                  f"{submit_s:.2f} s (CPU {submit_cpu:.2f} s); peak resident set {rss0:.0f} -> {rss1:.0f} MiB",
                   flush=True)
             waited = time.perf_counter()
             while True:
@@ -89,15 +90,17 @@ def main() -> None:
                 time.sleep(0.5)
             print(f"every vendor batch ended after {time.perf_counter() - waited:.1f} s "
                   f"(the emulators answering)", flush=True)
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             written = job.collect()
             collect_s = time.perf_counter() - t1
             df = job.results()
-            frame_s = time.perf_counter() - t1
+            frame_s, frame_cpu = time.perf_counter() - t1, time.process_time() - c1
             rss2 = _rss()
             ok = int((df["status"] == "ok").sum())
             print(f"results ready -> DataFrame of {len(df)} rows ({ok} ok): {frame_s:.2f} s, "
-                  f"of which collecting ({written} ledger attempts written) {collect_s:.2f} s "
+                  f"of which collecting ({written} ledger attempts written) {collect_s:.2f} s; "
+                  f"CPU {frame_cpu:.2f} s (every thread; the load average was "
+                  f"{os.getloadavg()[0]:.1f}) "
                   f"(target < 10 s); peak resident set {rss2:.0f} MiB",
                   flush=True)
             batch_cost = float(df["cost_usd"].sum())

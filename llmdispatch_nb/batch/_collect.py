@@ -96,8 +96,7 @@ def _record(d: Dispatcher, ep: Any, part: Mapping[str, Any], o: Outcome,
         try:
             # The live adapter reads the answer, as it reads a live one (one request object
             # for the part: building one per answer was a fifth of collecting).
-            parsed = adapter.parse_reply(httpx.Response(
-                o.status or 200, content=json.dumps(o.body).encode(), request=dummy), ep)
+            parsed = adapter.parse_reply(_answer(o.status or 200, o.body, dummy), ep)
         except Exception as exc:  # the vendor's answer did not read: this row's error
             return CallRecord(**base, model_served=None, status="error",
                               error_class=type(exc).__name__, error_message=str(exc)[:500],
@@ -117,8 +116,7 @@ def _record(d: Dispatcher, ep: Any, part: Mapping[str, Any], o: Outcome,
             finish_reason=parsed.finish_reason, response=parsed.text)
     err: Exception
     if o.kind == "error" and o.status and ep is not None and isinstance(o.body, dict):
-        err = adapter_for(ep.kind).map_error(
-            httpx.Response(o.status, content=json.dumps(o.body).encode(), request=dummy), ep)
+        err = adapter_for(ep.kind).map_error(_answer(o.status, o.body, dummy), ep)
     elif o.kind == "error":
         err = BatchRequestError(o.message or "the request failed in the batch", outcome="error",
                                 code=o.code)
@@ -132,6 +130,19 @@ def _record(d: Dispatcher, ep: Any, part: Mapping[str, Any], o: Outcome,
     return CallRecord(**base, model_served=None, status="error", error_class=type(err).__name__,
                       error_message=str(err)[:500], http_status=o.status,
                       request_id=o.request_id)
+
+
+_JSON = httpx.Headers({"content-type": "application/json"})
+
+
+def _answer(status: int, body: Any, request: httpx.Request) -> httpx.Response:
+    """One request's answer from a batch as the whole response a live call would read.
+
+    Its body is set as already read (what `Response.read()` leaves): building it from
+    bytes runs httpx's stream and decoder machinery, a third of collecting 20,000."""
+    response = httpx.Response(status, headers=_JSON, request=request)
+    response._content = json.dumps(body).encode()
+    return response
 
 
 def latest(have: Mapping[tuple[str, int], CallRecord]) -> dict[str, CallRecord]:
