@@ -10,7 +10,8 @@ PNG of 2000x2000 px costs more than a page of text). The rules, from the vendors
   768 px and bill `base + tile x (512 px tiles)` (gpt-4o/4.1 85+170, gpt-4o-mini 2833+5667,
   o1/o3 75+150, gpt-5 70+140, computer-use 65+129); `detail: low` bills the base only. Patch
   models (gpt-4.1-mini/nano, gpt-5-mini/nano, o4-mini) bill 32 px patches, at most 1536, times
-  1.62 / 2.46 / 1.72. PDFs: the extracted text plus an image of each page.
+  1.62 / 2.46 / 1.72; gpt-5.4 and later 32 px patches x 1.2, up to 10,000 (2,500 at "high").
+  PDFs: the extracted text plus an image of each page.
 - Anthropic images: about w x h / 750 tokens after the long edge is scaled to 1568 px, at most
   ~1,600 (Claude 3 to 4.6); Opus 4.7 and later read up to 2576 px, one token per 28 px square,
   at most 4,784. PDFs: 1,500-3,000 text tokens a page plus the page as an image.
@@ -19,8 +20,10 @@ PNG of 2000x2000 px costs more than a page of text). The rules, from the vendors
   560 a page at Gemini 3's default (medium).
 
 Where a rule is unsure the bound takes the larger reading (OpenAI: the short side scaled up
-as well as down; Gemini 2.x: 768 px tiles or Google's crop-unit tiling, whichever is more; an
-unknown model: the most any model of the vendor bills; an unknown vendor: the most of all).
+as well as down, and every rule a model's name matches; Anthropic: 1,800 for the "~1,600";
+PDF text: 3,000 a page; Gemini 2.x: 768 px tiles or the crop-unit tiling, whichever is more,
+in a 3072 px box; an unknown model: the most any model of the vendor bills; an unknown
+vendor: the most of all). The emulators bill the plain reading, never above the bound.
 An image whose size the bytes do not say, or a URL, is bounded by the vendor's per-image
 maximum; a PDF whose pages cannot be counted by the vendor's page limit.
 """
@@ -309,12 +312,23 @@ def vendor_rules(kind: str | None) -> str | None:
             "gemini": "gemini", "google": "gemini"}.get(kind or "")
 
 
+# Pages read per PDF, by its hash: a call reads them for routing, for each candidate's bound
+# and for the limiter, and a 30 MB PDF takes ~0.1 s to scan.
+_PAGES_SEEN: dict[str, int | None] = {}
+
+
 def _size_of(a: Attachment) -> tuple[int, int] | None:
     return image_size(a.data) if a.data is not None else None
 
 
 def _pages_of(a: Attachment) -> int | None:
-    return pdf_pages(a.data) if a.data is not None else None
+    if a.data is None:
+        return None
+    if a.sha256 not in _PAGES_SEEN:
+        if len(_PAGES_SEEN) >= 256:
+            _PAGES_SEEN.clear()
+        _PAGES_SEEN[a.sha256] = pdf_pages(a.data)
+    return _PAGES_SEEN[a.sha256]
 
 
 def attachment_bound(a: Attachment, vendor: str | None, model: str = "") -> int:
@@ -341,9 +355,10 @@ def attachments_bound(attached: Iterable[Attachment], vendor: str | None, model:
 
 
 def billed_tokens(vendor: str, model: str, kind: str, data: bytes | None,
-                  detail: str | None = None) -> int:
+                  detail: str | None = None, *, pages: int | None = None) -> int:
     """What the emulators bill for one image (`kind` "image") or PDF: the vendor's rule on
-    the image as sent (an unknown size or a URL: a 1024x768 image) or the pages counted."""
+    the image as sent (an unknown size or a URL: a 1024x768 image) or the pages counted
+    (`pages`, when already read; unknown: one)."""
     rules = vendor_rules(vendor) or "openai"
     if kind == "image":
         size = (image_size(data) if data is not None else None) or (1024, 768)
@@ -353,8 +368,9 @@ def billed_tokens(vendor: str, model: str, kind: str, data: bytes | None,
             return _anthropic_image(model, size, False)
         return _gemini_image(model, size, False) if _gemini_version(model) is not None \
             else _gemini2_image(size, False)
-    pages = (pdf_pages(data) if data is not None else None) or 1
-    return _pdf(rules, model, pages, False)
+    if pages is None and data is not None:
+        pages = pdf_pages(data)
+    return _pdf(rules, model, pages or 1, False)
 
 
 def typical_tokens(attached: Iterable[Attachment], vendor: str | None = None,
@@ -364,6 +380,8 @@ def typical_tokens(attached: Iterable[Attachment], vendor: str | None = None,
     total = 0
     for a in attached:
         kind = "image" if a.kind == "image" else "pdf"
+        pages = _pages_of(a) if kind == "pdf" else None
         vendors: tuple[str, ...] = (vendor,) if vendor and vendor_rules(vendor) else VENDORS
-        total += max(billed_tokens(v, model, kind, a.data, a.detail) for v in vendors)
+        total += max(billed_tokens(v, model, kind, a.data, a.detail, pages=pages)
+                     for v in vendors)
     return total
