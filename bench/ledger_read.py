@@ -182,7 +182,7 @@ def main() -> None:
             paths["ledger"] = Path(tmp) / "now.db"
             shutil.copyfile(path, paths["ledger"])
             first = probe("ledger", paths["ledger"])
-            print(f"ledger's first read of a copy of the file (rebuilds blocks of another "
+            print(f"ledger's first read of a copy of the file (upgrades blocks of an older "
                   f"format): {first.get('read_s', 0):.2f} s ({first.get('cpu_s', 0):.2f} CPU)"
                   f"{first.get('error', '')}", flush=True)
         results: dict[str, list[dict[str, Any]]] = {r: [] for r in readers}
