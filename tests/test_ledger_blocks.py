@@ -384,7 +384,7 @@ def test_blocks_that_cannot_be_upgraded_are_rebuilt_from_the_rows(tmp_path: Path
     assert versions(tmp_path / "ledger.db") == {_blocks.VERSION}
 
 
-def test_a_writer_meeting_old_blocks_drops_them_and_keeps_every_record(tmp_path: Path) -> None:
+def test_a_writer_meeting_old_blocks_leaves_them_unmerged_and_keeps_every_record(tmp_path: Path) -> None:
     import pandas as pd
 
     from llmdispatch_nb.ledger._frame import frame_from_records
