@@ -4,6 +4,7 @@ merge)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -262,24 +263,26 @@ def test_checkpoints_run_on_their_own_thread_and_end_with_close(tmp_path: Path) 
 # -- block format version 2: the columns migration 2 added reach calls() ---------------------
 
 
-def version_1(blob: bytes) -> bytes:
-    """A block as format version 1 wrote it: without the two columns version 2 added."""
+def version_1(blob: bytes, version: int = 1) -> bytes:
+    """A block as an older format version wrote it: without the columns added since."""
     n, order, cols = _blocks._columns(blob)
+    later = {name for v, names in _blocks.ADDED.items() if v > version for name in names}
     kept = [(name, kind, bytes(data), extra) for name, (kind, data, extra) in cols.items()
-            if name not in ("original_latency_s", "repaired")]
-    header = json.dumps({"v": 1, "n": n, "order": order,
+            if name not in later]
+    header = json.dumps({"v": version, "n": n, "order": order,
                          "cols": [[name, kind, len(data), extra]
                                   for name, kind, data, extra in kept]}).encode()
     return b"".join([_blocks.MAGIC, struct.pack("<I", len(header)), header,
                      *(data for _, _, data, _ in kept)])
 
 
-def to_version_1(path: Path) -> int:
-    """Rewrite every column block of the file at `path` as version 1 wrote it."""
+def to_version_1(path: Path, version: int = 1) -> int:
+    """Rewrite every column block of the file at `path` as an older version wrote it."""
     with closing(sqlite3.connect(path)) as conn, conn:
         blocks = conn.execute("SELECT id, data FROM call_blocks").fetchall()
         for bid, data in blocks:
-            conn.execute("UPDATE call_blocks SET data = ? WHERE id = ?", (version_1(data), bid))
+            conn.execute("UPDATE call_blocks SET data = ? WHERE id = ?",
+                         (version_1(data, version), bid))
     return len(blocks)
 
 
@@ -328,14 +331,17 @@ def test_a_version_1_block_upgraded_is_the_block_version_2_writes() -> None:
     ids = list(range(1, 201)) + list(range(500, 600))
     current = _blocks.encode(ids, cols)
     old = version_1(current)
-    assert _blocks.added_since(old) == ("original_latency_s", "repaired")
+    assert _blocks.added_since(old) == ("original_latency_s", "repaired", "schema_valid")
+    assert _blocks.added_since(version_1(current, 2)) == ("schema_valid",)
     assert _blocks.added_since(current) == ()
-    added = {name: cols[name] for name in _blocks.ADDED[2]}
+    added = {name: cols[name] for name in (*_blocks.ADDED[2], *_blocks.ADDED[3])}
     assert _blocks.upgrade(old, added) == current  # the other columns kept byte for byte
     # What it cannot upgrade is left to a rebuild from the rows.
     assert _blocks.upgrade(old, {"repaired": cols["repaired"]}) is None
     assert _blocks.upgrade(old, {k: v[:-1] for k, v in added.items()}) is None
     assert _blocks.upgrade(version_1(foreign(current)), added) is None
+    assert _blocks.upgrade(version_1(current, 2), {"schema_valid": cols["schema_valid"]}) \
+        == current
     assert _blocks.added_since(b"LDB1" + old[4:].replace(b'"v": 1', b'"v": 9', 1)) is None
 
 
@@ -406,3 +412,71 @@ def test_a_writer_meeting_old_blocks_leaves_them_unmerged_and_keeps_every_record
     assert versions(tmp_path / "ledger.db") == {1, _blocks.VERSION}
     pd.testing.assert_frame_equal(ledger.dataframe(), frame_from_records(ledger.records()))
     assert versions(tmp_path / "ledger.db") == {_blocks.VERSION}
+
+
+# -- block format version 3: schema_valid (migration 3) reaches calls() -----------------------
+
+
+def _with_schema(i: int) -> CallRecord:
+    """Records as structured-output calls leave them: valid, invalid, or no schema asked."""
+    return dataclasses.replace(noted(i), schema_valid=(True, False, None)[i % 3])
+
+
+def schema_column(frame: Any) -> list[bool | None]:
+    import pandas as pd
+
+    assert str(frame["schema_valid"].dtype) == "boolean"
+    return [None if pd.isna(v) else bool(v) for v in frame["schema_valid"]]
+
+
+@pytest.mark.parametrize("source", ["live", "from version 2", "from version 1", "rebuilt"])
+def test_schema_valid_reaches_calls_from_every_source(tmp_path: Path, source: str) -> None:
+    import pandas as pd
+
+    from llmdispatch_nb.analysis import calls
+    from llmdispatch_nb.ledger._frame import frame_from_records
+
+    ledger = Ledger(tmp_path)
+    for i in range(1500):
+        ledger.write(_with_schema(i))
+    ledger.flush()
+    stored = ledger.records()
+    assert [r.schema_valid for r in stored[:3]] == [True, False, None]
+    if source != "live":
+        ledger.close()
+        path = tmp_path / "ledger.db"
+        if source == "rebuilt":  # a block no upgrade can take: rebuilt from the rows
+            with closing(sqlite3.connect(path)) as conn, conn:
+                for bid, data in conn.execute("SELECT id, data FROM call_blocks").fetchall():
+                    conn.execute("UPDATE call_blocks SET data = ? WHERE id = ?",
+                                 (version_1(foreign(data), 2), bid))
+        else:
+            assert to_version_1(path, int(source[-1])) >= 1
+        with closing(sqlite3.connect(path)) as conn:
+            blocks = conn.execute("SELECT id, n, first_id, last_id FROM call_blocks").fetchall()
+        ledger = Ledger(tmp_path)
+    frame = calls(ledger)
+    assert schema_column(frame) == [r.schema_valid for r in stored]
+    assert schema_column(frame)[:3] == [True, False, None]
+    pd.testing.assert_frame_equal(frame, frame_from_records(stored))
+    assert versions(tmp_path / "ledger.db") == {_blocks.VERSION}
+    if source.startswith("from"):  # upgraded in place, not rebuilt
+        with closing(sqlite3.connect(tmp_path / "ledger.db")) as conn:
+            assert conn.execute(
+                "SELECT id, n, first_id, last_id FROM call_blocks").fetchall() == blocks
+    ledger.close()
+
+
+def test_schema_valid_from_records_and_merged_blocks_keeps_its_three_values() -> None:
+    recs = [_with_schema(i) for i in range(40)]
+    cols = to_columns(recs, "off")
+    whole = _blocks.encode(range(1, 41), cols)
+    halves = [_blocks.encode(range(1, 21), {k: v[:20] for k, v in cols.items()}),
+              _blocks.encode(range(21, 41), {k: v[20:] for k, v in cols.items()})]
+    assert _blocks.merge(halves) == whole
+    # Rows hold 1/0/NULL; a value edited in by hand reads as yes rather than failing.
+    from_rows = _blocks._column("schema_valid", "yesno", [1, 0, None, 5])
+    assert from_rows == ("schema_valid", "y1", bytes([1, 0, _blocks.YESNO_NULL, 1]), None)
+    _, decoded = _blocks.decode(whole)
+    assert decoded["schema_valid"][0] == "y1"
+    assert decoded["schema_valid"][1].tolist()[:3] == [1, 0, _blocks.YESNO_NULL]

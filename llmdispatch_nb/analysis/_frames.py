@@ -32,7 +32,8 @@ def calls(source: Source = None, *, session: str | None = None,
     `timestamp` in UTC; nullable Int64 token counts and Float64 times and costs; bools for
     the flags; `tokens_per_s` is output tokens over the time after the first token;
     `original_latency_s` is a cache or replay hit's recorded latency, `repaired` what the
-    ledger changed to store the record (a label, mostly null).
+    ledger changed to store the record (a label, mostly null); `schema_valid` whether a
+    structured answer matched its schema (nullable boolean, <NA> when none was asked).
     A team ledger (PostgreSQL) runs these filters on the server and adds a `user` column;
     `user` and `until` (before that time) are for it.
     """

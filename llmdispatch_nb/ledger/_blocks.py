@@ -1,7 +1,7 @@
 """Column blocks: the analysis columns of a run of `calls` rows, packed for fast reading.
 
 Format (one blob): b"LDB1", a little-endian u32 header length, a JSON header
-{"v": 2, "n": rows, "order": "little"|"big", "cols": [[name, kind, nbytes, extra], ...]},
+{"v": 3, "n": rows, "order": "little"|"big", "cols": [[name, kind, nbytes, extra], ...]},
 then each column's bytes in header order. Each column has a type, and each block stores it
 in the smallest kind that holds that block's values:
 
@@ -10,12 +10,13 @@ in the smallest kind that holds that block's values:
     int    i4 (-2**31 is null), f8 (NaN is null)     attempt, http status, token counts
     float  f8 (NaN is null)                          timestamp, latency, ttft, cost
     flag   u1                                        retried, fell back, streamed, ...
+    yesno  y1: u1, 1 yes, 0 no, 2 null               schema_valid (no schema asked: null)
     str    c1, c2, c4: int8/16/32 codes into extra   call id, session, vendor, model, ...
            (the block's distinct strings), -1 null
 
-Version 2 added `original_latency_s` and `repaired` (schema migration 2's columns). A block
-of another version is refused (ValueError). A read then brings version 1 blocks up to date
-with `upgrade`, packing only the added columns from the rows (a million rows: about three
+Version 2 added `original_latency_s` and `repaired` (schema migration 2's columns), version 3
+`schema_valid` (migration 3's). A block of another version is refused (ValueError). A read
+then brings older blocks up to date with `upgrade`, packing only the added columns from the rows (a million rows: about three
 CPU-seconds, against eighteen for a rebuild from every column), and rebuilds from the rows
 what it cannot upgrade; the writer leaves such blocks unmerged (see `_store._compact`).
 
@@ -46,7 +47,7 @@ from typing import Any
 from ._rows import columns_of
 
 MAGIC = b"LDB1"
-VERSION = 2
+VERSION = 3
 NULL_I4 = -(2**31)
 
 # (name, type) in block order; names are ROW_FIELDS names, plus "id".
@@ -59,11 +60,16 @@ BLOCK_COLUMNS: tuple[tuple[str, str], ...] = (
     ("cache_read_tokens", "int"), ("cache_write_tokens", "int"), ("reasoning_tokens", "int"),
     ("usage_source", "str"), ("cost_usd", "float"), ("price_source", "str"),
     ("cache_hit", "flag"), ("simulated", "flag"), ("finish_reason", "str"), ("tags", "str"),
-    ("original_latency_s", "float"), ("repaired", "str"),
+    ("original_latency_s", "float"), ("repaired", "str"), ("schema_valid", "yesno"),
 )
 _NAN = math.nan
 # The block columns each format version added: what `upgrade` packs into an older block.
-ADDED: dict[int, tuple[str, ...]] = {2: ("original_latency_s", "repaired")}
+ADDED: dict[int, tuple[str, ...]] = {2: ("original_latency_s", "repaired"),
+                                      3: ("schema_valid",)}
+# A yes/no/unknown value as its y1 byte: records hold True/False/None, rows 1/0/NULL
+# (True == 1 and False == 0 as keys, so one table serves both).
+YESNO_NULL = 2
+_YESNO_BYTE: dict[Any, int] = {None: YESNO_NULL, True: 1, False: 0}
 
 # The newest rows are packed once this many lie uncovered (until then a read packs them on
 # the fly: a few hundred rows cost milliseconds); one transaction per call stays cheap.
@@ -136,6 +142,13 @@ def _column(name: str, type_: str, col: Sequence[Any]) -> Column:
             return (name, "f8", floats, None)
     if type_ == "flag":
         return (name, "u1", bytes(map(bool, col)), None)
+    if type_ == "yesno":
+        try:  # itemgetter of one key gives the value, not a 1-tuple; of none, an error
+            codes = (operator.itemgetter(*col)(_YESNO_BYTE) if len(col) > 1
+                     else [_YESNO_BYTE[v] for v in col])
+        except (KeyError, TypeError):  # a row edited by hand to hold 2, "yes", ...
+            codes = [YESNO_NULL if v is None else 1 if v else 0 for v in col]
+        return (name, "y1", bytes(codes), None)
     return (name, *_codes(col))
 
 
@@ -252,7 +265,8 @@ def upgrade_stored(conn: sqlite3.Connection) -> bool:
     return upgraded
 
 
-_DTYPES = {"i8": "i8", "i4": "i4", "f8": "f8", "u1": "u1", "c1": "i1", "c2": "i2", "c4": "i4"}
+_DTYPES = {"i8": "i8", "i4": "i4", "f8": "f8", "u1": "u1", "y1": "u1",
+           "c1": "i1", "c2": "i2", "c4": "i4"}
 
 
 def decode(blob: bytes) -> tuple[int, dict[str, tuple[str, Any, Any]]]:
@@ -322,8 +336,9 @@ def merge(blobs: Iterable[bytes]) -> bytes:
                            else _array("q", data, order))
             cols.append(("id", "range", b"", ids[0]) if _contiguous(ids)
                         else ("id", "i8", ids.tobytes(), None))
-        elif type_ == "flag":
-            cols.append((name, "u1", b"".join(bytes(data) for _, _, data, _ in pieces), None))
+        elif type_ in ("flag", "yesno"):  # one byte a row either way: joined as they are
+            cols.append((name, "u1" if type_ == "flag" else "y1",
+                         b"".join(bytes(data) for _, _, data, _ in pieces), None))
         elif type_ == "str":
             index: dict[str, int] = {}
             runs: list[tuple[str, Any]] = []

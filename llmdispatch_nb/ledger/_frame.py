@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._types import CallRecord
-from ._blocks import BLOCK_COLUMNS, NULL_I4, decode, encode
+from ._blocks import BLOCK_COLUMNS, NULL_I4, YESNO_NULL, decode, encode
 from ._rows import to_columns
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ FRAME_COLUMNS: tuple[tuple[str, str], ...] = (
     ("cost_usd", "cost_usd"), ("price_source", "price_source"),
     ("finish_reason", "finish_reason"), ("tags", "tags"),
     ("original_latency_s", "original_latency_s"), ("repaired", "repaired"),
+    ("schema_valid", "schema_valid"),
 )
 _TYPES = dict(BLOCK_COLUMNS)
 
@@ -50,7 +51,8 @@ def frame_from_blocks(blobs: Iterable[bytes], total: int) -> pd.DataFrame:
     for name, type_ in BLOCK_COLUMNS:
         # Label codes start one byte wide and widen only if a column has that many labels.
         values[name] = np.empty(total, {"id": np.int64, "int": np.int64, "float": np.float64,
-                                        "flag": np.bool_, "str": np.int8}[type_])
+                                        "flag": np.bool_, "yesno": np.uint8,
+                                        "str": np.int8}[type_])
         if type_ == "int":
             masks[name] = np.empty(total, np.bool_)
     values["call_id"] = np.empty(total, np.int32)
@@ -139,6 +141,8 @@ def _build(values: dict[str, Any], masks: dict[str, Any], labels: dict[str, dict
                 columns[name] = pd.arrays.IntegerArray(arr, masks[source])
         elif type_ == "float":
             columns[name] = pd.arrays.FloatingArray(arr, np.isnan(arr))
+        elif type_ == "yesno":  # pandas' nullable boolean: True, False or <NA>
+            columns[name] = pd.arrays.BooleanArray(arr == 1, arr == YESNO_NULL)
         else:
             columns[name] = arr
     # Call ids last: their factorizing needs the most scratch memory, so it runs when every
