@@ -190,6 +190,9 @@ class BatchJob:
 
     async def _collect(self) -> int:
         d = self.dispatcher
+        uncollected = any(p["state"] == ENDED and not p.get("collected") for p in self.parts)
+        if not uncollected and (self._reservation is None or self.state != "collected"):
+            return 0  # nothing to collect or settle: no need to read the job's rows back
         items = {it["cid"]: it for it in self.items}
         send_for = sender(d)
         have = recorded(d, self.id)
