@@ -53,6 +53,7 @@ from .errors import (
     ContextLengthError,
     LLMDispatchError,
     MidStreamError,
+    RequestValidationError,
     VendorTimeoutError,
 )
 from .pricing import PriceBook
@@ -373,8 +374,17 @@ class Dispatcher:
     async def _call(self, request: Request, sink: StreamSink | None,
                     opts: CallOptions = NO_OPTIONS) -> Response:
         call = CallState(new_call_id(), request, sink, opts, time.monotonic() + self.deadline_s)
-        plan = self.plan(request, stream=sink is not None, strategy=opts.strategy,
-                         fallbacks=opts.fallbacks)
+        plan = self.router.plan(request, stream=sink is not None, strategy=opts.strategy,
+                                fallbacks=opts.fallbacks)
+        try:
+            plan.raise_if_empty()
+        except RequestValidationError as exc:
+            # Every candidate skipped (a capability or a window they lack): refused before
+            # sending, the call still gets one record, as a budget refusal does.
+            if plan.skipped:
+                call.number += 1
+                self._record_failure(call, plan.skipped[0][0], exc, None, False, False, "refused")
+            raise
         call.trail.extend(Attempt(c.vendor, c.model, "skipped", why) for c, why in plan.skipped)
         hit = await self._serve_recorded(call, plan.candidates[0])
         if hit is not None:
@@ -575,7 +585,11 @@ class Dispatcher:
         ep = cand.endpoint
         adapter = adapter_for(ep.kind)
         request, sink = call.request, call.sink
-        http_req = adapter.build_request(request, cand.model, ep, stream=sink is not None)
+        try:
+            http_req = adapter.build_request(request, cand.model, ep, stream=sink is not None)
+        except LLMDispatchError as exc:  # the adapter refused it before sending: recorded
+            self._record_failure(call, cand, exc, None, fell_back, retried, "refused")
+            raise
         client = self._client_for_loop()
         started_wall = now()
         ex = Exchange(time.perf_counter())

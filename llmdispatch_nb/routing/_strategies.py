@@ -1,7 +1,8 @@
 """From a request to an ordered list of candidates: rules, strategy, fallbacks, fit.
 
     request ─ rules (first match picks the target) ─ resolve (alias, group, family)
-            ─ drop candidates whose context window is too small (reason kept)
+            ─ drop candidates whose model lacks what the request needs (tools, images,
+              PDFs: `_capabilities`) or whose context window is too small (reason kept)
             ─ order by the strategy: model | cheapest | fastest | weighted | your function
             ─ append fallbacks for the target and for each candidate (their own too),
               then the default fallbacks; de-duplicated, so fallbacks never loop
@@ -22,6 +23,7 @@ from typing import Any
 from .._types import Request
 from ..errors import ConfigurationError, MissingKeyError, RequestValidationError
 from ..pricing import PriceBook
+from ._capabilities import missing, models_with
 from ._groups import (
     DEFAULT_MAX_TOKENS,
     ContextWindows,
@@ -126,6 +128,8 @@ class Plan:
     strategy: str = "model"
     rule: str | None = None  # the rule that picked the target, if one did
     notes: list[str] = field(default_factory=list)  # e.g. a fallback on a vendor with no key
+    # Skipped candidates whose model lacks a capability the request needs: key -> capability.
+    lacking: dict[str, str] = field(default_factory=dict)
 
     def describe(self) -> str:
         lines = [f"target {self.target} ({self.strategy}; ~{self.input_tokens} prompt tokens)"]
@@ -141,6 +145,17 @@ class Plan:
         if self.candidates:
             return
         why = "; ".join(f"{c.key}: {r}" for c, r in self.skipped) or "no candidates"
+        if self.lacking and len(self.lacking) == len(self.skipped):
+            # Every one lacks a capability: say which, and where to find it.
+            wanted = list(dict.fromkeys(self.lacking.values()))
+            vendors = [c.vendor for c, _ in self.skipped]
+            have = [f"{w}: {', '.join(models_with(w, vendors)) or 'none listed'}"
+                    for w in wanted]
+            why = "; ".join(r for _, r in self.skipped)
+            raise RequestValidationError(
+                f"no candidate for {self.target!r} takes {' or '.join(wanted)}: {why}. Models "
+                f"of {', '.join(dict.fromkeys(vendors))} that do ({'; '.join(have)}); pick one, "
+                f"or correct the catalogue with llmdispatch_nb.catalogue.override(...)")
         raise RequestValidationError(
             f"no candidate can take this request for {self.target!r}: {why}. "
             f"Shorten the prompt, lower max_tokens or add a model with a larger context window")
@@ -240,6 +255,16 @@ class Router:
             want -= sent - tokens
         return None
 
+    def _unfit(self, candidate: Candidate, request: Request, tokens: int,
+               plan: Plan) -> str | None:
+        """Why `candidate` cannot take `request` (a capability its model lacks, then a
+        context window too small), or None."""
+        lack = missing(request, candidate)
+        if lack is not None:
+            plan.lacking[candidate.key] = lack[0]
+            return lack[1]
+        return self._misfit(candidate, request, tokens)
+
     def _misfit(self, candidate: Candidate, request: Request, tokens: int) -> str | None:
         window = self.context_window(candidate)
         if window is None:
@@ -285,7 +310,7 @@ class Router:
             if c.key in seen:
                 continue
             seen.add(c.key)
-            why = self._misfit(c, request, tokens)
+            why = self._unfit(c, request, tokens, plan)
             if why:
                 plan.skipped.append((c, why))
             else:
@@ -296,7 +321,7 @@ class Router:
             if c.key in seen:
                 continue
             seen.add(c.key)
-            why = self._misfit(c, request, tokens)
+            why = self._unfit(c, request, tokens, plan)
             if why:
                 plan.skipped.append((c, why))
             else:
@@ -307,7 +332,7 @@ class Router:
                     continue
                 seen.add(c.key)
                 c = replace(c, reason=f"fallback {name}")
-                why = self._misfit(c, request, tokens)
+                why = self._unfit(c, request, tokens, plan)
                 if why:
                     plan.skipped.append((c, why))
                 else:
