@@ -247,8 +247,11 @@ class _OpenAIBatches:
             return out
         if b.fraction(now) > 0.02 or b.ready:
             out.update(status="in_progress", in_progress_at=int(b.created + span * 0.02))
-        if b.cancelled_at is not None and b.ready:
-            out.update(cancelling_at=int(b.cancelled_at), cancelled_at=int(now), status="cancelled")
+        if b.cancelled_at is not None:
+            # Cancelled once the requests already running are done (here: answered).
+            out.update(cancelling_at=int(b.cancelled_at), status="cancelling")
+            if b.ready:
+                out.update(cancelled_at=int(now), status="cancelled")
         elif b.ended(now):
             status = "expired" if b.fault == "expired" and not self.azure else "completed"
             out.update(status=status, finalizing_at=int(b.due),
