@@ -127,3 +127,15 @@ def test_azure_global_batch_end_to_end(sim: SimServer, tmp_path: Path) -> None:
         assert len(engine(sim.emulators["azure"]).items) == 1
         assert not engine(sim.emulators["openai"]).items
         assert_no_canary(*(repr(r) for r in rows), df.to_csv())
+
+
+@pytest.mark.parametrize("target", [OPENAI, CLAUDE, GEMINI])
+def test_a_results_body_past_the_one_answer_cap_is_still_read(sim: SimServer, target: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # One answer may be at most ~2 KB here; the batch's results body holds eight of them.
+    monkeypatch.setenv("LLMDISPATCH_MAX_BODY_MB", "0.002")
+    with dispatcher(sim) as d:
+        job = d.batch([f"Question {i}, at some length please." for i in range(8)], [target],
+                      max_tokens=200)
+        df = _done(job).results()
+        assert (df["status"] == "ok").all() and len(df) == 8

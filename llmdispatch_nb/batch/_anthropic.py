@@ -73,7 +73,7 @@ class AnthropicBatches(BatchVendor):
                       part: Mapping[str, Any]) -> dict[str, Outcome]:
         url = part.get("results_url") or self.url(
             endpoint, f"messages/batches/{part['remote_id']}/results")
-        req = self.get(endpoint, url)
+        req = self.get(endpoint, url, results=True)
         req.headers["Accept"] = "application/binary"
         raw = (await send(req)).content
         out: dict[str, Outcome] = {}

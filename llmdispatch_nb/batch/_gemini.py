@@ -60,7 +60,8 @@ class GeminiBatches(BatchVendor):
         return {"remote_id": op["name"], **self.read_status({}, op)}
 
     def status_request(self, endpoint: Endpoint, part: Mapping[str, Any]) -> httpx.Request:
-        return self.get(endpoint, self.url(endpoint, str(part["remote_id"])))
+        # An ended operation carries every inline answer: read it past the one-answer cap.
+        return self.get(endpoint, self.url(endpoint, str(part["remote_id"])), results=True)
 
     def read_status(self, part: Mapping[str, Any], data: Any) -> dict[str, Any]:
         meta = data.get("metadata") or {}

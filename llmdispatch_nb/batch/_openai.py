@@ -92,7 +92,8 @@ class OpenAIBatches(BatchVendor):
             fid = part.get(key)
             if not fid:
                 continue
-            raw = (await send(self.get(endpoint, self.url(endpoint, f"files/{fid}/content")))).content
+            raw = (await send(self.get(endpoint, self.url(endpoint, f"files/{fid}/content"),
+                                       results=True))).content
             for line in read_jsonl(raw):
                 out[str(line.get("custom_id"))] = self.outcome(line)
         if part.get("status") == "failed":

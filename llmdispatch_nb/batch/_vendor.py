@@ -27,6 +27,10 @@ Send = Callable[[httpx.Request], Awaitable[httpx.Response]]
 # Where a part's remote batch stands, the same words for every vendor.
 RUNNING, ENDED = "running", "ended"
 
+# A results file holds every answer of a batch in one body, far past the cap meant for one
+# answer (the transport honours a request's own cap).
+RESULTS_MAX_BYTES = 8 * 1024**3
+
 BATCH_DISCOUNT = 0.5  # every vendor bills batch work at half its list price (§15.5)
 
 
@@ -106,8 +110,12 @@ class BatchVendor(ABC):
             return {**endpoint.headers, **adapter.auth_headers(endpoint)}
         return dict(adapter.headers(endpoint))
 
-    def get(self, endpoint: Endpoint, url: str, **params: str) -> httpx.Request:
-        return httpx.Request("GET", url, headers=self.headers(endpoint), params=params or None)
+    def get(self, endpoint: Endpoint, url: str, *, results: bool = False,
+            **params: str) -> httpx.Request:
+        """A GET; `results=True` for a body of many answers, read past the one-answer cap."""
+        return httpx.Request("GET", url, headers=self.headers(endpoint), params=params or None,
+                             extensions={"llmdispatch_max_body": RESULTS_MAX_BYTES} if results
+                             else None)
 
     def post(self, endpoint: Endpoint, url: str, body: Any = None, **params: str) -> httpx.Request:
         headers = {**self.headers(endpoint), "Content-Type": "application/json"}
