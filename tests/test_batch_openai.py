@@ -234,3 +234,40 @@ def test_a_job_stored_but_never_submitted_is_submitted_by_the_next_kernel(sim: S
         assert job.parts[0]["state"] == "pending" and not engine(sim.emulators["openai"]).items
         df = job.wait(poll_s=0.05, progress=False, resubmit_after_s=0).results()
         assert (df["status"] == "ok").all() and len(engine(sim.emulators["openai"]).items) == 1
+
+
+def test_interrupting_the_wait_leaves_the_batches_running(sim: SimServer,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from llmdispatch_nb.experiments._progress import Progress
+
+    class StopButton(Progress):
+        pressed = False
+
+        def show(self) -> None:  # the user presses stop (once) while the bar is drawn
+            if not self.pressed:
+                self.pressed = True
+                raise KeyboardInterrupt
+
+    eng = engine(sim.emulators["openai"])
+    eng.time_scale = 100.0
+    with dispatcher(sim) as d:
+        job = d.batch(["A?", "B?"], [OPENAI], max_tokens=10)
+        assert job.wait(poll_s=0.05, progress=StopButton(2, "x")) is job
+        assert "stopped waiting; the batches run on" in capsys.readouterr().out
+        assert job.state == "running"
+        assert all(b.cancelled_at is None for b in eng.items.values())
+        for b in eng.items.values():
+            b.due = b.created
+        assert (job.wait(poll_s=0.05, progress=False).results()["status"] == "ok").all()
+
+
+def test_a_second_batch_cannot_spend_what_the_first_holds(sim: SimServer) -> None:
+    engine(sim.emulators["openai"]).time_scale = 100.0  # the first is still running
+    with dispatcher(sim) as d:
+        prompts = [f"Q{i}" for i in range(10)]
+        d.batch(prompts, [OPENAI], max_tokens=500)
+        held = d.budget.reserved
+        d.budget.set_limit(held * 1.5)
+        with pytest.raises(BudgetExceededError, match="reserved"):
+            d.batch(prompts, [OPENAI], max_tokens=500)
+        assert len(engine(sim.emulators["openai"]).items) == 1 and d.budget.reserved == held
