@@ -524,7 +524,13 @@ class Dispatcher:
                         "cancelled by the caller while waiting for a client-side limit slot"),
                         None, fell_back, retries > 0, "cancelled")
                 raise
-            except LLMDispatchError as exc:
+            except Exception as exc:
+                if not isinstance(exc, LLMDispatchError):
+                    # Not ours (a warning made an error by the user's filter, a bug): nothing
+                    # was billed; hand back the reservation and the probe, then let it out.
+                    reservation.release()
+                    self.breaker.release(cand.key)
+                    raise
                 if isinstance(exc, MidStreamError) and exc.usage is not None:
                     reservation.settle(self._price(cand.endpoint, cand.model, exc.usage).usd)
                 else:

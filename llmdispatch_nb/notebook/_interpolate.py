@@ -62,10 +62,11 @@ def _lookup(reference: str, namespace: Mapping[str, Any]) -> Any:
             except AttributeError:
                 raise _Unresolved(f"no attribute {attr!r}") from None
         else:
-            key: int | str = index[1:-1] if index[0] in "'\"" else int(index)
             try:
+                # int() refuses over 4300 digits (ValueError): no list is that long anyway.
+                key: int | str = index[1:-1] if index[0] in "'\"" else int(index)
                 value = operator.getitem(value, key)
-            except (LookupError, TypeError):
+            except (LookupError, TypeError, ValueError):
                 raise _Unresolved(f"no item [{index}]") from None
     return value
 

@@ -35,6 +35,7 @@ def with_format_hint(system: str | None, fmt: str) -> str | None:
         return system
     return f"{system}\n\n{hint}" if system else hint
 PLOTS = ("latency", "ttft", "cost", "tradeoff")
+MAX_REPEAT = 100
 SUBCOMMANDS = ("vendors", "models", "alias", "unalias", "stats", "calls", "plot", "budget",
                "cache", "config", "chats", "reset", "panel", "batch", "team", "help")
 
@@ -260,6 +261,9 @@ def parse_cell_line(line: str) -> CellArgs:
         raise UsageError(f"-o {ns.output!r}: give a Python variable name, e.g. -o answer")
     if ns.chat is not None and not ns.chat.strip():
         raise UsageError("--chat needs a name, e.g. --chat review")
+    if ns.repeat > MAX_REPEAT:  # each run is a thread and a column: 10**20 would never end
+        raise UsageError(f"-n: at most {MAX_REPEAT} runs a cell; for more, "
+                         "use llmdispatch_nb.experiments or %llm batch")
     if ns.max_cost is not None and ns.max_cost < 0:
         raise UsageError("--max-cost must be 0 or more (US dollars)")
     for t in ns.targets:

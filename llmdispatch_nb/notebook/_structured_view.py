@@ -200,8 +200,9 @@ def cell_extras(schema: str | None, tools: Sequence[str], images: Sequence[str],
             try:
                 with open(value, "rb") as f:
                     data = f.read(8)
-            except OSError as exc:
-                raise CellError(f"--image {source}: cannot read it ({exc.strerror or exc})") from None
+            except (OSError, ValueError) as exc:  # ValueError: a NUL or lone surrogate in it
+                why = getattr(exc, "strerror", None) or exc
+                raise CellError(f"--image {source!r}: cannot read it ({why})") from None
         is_pdf = data is not None and sniff(data) == "application/pdf"
         try:
             attached.append(File(value) if is_pdf else Image(value))
