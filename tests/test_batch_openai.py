@@ -105,6 +105,15 @@ def test_a_grid_larger_than_one_batch_is_split(sim: SimServer) -> None:
         assert len(engine(sim.emulators["openai"]).items) == 3
 
 
+def test_a_grid_over_the_enqueued_token_limit_is_split(sim: SimServer) -> None:
+    with dispatcher(sim) as d:
+        prompt = "word " * 100  # about 125 prompt tokens each
+        job = d.batch([prompt + str(i) for i in range(6)], [OPENAI], max_tokens=10,
+                      max_tokens_per_batch=300)
+        assert [len(p["custom_ids"]) for p in job.parts] == [2, 2, 2]
+        assert (job.wait(poll_s=0.05, progress=False).results()["status"] == "ok").all()
+
+
 def test_per_request_failures_are_typed_errors_and_retry_failed_resends(sim: SimServer) -> None:
     emu = sim.emulators["openai"]
     with dispatcher(sim) as d:

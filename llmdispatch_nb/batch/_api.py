@@ -40,8 +40,16 @@ def submit(d: Dispatcher, prompts: Any, targets: Any = None, vars: Any = None, n
            evaluators: Any = None, *, system: str | None = None, max_tokens: int | None = None,
            temperature: float | None = None, tags: Sequence[str] = (),
            max_cost: float | None = None, name: str | None = None,
-           max_per_batch: int | None = None) -> BatchJob:
-    """See `Dispatcher.batch`."""
+           max_per_batch: int | None = None,
+           max_tokens_per_batch: int | None = None) -> BatchJob:
+    """`Dispatcher.batch`: submit, return the `BatchJob` at once.
+
+    `prompts`, `targets`, `vars`, `n`, `evaluators`, `system`, `max_tokens`,
+    `temperature`, `tags`, `max_cost` and `name` are `sweep()`'s (the same grid and ids);
+    a list of `Request`s (or of message lists) is sent as given, once per target.
+    `max_per_batch` and `max_tokens_per_batch` cut the work into more vendor batches than
+    the engines' own limits would (request count, input size), e.g. for an account's
+    enqueued-token limit."""
     check_grid_args(prompts)
     tags = (tags,) if isinstance(tags, str) else tuple(tags)
     first = prompts[0] if isinstance(prompts, list | tuple) and prompts else None
@@ -55,7 +63,7 @@ def submit(d: Dispatcher, prompts: Any, targets: Any = None, vars: Any = None, n
                                 tags, name)
     reservation = reserve(d, items, tags, max_cost)
     job_id = new_job_id()
-    parts = plan_parts(items, max_per_batch)
+    parts = plan_parts(items, max_per_batch, 0, max_tokens_per_batch)
     store = store_of(d)
     try:
         store.add(job_id, session=d.session, name=sid, state="running", items=items, parts=parts)

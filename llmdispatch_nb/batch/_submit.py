@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .._call import request_params
-from .._types import Request
+from .._types import Request, estimate_tokens
 from ..errors import ConfigurationError
 from ..routing._groups import prompt_token_bound
 from ._vendor import BATCH_DISCOUNT, RUNNING, batch_vendor
@@ -109,9 +109,11 @@ def _item(d: Dispatcher, index: int, req: Request | None, target: str, cell: dic
 
 
 def plan_parts(items: Sequence[dict[str, Any]], max_per_batch: int | None = None,
-               round_: int = 0) -> list[dict[str, Any]]:
+               round_: int = 0, max_tokens_per_batch: int | None = None) -> list[dict[str, Any]]:
     """Items grouped per endpoint and model (a batch serves one model), each group cut by
-    the vendor's request count and input size limits (or `max_per_batch`)."""
+    the vendor's request count and input size limits (or `max_per_batch`), and by
+    `max_tokens_per_batch` prompt tokens (an account's enqueued-token limit, which
+    depends on its tier: OpenAI and Azure count a batch's prompt tokens against it)."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for it in items:
         if it.get("body") is not None:
@@ -121,14 +123,17 @@ def plan_parts(items: Sequence[dict[str, Any]], max_per_batch: int | None = None
         vendor = batch_vendor(group[0]["kind"])
         cap = min(vendor.max_requests, max_per_batch or vendor.max_requests)
         current: list[str] = []
-        size = 0
+        size = tokens = 0
         for it in group:
             line = vendor.line_size(it["cid"], it["body"])
-            if current and (len(current) >= cap or size + line > vendor.max_bytes):
+            need = estimate_tokens(it.get("prompt") or "")
+            if current and (len(current) >= cap or size + line > vendor.max_bytes or (
+                    max_tokens_per_batch is not None and tokens + need > max_tokens_per_batch)):
                 parts.append(_part(endpoint, group[0]["kind"], model, current, round_))
-                current, size = [], 0
+                current, size, tokens = [], 0, 0
             current.append(it["cid"])
             size += line
+            tokens += need
         if current:
             parts.append(_part(endpoint, group[0]["kind"], model, current, round_))
     return parts
