@@ -7,6 +7,8 @@ Sync calls run on the dispatcher's own loop thread (see `_loop.py`); async calls
 the caller's loop, each loop with its own pooled `httpx.AsyncClient` (`_clients.py`).
 Breaker, limiter, budget and ledger are shared by all of them (thread-safe). Latency and
 time to first token are measured from the moment the request is handed to httpx.
+This module is the call flow (candidates, retries, waits, fallbacks); one attempt's send
+and records are `_one_attempt.py`, the ledger reads and batch jobs `_dispatcher_ledger.py`.
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ import httpx
 
 from . import _config
 from ._arguments import check_call, checked_options
-from ._attempt import Exchange, send_plain, send_stream
-from ._call import NO_OPTIONS, CallOptions, CallState, request_params
+from ._attempt import Exchange
+from ._call import NO_OPTIONS, CallOptions, CallState
 from ._clients import LoopClients, new_client
+from ._dispatcher_ledger import LedgerViews
 from ._loop import LoopThread
+from ._one_attempt import failure_record, send_attempt
 from ._recorded import serve_recorded
 from ._stream import AsyncStream, Stream, StreamSink
-from ._structured import finish_response, schema_stream
+from ._structured import finish_response
 from ._transport import map_httpx_error
 from ._types import (
     Attempt,
@@ -40,11 +44,9 @@ from ._types import (
     Request,
     Response,
     Usage,
-    estimate_tokens,
     new_call_id,
-    now,
 )
-from ._waits import Cause, LimitNotice, pause
+from ._waits import Cause, LimitNotice, breaker_reason, pause, retry_reason
 from .errors import (
     AllCandidatesFailedError,
     BudgetExceededError,
@@ -86,7 +88,7 @@ T = TypeVar("T")
 _MIN_ATTEMPT_S = 0.01
 
 
-class Dispatcher:
+class Dispatcher(LedgerViews):
     """Sends requests to vendors. Build one per notebook (or use `llmdispatch_nb.default()`).
 
     Vendors come from `endpoints`, else from the environment and `.env`; with none there
@@ -424,7 +426,7 @@ class Dispatcher:
                     waited_for_breaker = True
                     soonest = next(c for c in breaker_skipped if c.key == key)
                     await self._pause(call, soonest, wait, "breaker",
-                                      _breaker_reason(self.breaker, key), soonest.key != first_key)
+                                      breaker_reason(self.breaker, key), soonest.key != first_key)
                     pending = breaker_skipped
                     continue
             break
@@ -561,7 +563,7 @@ class Dispatcher:
                 if delay is None:
                     return "failed"
                 retries += 1
-                await self._pause(call, cand, delay, "retry", _retry_reason(exc),
+                await self._pause(call, cand, delay, "retry", retry_reason(exc),
                                   fell_back)
                 continue
             reservation.settle(resp.cost.usd)
@@ -588,85 +590,17 @@ class Dispatcher:
 
     async def _attempt(self, call: CallState, cand: Candidate, *, fell_back: bool,
                        retried: bool) -> Response:
-        ep = cand.endpoint
-        adapter = adapter_for(ep.kind)
-        request, sink = call.request, call.sink
-        try:
-            http_req = adapter.build_request(request, cand.model, ep, stream=sink is not None)
-        except LLMDispatchError as exc:  # the adapter refused it before sending: recorded
-            self._record_failure(call, cand, exc, None, fell_back, retried, "refused")
-            raise
-        client = self._client_for_loop()
-        started_wall = now()
-        ex = Exchange(time.perf_counter())
-        try:
-            async with asyncio.timeout(max(0.001, call.deadline - time.monotonic())):
-                if sink is None:
-                    await send_plain(client, adapter, ep, http_req, ex, self.timeout.read)
-                else:
-                    await send_stream(client, adapter, ep, http_req, ex,
-                                      schema_stream(request, sink), self.timeout.read)
-        except TimeoutError:
-            late = VendorTimeoutError(f"no complete answer within the call deadline "
-                                      f"({self.deadline_s:g} s)", vendor=ep.name)
-            self._record_failure(call, cand, late, ex, fell_back, retried, "error", started_wall)
-            raise late from None
-        except LLMDispatchError as exc:
-            self._record_failure(call, cand, exc, ex, fell_back, retried, "error", started_wall)
-            raise
-        except asyncio.CancelledError:
-            gone = LLMDispatchError("cancelled by the caller")
-            self._record_failure(call, cand, gone, ex, fell_back, retried, "cancelled", started_wall)
-            raise
-        latency = time.perf_counter() - ex.t0
-        parsed = ex.reply
-        assert parsed is not None
-        usage = parsed.usage or Usage(
-            input_tokens=estimate_tokens(request.prompt_text),
-            output_tokens=estimate_tokens(parsed.text), source="estimated")
-        cost = self._price(ep, cand.model, usage)
-        resp = Response(
-            text=parsed.text, finish_reason=parsed.finish_reason,
-            raw_finish_reason=parsed.raw_finish_reason, usage=usage, vendor=ep.name,
-            model=parsed.model or cand.model, model_requested=cand.model, latency_s=latency,
-            ttft_s=ex.ttft, request_id=parsed.request_id, cost=cost, call_id=call.call_id,
-            simulated=ep.simulated, extra=parsed.extra, tool_calls=parsed.tool_calls)
-        resp = finish_response(resp, request)  # .parsed / .valid when a schema was asked
-        call.last_chunks = ex.chunks
-        call.number_recorded = call.number
-        self.record(CallRecord(
-            call_id=call.call_id, attempt=call.number, timestamp=started_wall, vendor=ep.name,
-            model_requested=cand.model, model_served=resp.model, status="ok",
-            http_status=ex.status, request_id=resp.request_id, session=self.session,
-            route_reason=cand.reason, retried=retried, fell_back=fell_back,
-            streamed=sink is not None, latency_s=latency, ttft_s=ex.ttft,
-            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-            cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
-            reasoning_tokens=usage.reasoning_tokens, usage_source=usage.source,
-            cost_usd=cost.usd, price_source=cost.source, simulated=ep.simulated,
-            finish_reason=resp.finish_reason, tags=request.tags, params=request_params(request),
-            prompt=request.prompt_text, response=resp.text, cache_key=call.cache_key_for(cand),
-            chunks=tuple(ex.chunks), schema_valid=resp.valid))
-        return resp
+        return await send_attempt(
+            call, cand, client=self._client_for_loop, read_timeout=self.timeout.read,
+            deadline_s=self.deadline_s, price=self._price, record=self.record,
+            session=self.session, fell_back=fell_back, retried=retried)
 
     def _record_failure(self, call: CallState, cand: Candidate, err: LLMDispatchError,
                         ex: Exchange | None, fell_back: bool, retried: bool, status: str,
                         started_wall: float | None = None) -> None:
-        ep = cand.endpoint
-        call.number_recorded = call.number
-        latency = time.perf_counter() - ex.t0 if ex is not None else None
-        partial = getattr(err, "partial_text", None)
-        self.record(CallRecord(
-            call_id=call.call_id, attempt=call.number,
-            timestamp=started_wall if started_wall is not None else now(), vendor=ep.name,
-            model_requested=cand.model, model_served=None, status=status,
-            error_class=type(err).__name__, error_message=str(err)[:500],
-            http_status=getattr(err, "status", None) or (ex.status if ex else None),
-            request_id=getattr(err, "request_id", None), session=self.session,
-            route_reason=cand.reason, retried=retried, fell_back=fell_back,
-            streamed=call.sink is not None, latency_s=latency, ttft_s=ex.ttft if ex else None,
-            simulated=ep.simulated, tags=call.request.tags, params=request_params(call.request),
-            prompt=call.request.prompt_text, response=partial or None))
+        self.record(failure_record(call, cand, err, ex, session=self.session,
+                                   fell_back=fell_back, retried=retried, status=status,
+                                   started_wall=started_wall))
 
     # -- answers served again: the response cache and replay packs --------------------
 
@@ -677,48 +611,6 @@ class Dispatcher:
 
     async def _serve_recorded(self, call: CallState, cand: Candidate) -> Response | None:
         return await serve_recorded(self, call, cand)
-
-    def load_replay(self, path: str) -> int:
-        """Serve the answers recorded in a replay pack (see `ledger.export_pack`) before
-        asking any vendor; returns how many answers it holds."""
-        from .ledger import load_pack
-
-        pack = load_pack(path)
-        self.replay_packs.append(pack)
-        return len(pack)
-
-    def batch(self, prompts: Any, targets: Any = None, vars: Any = None, n: int = 1,
-              evaluators: Any = None, **options: Any) -> Any:
-        """Submit prompts (a sweep's grid, or a list of Requests) to the vendors' batch
-        engines at half price; returns a `BatchJob` at once (see `llmdispatch_nb.batch`)."""
-        from .batch import submit
-
-        return submit(self, prompts, targets, vars, n, evaluators, **options)
-
-    def batches(self, *, session: str | None = None, limit: int | None = 50) -> Any:
-        """The batch jobs in the ledger, of any kernel sharing it, newest first."""
-        from .batch import batches
-
-        return batches(self, session=session, limit=limit)
-
-    def stats(self, *, session: str | None = None) -> dict[str, Any]:
-        """Totals, successes, failures, retries, fallbacks, latency and time-to-first-token
-        percentiles, tokens and cost, overall and per vendor and model, from the ledger's
-        per-attempt records of this dispatcher's session (or `session`)."""
-        from .ledger import summarize_stats
-
-        out = summarize_stats(self.session_records(session))
-        # Records the ledger could not store and set aside (of every session; see README).
-        out["quarantined"] = getattr(self.ledger, "quarantined", 0)
-        return out
-
-    def session_records(self, session: str | None = None) -> list[CallRecord]:
-        if hasattr(self.ledger, "flush"):
-            self.ledger.flush()
-        sess = session or self.session
-        if callable(getattr(self.ledger, "records", None)):
-            return list(self.ledger.records(session=sess))
-        return [r for r in getattr(self.ledger, "records", []) if r.session == sess]
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -739,20 +631,3 @@ class Dispatcher:
                     _log.exception("the on_record sink %r raised; the call goes on (logged "
                                    "once per sink)", sink)
 
-
-def _retry_reason(exc: LLMDispatchError) -> str:
-    """Why a retry waits, for a status line: the vendor's Retry-After, or our backoff."""
-    status = getattr(exc, "status", None)
-    what = f"{status} {type(exc).__name__}" if status else type(exc).__name__
-    if getattr(exc, "retry_after", None) is not None:
-        return f"the vendor asked for this wait (Retry-After on a {what})"
-    return f"backing off before retrying a {what}"
-
-
-def _breaker_reason(breaker: CircuitBreaker, key: str) -> str:
-    """Why a call waits for `key`'s circuit, in words that stay true as the wait counts down."""
-    last = breaker.snapshot().get(key, {}).get("last_failure")
-    if breaker.state(key) == "open":
-        return "its circuit breaker is open after repeated failures" + (
-            f" ({last})" if last else "")
-    return "its circuit is half-open, with its one probe call out"

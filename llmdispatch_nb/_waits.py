@@ -7,17 +7,22 @@ an INFO line on the "llmdispatch_nb" logger (scripts see it with logging at INFO
 `Waiting` with `seconds=0` follows when the call goes on. Shorter waits pass silently: a
 status line that flickers for half a second says nothing. A wait is an `asyncio.sleep`,
 so cancelling the call (Ctrl-C, the kernel's interrupt, `Stream.close`) ends it at once;
-the dispatcher records the attempt that never went out as cancelled.
+the dispatcher records the attempt that never went out as cancelled. The reasons a wait
+gives (`retry_reason`, `breaker_reason`) are worded here, beside the waits that show them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ._call import CallState
 from ._types import Waiting
+
+if TYPE_CHECKING:
+    from .errors import LLMDispatchError
+    from .resilience import CircuitBreaker
 
 WAIT_NOTICE_S = 2.0
 
@@ -82,3 +87,21 @@ class LimitNotice:
         self._timer = None
         self._shown = waiting
         announce(self.call, waiting)
+
+
+def retry_reason(exc: LLMDispatchError) -> str:
+    """Why a retry waits, for a status line: the vendor's Retry-After, or our backoff."""
+    status = getattr(exc, "status", None)
+    what = f"{status} {type(exc).__name__}" if status else type(exc).__name__
+    if getattr(exc, "retry_after", None) is not None:
+        return f"the vendor asked for this wait (Retry-After on a {what})"
+    return f"backing off before retrying a {what}"
+
+
+def breaker_reason(breaker: CircuitBreaker, key: str) -> str:
+    """Why a call waits for `key`'s circuit, in words that stay true as the wait counts down."""
+    last = breaker.snapshot().get(key, {}).get("last_failure")
+    if breaker.state(key) == "open":
+        return "its circuit breaker is open after repeated failures" + (
+            f" ({last})" if last else "")
+    return "its circuit is half-open, with its one probe call out"
