@@ -10,7 +10,8 @@ response, named SSE events whose `data.type` repeats the name, a `ping` after th
 Prompt caching is emulated too, because it is what fills the cache fields of the usage:
 blocks marked `cache_control` (or a top-level `cache_control`, which marks the last block)
 write their prefix on first sight and read it back within its TTL, above a per-model
-minimum length.
+minimum length. The Models API's cards and paging are `_anthropic_models.py`; error bodies
+and the faults that answer with them, `_anthropic_faults.py`.
 """
 
 from __future__ import annotations
@@ -23,26 +24,24 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ._answers import Question
+from ._anthropic_faults import ClosingStreamingResponse, anthropic_error, fault_response
+from ._anthropic_models import DEFAULT_MAX_OUTPUT, MAX_OUTPUT, model_info, models_page
 from ._anthropic_tools import Refused as StructuredRefused
 from ._anthropic_tools import Structured, read_structured, tool_message, tool_stream
 from ._attachments import Refusal, anthropic_media_refusal, anthropic_media_tokens, anthropic_seen
 from ._batch_anthropic import batch_routes
 from ._core import PROFILES, Fault, Profile, count_tokens, generate, paced, total_time
 from ._rules import Refused, anthropic_refusal, anthropic_thinking_tokens
-from ._server import Emulator, hang, json_response, reset_connection, sse_frame
+from ._server import Emulator, json_response, reset_connection, sse_frame
 
 VERSION_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}")
-# Largest max_tokens each model accepts; the API answers 400 above it.
-MAX_OUTPUT = {"claude-opus-4-1": 32_000}
-DEFAULT_MAX_OUTPUT = 64_000
 # Shortest prefix Anthropic will cache, in tokens († from the prompt-caching docs).
 CACHE_MIN_TOKENS = {"claude-haiku-4-5": 4096}
 DEFAULT_CACHE_MIN_TOKENS = 1024
@@ -142,22 +141,6 @@ def _blocks(role: str, content: Any, where: str) -> list[Block]:
     return out
 
 
-def display_name(key: str) -> str:
-    """claude-haiku-4-5 -> Claude Haiku 4.5"""
-    words: list[str] = []
-    version: list[str] = []
-    for part in key.split("-"):
-        (version if part.isdigit() else words).append(part)
-    return " ".join([*(w.capitalize() for w in words), ".".join(version)]).strip()
-
-
-def created_at(profile: Profile) -> str:
-    m = re.search(r"(\d{4})(\d{2})(\d{2})$", profile.served)
-    if m:
-        return f"{m[1]}-{m[2]}-{m[3]}T00:00:00Z"
-    return datetime.fromtimestamp(profile.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class AnthropicEmulator(Emulator):
     vendor = "anthropic"
 
@@ -202,14 +185,7 @@ class AnthropicEmulator(Emulator):
 
     # -- shapes ------------------------------------------------------------------------
 
-    @staticmethod
-    def error(request: Request, status: int, etype: str, message: str, *,
-              headers: dict[str, str] | None = None, details: dict[str, Any] | None = None) -> Response:
-        err: dict[str, Any] = {"type": etype, "message": message}
-        if details:
-            err["details"] = details
-        body = {"type": "error", "error": err, "request_id": request.state.request_id}
-        return json_response(body, status, headers)
+    error = staticmethod(anthropic_error)
 
     def lookup(self, name: Any) -> tuple[str, Profile] | None:
         """A model by alias (claude-haiku-4-5) or dated id (claude-haiku-4-5-20251001)."""
@@ -221,11 +197,6 @@ class AnthropicEmulator(Emulator):
             if profile.served == name:
                 return key, profile
         return None
-
-    def model_info(self, key: str, profile: Profile) -> dict[str, Any]:
-        return {"type": "model", "id": profile.served, "display_name": display_name(key),
-                "created_at": created_at(profile), "max_input_tokens": profile.context_window,
-                "max_tokens": MAX_OUTPUT.get(key, DEFAULT_MAX_OUTPUT)}
 
     def check_headers(self, request: Request) -> Response | None:
         key = request.headers.get("x-api-key")
@@ -407,37 +378,10 @@ class AnthropicEmulator(Emulator):
         refused = self.check_headers(request)
         if refused is not None:
             return refused
-        models = sorted((self.model_info(k, p) for k, p in self.profiles.items()),
-                        key=lambda m: m["created_at"], reverse=True)  # newest first
-        ids = [m["id"] for m in models]
-        q = request.query_params
-        try:
-            limit = int(q.get("limit", "20"))
-        except ValueError:
-            return self.error(request, 400, "invalid_request_error", "limit: Input should be a valid integer")
-        if not 1 <= limit <= 1000:
-            return self.error(request, 400, "invalid_request_error",
-                              "limit: Input should be between 1 and 1000")
-        after, before = q.get("after_id"), q.get("before_id")
-        if after and before:
-            return self.error(request, 400, "invalid_request_error",
-                              "after_id and before_id cannot both be given")
-        cursor = after or before
-        # An id that is not in the list is refused († the real API's answer is undocumented).
-        if cursor and cursor not in ids:
-            return self.error(request, 400, "invalid_request_error", f"unknown model id {cursor!r}")
-        if before:
-            end = ids.index(before)
-            start = max(0, end - limit)
-            has_more = start > 0
-        else:
-            start = ids.index(after) + 1 if after else 0
-            end = min(len(ids), start + limit)
-            has_more = end < len(ids)
-        page = models[start:end]
-        return json_response({"data": page, "has_more": has_more,
-                              "first_id": page[0]["id"] if page else None,
-                              "last_id": page[-1]["id"] if page else None})
+        page = models_page(self.profiles.items(), request.query_params)
+        if isinstance(page, str):
+            return self.error(request, 400, "invalid_request_error", page)
+        return json_response(page)
 
     async def get_model(self, request: Request) -> Response:
         self.log(request, None, False, None)
@@ -448,7 +392,7 @@ class AnthropicEmulator(Emulator):
         found = self.lookup(name)
         if found is None:
             return self.error(request, 404, "not_found_error", f"model: {name}")
-        return json_response(self.model_info(*found))
+        return json_response(model_info(*found))
 
     async def messages(self, request: Request) -> Response:
         body = await self.json_body(request)
@@ -466,7 +410,9 @@ class AnthropicEmulator(Emulator):
         fault = self.faults.next_fault(ask.model)
         self.log(request, ask.model, ask.stream, fault.kind if fault else None)
         if fault is not None:
-            answer = await self.fault_response(request, ask, fault)
+            answer = await fault_response(request, fault, stream=ask.stream,
+                                          input_tokens=ask.input_tokens,
+                                          context_window=ask.profile.context_window)
             if answer is not None:
                 return answer
         return await self.answer(request, ask, fault)
@@ -593,98 +539,3 @@ class AnthropicEmulator(Emulator):
                          "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
                          "usage": {"output_tokens": sent + ask.thoughts}}, "message_delta")
         yield sse_frame({"type": "message_stop"}, "message_stop")
-
-    async def fault_response(self, request: Request, ask: Ask, fault: Fault) -> Response | None:
-        """The response a fault calls for, or None when the answer itself carries it."""
-        kind = fault.kind
-        ra = fault.retry_after
-        if kind in ("429", "429-ms", "429-long", "429-no-retry"):
-            seconds = ra if ra is not None else (3600.0 if kind == "429-long" else 2.0)
-            headers = {"retry-after": f"{max(1, round(seconds))}", **_rate_limit_headers(seconds)}
-            if kind == "429-ms":
-                # Anthropic itself sends whole seconds; the SDKs read retry-after-ms first.
-                headers["retry-after-ms"] = f"{seconds * 1000:g}"
-            if kind == "429-no-retry":
-                headers["x-should-retry"] = "false"
-            return self.error(request, 429, "rate_limit_error", (
-                "This request would exceed the rate limit for your organization of 50 requests "
-                "per minute. For details, refer to: https://docs.claude.com/en/api/rate-limits. "
-                "You can see the response headers for current usage. Please reduce the prompt "
-                "length or the maximum tokens requested, or try again later."), headers=headers)
-        if kind == "quota":
-            regain = (datetime.now(UTC) + timedelta(days=7)).strftime("%Y-%m-%d at %H:%M UTC")
-            return self.error(request, 429, "rate_limit_error",
-                              f"You have reached your specified API usage limits. You will regain "
-                              f"access on {regain}.",
-                              details={"error_code": "enforced_spend_limit_reached"})
-        if kind in ("408", "409"):
-            # Neither status has an error type of its own; the API uses
-            # invalid_request_error for 4xx it does not name.
-            message = "Request timed out" if kind == "408" else "Conflict: please retry the request"
-            return self.error(request, int(kind), "invalid_request_error", message)
-        if kind == "500":
-            return self.error(request, 500, "api_error", "Internal server error")
-        if kind == "503":
-            # Anthropic's own overload status is 529; a 503 comes from the edge in front of it.
-            return self.error(request, 503, "api_error", "Service Unavailable")
-        if kind in ("529", "midstream-error") and (kind == "529" or not ask.stream):
-            # A non-streamed call cannot fail after 200, so midstream-error answers 529 there.
-            return self.error(request, 529, "overloaded_error", "Overloaded",
-                              headers={"retry-after": f"{max(1, round(ra))}"} if ra else None)
-        if kind == "401":
-            return self.error(request, 401, "authentication_error", "invalid x-api-key")
-        if kind == "400":
-            return self.error(request, 400, "invalid_request_error",
-                              "messages.0.content.0.type: Input tag 'txt' found using 'type' does "
-                              "not match any of the expected tags")
-        if kind == "context-length":
-            tokens = max(ask.input_tokens, ask.profile.context_window + 1_234)
-            return self.error(request, 400, "invalid_request_error",
-                              f"prompt is too long: {tokens} tokens > {ask.profile.context_window} maximum")
-        if kind == "hang":
-            await hang(request, fault.hang_s)
-            return Response(status_code=204)
-        if kind == "reset":
-            reset_connection(request)
-            await asyncio.sleep(0)
-            return Response(status_code=204)
-        if kind == "midstream-disconnect" and not ask.stream:
-            return ClosingStreamingResponse(self._cut_body(request), media_type="application/json")
-        if kind == "malformed-json":
-            if ask.stream:
-                return ClosingStreamingResponse(_malformed_stream(),
-                                                media_type="text/event-stream; charset=utf-8")
-            return Response(b'{"id":"msg_01","type":"message","content":[{"type":"te',
-                            media_type="application/json")
-        return None  # content-filter kinds, midstream-* on streams: in the answer
-
-    async def _cut_body(self, request: Request) -> AsyncIterator[bytes]:
-        # The body starts, then the connection drops: a non-streamed call's mid-answer cut.
-        yield b'{"id":"msg_01","type":"message","role":"assistant","content":[{"type":"text","text":"'
-        await asyncio.sleep(0.1)
-        reset_connection(request)
-        await asyncio.sleep(0)
-
-
-class ClosingStreamingResponse(StreamingResponse):
-    """Closes its body generator however the response ends: a client that hangs up mid-stream
-    would otherwise leave it suspended, to be finalized on a loop that may be gone."""
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            aclose = getattr(self.body_iterator, "aclose", None)
-            if aclose is not None:
-                await aclose()
-
-
-async def _malformed_stream() -> AsyncIterator[bytes]:
-    yield b'event: message_start\ndata: {"type":"message_start","message":{"id":\n\n'
-
-
-def _rate_limit_headers(seconds: float) -> dict[str, str]:
-    reset = (datetime.now(UTC) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {"anthropic-ratelimit-requests-limit": "50",
-            "anthropic-ratelimit-requests-remaining": "0",
-            "anthropic-ratelimit-requests-reset": reset}
