@@ -10,7 +10,8 @@ bare usage), llama.cpp's typed errors where Ollama has none (503 `unavailable_er
 `exceed_context_size_error`), no rate-limit headers, unknown fields ignored, and no key
 needed unless `api_key` is set (as with `vllm serve --api-key`).
 
-The Azure emulator subclasses this one and overrides the methods marked "hook".
+The Azure emulator subclasses this one and overrides the methods marked "hook". The checks
+of a chat request's body are `_openai_chat.py`; the shared wire texts `_openai_wire.py`.
 """
 
 from __future__ import annotations
@@ -29,11 +30,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from ._answers import Question, response_format_shape
-from ._attachments import Refusal, openai_media_tokens, openai_seen
 from ._batch_openai import batch_routes
-from ._core import PROFILES, Fault, count_tokens, generate, paced
-from ._openai_tools import answer_override, json_tokens, planned_calls, read_structured, tool_reply
+from ._core import PROFILES, Fault, generate, paced
+from ._openai_chat import chat_of
+from ._openai_tools import answer_override, json_tokens, planned_calls, tool_reply
 from ._openai_wire import (
     CHAT_PARAMS,
     DEFAULT_WAIT,
@@ -43,7 +43,6 @@ from ._openai_wire import (
     OPENAI_VERSION,
     PARSE_ERROR,
     QUOTA,
-    ROLES,
     SERVER_ERROR,
     Chat,
     Invalid,
@@ -51,10 +50,8 @@ from ._openai_wire import (
     go_duration,
     mask_key,
     seconds_header,
-    text_of,
 )
 from ._providers import CURRENT_PROVIDER, known_provider, provider_cards, provider_profile
-from ._rules import Refused, openai_refusal
 from ._server import Emulator, hang, json_response, reset_connection, sse_frame
 
 
@@ -302,80 +299,9 @@ class OpenAIEmulator(Emulator):
             if unknown:
                 raise refuse(f"Unrecognized request argument supplied: {unknown[0]}")
         target = self.resolve_or_refuse(request, name)
-        messages = body.get("messages")
-        if messages is None:
-            raise refuse("Missing required parameter: 'messages'.", "messages",
-                         "missing_required_parameter")
-        if not isinstance(messages, list):
-            raise refuse("Invalid type for 'messages': expected an array.", "messages",
-                         "invalid_type")
-        if not messages:
-            raise refuse("Invalid 'messages': empty array. Expected an array with minimum length "
-                         "1, but got an empty array instead.", "messages", "empty_array")
-        texts = []
-        for i, m in enumerate(messages):
-            role = m.get("role") if isinstance(m, dict) else None
-            if role not in ROLES:
-                raise refuse(f"Invalid value: {role!r}. Supported values are: 'system', "
-                             f"'assistant', 'user', 'function', 'tool', and 'developer'.",
-                             f"messages[{i}].role", "invalid_value")
-            try:  # an image or a PDF: refused as OpenAI refuses it, or a line the answer quotes
-                seen = openai_seen(m.get("content"), i, target.profile.info)
-            except Refusal as exc:
-                raise refuse(str(exc), exc.param, exc.code) from None
-            texts.append(f"{seen} {text_of(m.get('content'))}" if seen else text_of(m.get("content")))
-        stream = body.get("stream") is True
-        options = body.get("stream_options")
-        if options is not None and not stream:
-            raise refuse("The 'stream_options' parameter is only allowed when 'stream' is "
-                         "enabled.", "stream_options")
-        for field in ("max_completion_tokens", "max_tokens"):
-            v = body.get(field)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise refuse(f"Invalid '{field}': integer below minimum value. Expected a value "
-                             f">= 1, but got {v!r} instead.", field, "integer_below_min_value")
-        effort = body.get("reasoning_effort")
-        if target.reasoning and not self.local:
-            try:
-                openai_refusal(body, target.profile.info, target.name)
-            except Refused as exc:
-                raise refuse(str(exc), exc.param, exc.code) from None
-        elif effort is not None and target.table in ("openai", "azure") and not self.local:
-            raise refuse("Unsupported parameter: 'reasoning_effort' is not supported with this "
-                         "model.", "reasoning_effort", "unsupported_parameter")
-        stop = body.get("stop")
-        stops = (stop,) if isinstance(stop, str) else tuple(s for s in stop if isinstance(s, str)) \
-            if isinstance(stop, list) else ()
-        if len(stops) > 4:
-            raise refuse(f"Invalid 'stop': array too long. Expected an array with maximum length "
-                         f"4, but got an array with length {len(stops)} instead.", "stop",
-                         "array_above_max_length")
-        prompt = "\n".join(texts)
-        tokens = count_tokens(prompt)
-        if tokens > target.profile.context_window:
-            raise Invalid(self.context_error(request, target, tokens))
-        # Images and PDFs bill by pixels and pages (OpenAI's rules), beside their line; not
-        # held against the window (gpt-4o-mini's multiplied image tokens are billing only).
-        tokens += openai_media_tokens(messages, target.profile.info.model)
-        opts = options if isinstance(options, dict) else {}
-        structured = read_structured(body, messages, target.profile.info, target.name, refuse,
-                                     local=self.local)
-        seed = body.get("seed")
-        max_tokens = body.get("max_completion_tokens")
-        return Chat(
-            target=target, prompt=prompt, prompt_tokens=tokens,
-            # The latest user turn, not the history; a JSON response format asks for JSON.
-            question=Question.from_turns(
-                zip((m.get("role") for m in messages), texts, strict=True),
-                shape=response_format_shape(body.get("response_format"))),
-            max_tokens=max_tokens if max_tokens is not None else body.get("max_tokens"),
-            stop=stops, seed=seed if isinstance(seed, int) else None, stream=stream,
-            include_usage=stream and opts.get("include_usage") is True
-            and self.include_usage_supported,
-            obfuscate=stream and not self.local and opts.get("include_obfuscation") is not False,
-            effort=effort if isinstance(effort, str) else None,
-            **structured,
-        )
+        return chat_of(body, target, refuse, local=self.local,
+                       include_usage_supported=self.include_usage_supported,
+                       context_error=lambda tokens: self.context_error(request, target, tokens))
 
     def context_error(self, request: Request, target: Target, tokens: int) -> Response:
         window = target.profile.context_window
