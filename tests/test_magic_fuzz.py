@@ -56,11 +56,13 @@ VALUES = ["", "0", "1", "-1", "-0", "2", "3", "0.5", "1e309", "-1e309", "1e-400"
           "{", "}", "{}", "{In[1]}", "{Out[99999]}", "{In[-1]}", "\\", "\\\\", "'", '"', "' '",
           "\x00", "a\x00b", "\ud800", "x\udfffy", "\u202e", "\x1b[31m", "\t", "\x7f", "é",
           "日本語", "🙂", "a" * 3000, "--", "-", "---", "-m", "--system", "=", "a=b",
-          "class", "1abc", "a-b", "None", "_llm", "__builtins__", "In", "get_ipython",
+          "class", "1abc", "a-b", "None", "_llm", "__builtins__", "In", "get_ipython", "Out",
+          "__name__", "exit", "_", "_ih",
           "/nonexistent/img.png", "/dev/null", "/", ".", "x", "answer", "cfg", "f"]
 WORDS = ["--", "-", "---", "-Z", "--bogus", "--max-tokens=5", "-m5", "-t=0.5", "--no-such",
          "-mm", "-hm", "--help", "-h", "--no-stream=1", "--tag=", "--stop=", "-o=x"]
-SUB_ARGS = ["", "0", "-1", "5", "x", "-o", "-o x", "-o 1a", "-o class", "info", "clear",
+SUB_ARGS = ["", "0", "-1", "5", "x", "-o", "-o x", "-o 1a", "-o class", "-o __builtins__",
+            "-o get_ipython", "-o In", "info", "clear",
             "latency", "ttft", "cost", "tradeoff", "bogus", "none", "nan", "-5", "inf",
             "gpt", "fast gpt", "fast", "openai", "google", "submit", "status", "wait",
             "cancel", "results", "a b c d e", "'", "\ud800", "\x00", "9" * 5000]
@@ -220,7 +222,9 @@ def check_case(nb: Notebook, d: Dispatcher, records: list[CallRecord], source: s
         problems.append(f"{sent} requests reached an emulator, {kept} attempts in the ledger")
     if budget is not None and getattr(budget, "reserved", 0):
         problems.append(f"a budget reservation left open: {budget.reserved}")
-    alive = nb.shell.run_cell("__fuzz_alive = 6 * 7", store_history=False)
+    # Builtins and get_ipython (every magic line calls it) still there: an `-o` may not
+    # have bound either.
+    alive = nb.shell.run_cell("__fuzz_alive = len([get_ipython()]) * 42", store_history=False)
     if not alive.success or nb.ns.get("__fuzz_alive") != 42:
         problems.append("the shell no longer runs code")
     return problems
@@ -254,7 +258,17 @@ FOUND = [
     "%%llm gpt -n 99999999999999999999\nhi",  # a run per repeat: never ended
     "%%llm gpt --reasoning high -m 5\nhi",  # a warning made an error kept the reservation
     "%llm gpt --reasoning 99999999999999999999 -- hi",
+    "%%llm gpt -m 5 -o __builtins__\nhi",  # every later cell failed: no builtins
+    "%%llm gpt -m 5 -o get_ipython\nhi",  # every later magic failed
+    "%llm stats -o __builtins__",
+    "%llm calls 1 -o get_ipython",
+    "%llm models openai -o __builtins__",
 ]
+
+# A lone surrogate was sent: each emulator answered 500, retried three times, which opened
+# the vendor's circuit, so a later cell waited 30 s. Now refused before sending, one line.
+SURROGATES = ["%%llm claude -m 5\n\ud800 lone", "%%llm gpt -m 5 -s 'x\udfff'\nhi",
+              "%%llm gpt -m 5\n{broken}", "%llm gemini --stop '\ud800' -- hi"]
 
 
 @pytest.mark.parametrize("source", FOUND, ids=range(len(FOUND)))
@@ -262,6 +276,17 @@ def test_lines_the_fuzz_found_end_in_a_result_or_one_clear_line(
         source: str, nb: Notebook, d: Dispatcher, records: list[CallRecord],
         clean_namespace: dict[str, Any]) -> None:
     assert check_case(nb, d, records, source) == []
+
+
+@pytest.mark.parametrize("source", SURROGATES, ids=range(len(SURROGATES)))
+def test_a_lone_surrogate_is_refused_before_sending(
+        source: str, nb: Notebook, d: Dispatcher, records: list[CallRecord],
+        clean_namespace: dict[str, Any]) -> None:
+    nb.ns["broken"] = "half an emoji: \ud83d"
+    before = requests_seen(d)
+    assert check_case(nb, d, records, source) == []
+    _, text, _ = run_case(nb, source)
+    assert "lone surrogate" in text and requests_seen(d) == before, text
 
 
 def test_the_generator_reaches_every_option_and_subcommand() -> None:

@@ -8,6 +8,7 @@ act on becomes one `CellError` line; anything else is a bug and keeps its traceb
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import replace
 from typing import Any
@@ -181,6 +182,9 @@ class LLMMagics(Magics):
         targets: list[str | None] = list(args.targets)
         if not targets:
             targets = [chat.target if chat is not None and chat.target else self.default_target]
+        _check_text("the prompt", prompt)
+        for what, text in (("-s", system), *(("--stop", t) for t in args.stop)):
+            _check_text(what, text)
         labels = [self._label(d, t, compare=len(targets) > 1) for t in targets]
         _check_strategy(args.strategy)
         for fb in args.fallbacks:
@@ -294,6 +298,20 @@ class LLMMagics(Magics):
         self.shell.user_ns["_llm"] = result
         if name:
             self.shell.user_ns[name] = result
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_text(what: str, text: str | None) -> None:
+    """Refuse text with a lone surrogate before sending: no vendor (nor its emulator) reads
+    one, and a server error would be retried and count against the vendor's circuit."""
+    m = _SURROGATE.search(text or "")
+    if m is not None:
+        raise CellError(
+            f"{what} has a broken character (a lone surrogate, U+{ord(m.group()):04X}, at "
+            f"character {m.start()}), usually half an emoji from a bad decode; repair the text, "
+            "e.g. text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')")
 
 
 def _check_strategy(strategy: str | None) -> None:

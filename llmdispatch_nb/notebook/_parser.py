@@ -247,6 +247,13 @@ def _build() -> _Parser:
 _PARSER = _build()
 
 
+def is_output_name(name: str) -> bool:
+    """A name `-o` may bind: a Python name that is not a keyword, nor one the shell runs
+    on (`__builtins__` replaced breaks every later cell; `get_ipython`, every magic)."""
+    return (name.isidentifier() and not keyword.iskeyword(name) and name != "get_ipython"
+            and not (name.startswith("__") and name.endswith("__")))
+
+
 def split_words(line: str) -> list[str]:
     try:
         return shlex.split(line, posix=True)
@@ -257,7 +264,7 @@ def split_words(line: str) -> list[str]:
 def parse_cell_line(line: str) -> CellArgs:
     words = split_words(line)
     ns = _PARSER.parse_intermixed_args(words)
-    if ns.output is not None and (not ns.output.isidentifier() or keyword.iskeyword(ns.output)):
+    if ns.output is not None and not is_output_name(ns.output):
         raise UsageError(f"-o {ns.output!r}: give a Python variable name, e.g. -o answer")
     if ns.chat is not None and not ns.chat.strip():
         raise UsageError("--chat needs a name, e.g. --chat review")

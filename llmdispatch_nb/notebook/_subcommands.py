@@ -14,7 +14,7 @@ from .._config import VENDOR_ALIASES, VENDORS
 from ..errors import LLMDispatchError
 from ._display import Table, fmt_cost
 from ._errors import CellError, UsageError, describe
-from ._parser import PLOTS, USAGE, Subcommand, expect
+from ._parser import PLOTS, USAGE, Subcommand, expect, is_output_name
 
 if TYPE_CHECKING:
     from ._magics import LLMMagics
@@ -93,7 +93,7 @@ def handle_models(m: LLMMagics, sub: Subcommand) -> None:
     keep: str | None = None
     if "-o" in args:
         at = args.index("-o")
-        if at + 1 >= len(args) or not args[at + 1].isidentifier():
+        if at + 1 >= len(args) or not is_output_name(args[at + 1]):
             raise UsageError("usage: %llm models [VENDOR] -o NAME (NAME: a Python name)")
         keep = args[at + 1]
         del args[at:at + 2]
@@ -173,7 +173,7 @@ def _keep_as(sub: Subcommand, at_most: int, usage: str) -> tuple[list[str], str 
     keep: str | None = None
     if "-o" in args:
         at = args.index("-o")
-        if at + 1 >= len(args) or not args[at + 1].isidentifier():
+        if at + 1 >= len(args) or not is_output_name(args[at + 1]):
             raise UsageError(f"usage: %llm {sub.name} {usage} (NAME: a Python name)")
         keep = args[at + 1]
         del args[at:at + 2]
