@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ._batch_core import EmulatedBatch, engine
+from ._gemini_errors import google_error
 
 MAX_INLINE_BYTES = 20 * 1024 * 1024
 _TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch"
@@ -38,12 +39,6 @@ def batch_routes(emulator: Any) -> list[Route]:
         Route("/{version}/batches/{batch_id}", api.retrieve, methods=["GET"]),
         Route("/{version}/batches/{batch_id}", api.delete, methods=["DELETE"]),
     ]
-
-
-def _error(code: int, status: str, message: str) -> Response:
-    body = json.dumps({"error": {"code": code, "message": message, "status": status}}, indent=2)
-    return Response(body.encode() + b"\n", status_code=code,
-                    headers={"content-type": "application/json; charset=UTF-8"})
 
 
 def _time(t: float | None) -> str | None:
@@ -66,7 +61,7 @@ class _BatchMode:
             return None, denied
         batch = self.engine.items.get(request.path_params["batch_id"])
         if batch is None:
-            return None, _error(404, "NOT_FOUND", "Requested entity was not found.")
+            return None, google_error(404, "NOT_FOUND", "Requested entity was not found.")
         return batch, None
 
     async def create(self, request: Request) -> Response:
@@ -75,26 +70,26 @@ class _BatchMode:
             return denied
         raw = await request.body()
         if len(raw) > MAX_INLINE_BYTES:
-            return _error(400, "INVALID_ARGUMENT", "Request payload size exceeds the limit: "
-                          f"{MAX_INLINE_BYTES} bytes.")
+            return google_error(400, "INVALID_ARGUMENT", "Request payload size exceeds the limit: "
+                               f"{MAX_INLINE_BYTES} bytes.")
         try:
             body = json.loads(raw)
         except ValueError:
-            return _error(400, "INVALID_ARGUMENT", "Invalid JSON payload received.")
+            return google_error(400, "INVALID_ARGUMENT", "Invalid JSON payload received.")
         model = request.path_params["model"]
         batch_body = body.get("batch") if isinstance(body, dict) else None
         config = (batch_body or {}).get("inputConfig") or {}
         if "fileName" in config:
-            return _error(400, "INVALID_ARGUMENT", "This emulator takes inlined requests only "
-                          "(inputConfig.requests).")
+            return google_error(400, "INVALID_ARGUMENT", "This emulator takes inlined requests only "
+                               "(inputConfig.requests).")
         reqs = ((config.get("requests") or {}).get("requests")) if isinstance(config, dict) else None
         if not isinstance(reqs, list) or not reqs:
-            return _error(400, "INVALID_ARGUMENT", "* BatchGenerateContentRequest.batch."
-                          "input_config: input_config is required\n")
+            return google_error(400, "INVALID_ARGUMENT", "* BatchGenerateContentRequest.batch."
+                               "input_config: input_config is required\n")
         if model not in self.emu_models():
-            return _error(404, "NOT_FOUND", f"models/{model} is not found for API version "
-                          f"{request.path_params['version']}, or is not supported for "
-                          f"batchGenerateContent.")
+            return google_error(404, "NOT_FOUND", f"models/{model} is not found for API version "
+                               f"{request.path_params['version']}, or is not supported for "
+                               f"batchGenerateContent.")
         keys = [str(((r.get("metadata") or {}).get("key")) if isinstance(r, dict) and
                     (r.get("metadata") or {}).get("key") is not None else i)
                 for i, r in enumerate(reqs)]

@@ -227,11 +227,5 @@ async def _tool_events(emu: Any, chat: Any, planned: list[PlannedCall],
     async for i in paced([str(i) for i in range(len(deltas))], chat.target.profile,
                          emu.time_scale, emu.rng()):
         yield sse_frame(emu.chunk(chat, deltas[int(i)]))
-    yield sse_frame(emu.chunk(chat, {}, "tool_calls"))
-    if chat.include_usage:
-        last = emu.chunk(chat, {})
-        last["choices"] = []
-        last["usage"] = usage
-        last.pop("obfuscation", None)
-        yield sse_frame(last)
-    yield b"data: [DONE]\n\n"
+    for frame in emu.stream_end(chat, "tool_calls", usage):
+        yield frame

@@ -552,12 +552,19 @@ class OpenAIEmulator(Emulator):
             reset_connection(request)
             await asyncio.sleep(0)
             return
-        yield sse_frame(self.chunk(chat, {}, finish))
+        for frame in self.stream_end(chat, finish, usage):
+            yield frame
+
+    def stream_end(self, chat: Chat, finish: str, usage: dict[str, Any]) -> list[bytes]:
+        """The frames that close a stream, text or tool calls: the finish chunk, the usage
+        chunk (no choices) when `stream_options.include_usage` asked for it, `[DONE]`."""
+        frames = [sse_frame(self.chunk(chat, {}, finish))]
         if chat.include_usage:
             last = self.chunk(chat, {})
             last["choices"] = []
             last["usage"] = usage
             last.pop("obfuscation", None)
-            yield sse_frame(last)
-        yield b"data: [DONE]\n\n"
+            frames.append(sse_frame(last))
+        frames.append(b"data: [DONE]\n\n")
+        return frames
 
