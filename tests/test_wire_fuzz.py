@@ -349,8 +349,13 @@ def one_call(d: Dispatcher, target: str, stream: bool) -> tuple[str, float]:
             for _ in s:
                 pass
             assert s.response is not None
+            r = s.response
         else:
-            d.send("hello", target, max_tokens=20)
+            r = d.send("hello", target, max_tokens=20)
+        # An answer made of garbage must still be an answer of our types.
+        assert isinstance(r.text, str) and isinstance(r.finish_reason, str), repr(r)[:300]
+        assert all(isinstance(n, int) and n >= 0 for n in
+                   (r.usage.input_tokens, r.usage.output_tokens) if n is not None), r.usage
         outcome = "ok"
     except LLMDispatchError as exc:
         outcome = type(exc).__name__
