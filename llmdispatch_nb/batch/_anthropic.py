@@ -9,22 +9,21 @@ each `succeeded` (a Message), `errored` (the API's error envelope), `canceled` o
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any, ClassVar
 
 import httpx
 
 from ..vendors import Endpoint, adapter_for
-from ._vendor import ENDED, RUNNING, BatchVendor, Outcome, Send, read_jsonl, register
-
-
-def _seconds(stamp: Any) -> float | None:
-    if not isinstance(stamp, str):
-        return None
-    try:
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+from ._vendor import (
+    ENDED,
+    RUNNING,
+    BatchVendor,
+    Outcome,
+    Send,
+    read_jsonl,
+    register,
+    rfc3339_seconds,
+)
 
 
 class AnthropicBatches(BatchVendor):
@@ -59,8 +58,8 @@ class AnthropicBatches(BatchVendor):
         counts = data.get("request_counts") or {}
         done = sum(int(counts.get(k) or 0) for k in ("succeeded", "errored", "canceled", "expired"))
         return {"status": status, "state": ENDED if status == "ended" else RUNNING,
-                "created_at": _seconds(data.get("created_at")),
-                "ended_at": _seconds(data.get("ended_at")),
+                "created_at": rfc3339_seconds(data.get("created_at")),
+                "ended_at": rfc3339_seconds(data.get("ended_at")),
                 "counts": {"total": done + int(counts.get("processing") or 0),
                            "completed": int(counts.get("succeeded") or 0),
                            "failed": done - int(counts.get("succeeded") or 0)},

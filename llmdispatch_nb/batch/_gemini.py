@@ -11,26 +11,16 @@ all its requests are that outcome. Inline input must stay under 20 MB per batch.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any, ClassVar
 
 import httpx
 
 from ..vendors import Endpoint, adapter_for
-from ._vendor import ENDED, RUNNING, BatchVendor, Outcome, Send, register
+from ._vendor import ENDED, RUNNING, BatchVendor, Outcome, Send, register, rfc3339_seconds
 
 _ENDED = {"BATCH_STATE_SUCCEEDED": None, "BATCH_STATE_FAILED": "failed",
           "BATCH_STATE_CANCELLED": "cancelled", "BATCH_STATE_EXPIRED": "expired"}
 _HTTP = {3: 400, 5: 404, 7: 403, 8: 429, 13: 500, 14: 503, 4: 504}  # rpc codes -> HTTP
-
-
-def _seconds(stamp: Any) -> float | None:
-    if not isinstance(stamp, str):
-        return None
-    try:
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 class GeminiBatches(BatchVendor):
@@ -71,8 +61,8 @@ class GeminiBatches(BatchVendor):
         failed = int(stats.get("failedRequestCount") or 0)
         error = data.get("error") or {}
         return {"status": state, "state": ENDED if state in _ENDED else RUNNING,
-                "created_at": _seconds(meta.get("createTime")),
-                "ended_at": _seconds(meta.get("endTime")),
+                "created_at": rfc3339_seconds(meta.get("createTime")),
+                "ended_at": rfc3339_seconds(meta.get("endTime")),
                 "counts": {"total": int(stats.get("requestCount") or 0) or None,
                            "completed": ok, "failed": failed},
                 "error": error.get("message") if isinstance(error, dict) else None}

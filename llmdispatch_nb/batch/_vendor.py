@@ -15,6 +15,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar
 
 import httpx
@@ -26,6 +27,17 @@ Send = Callable[[httpx.Request], Awaitable[httpx.Response]]
 
 # Where a part's remote batch stands, the same words for every vendor.
 RUNNING, ENDED = "running", "ended"
+
+
+def rfc3339_seconds(stamp: Any) -> float | None:
+    """A vendor's RFC 3339 time ("2026-12-07T04:13:00Z") as epoch seconds; None if not one."""
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
 
 # A results file holds every answer of a batch in one body, far past the cap meant for one
 # answer (the transport honours a request's own cap).
