@@ -4,6 +4,7 @@ answer read back against it.
     output_schema(Person)              pydantic model, dataclass, TypedDict or a JSON Schema dict
     for_openai(s) / for_anthropic(s) / for_gemini(s)   what each vendor accepts, or an error
     read_answer(s, text)               -> (parsed, valid, errors): errors are data, not raised
+    plain_data(parsed)                 the parsed answer as dicts and lists (for tables, scores)
 
 Each vendor accepts a different subset of JSON Schema (vendor-protocols.md section 12).
 Annotations a vendor does not take (`default`, `examples`, `$schema`) are dropped: they
@@ -181,6 +182,16 @@ _TYPES: dict[str, Callable[[Any], bool]] = {
     "boolean": lambda v: isinstance(v, bool),
     "null": lambda v: v is None,
 }
+
+
+def plain_data(value: Any) -> Any:
+    """A parsed answer as plain data: a pydantic model or a dataclass becomes its dict."""
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
 
 
 def schema_errors(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any] | None = None,

@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._schema import plain_data
 from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -309,21 +310,9 @@ def _default_dispatcher() -> Dispatcher:
 _PATH_PART = re.compile(r"[^.\[\]]+|\[(\d+)\]")
 
 
-def _plain(value: Any) -> Any:
-    """A parsed answer as plain data: a pydantic model or a dataclass as its dict."""
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):
-        return dump()
-    import dataclasses
-
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    return value
-
-
 def _structured(text: str, row: Mapping[str, Any]) -> Any:
     if row.get("parsed") is not None:
-        return _plain(row["parsed"])
+        return plain_data(row["parsed"])
     try:
         return _json_of(text)
     except ValueError:

@@ -12,11 +12,11 @@ these functions look as before for plain prompts.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .._schema import plain_data
 from .._types import Attachment, Response
 from ._errors import CellError
 from ._escape import html_block, html_text, markdown_cell, markdown_text
@@ -28,23 +28,13 @@ _TD = "border:1px solid #d0d7de;padding:1px 6px;text-align:left;vertical-align:t
 _MAX_ROWS = 12
 
 
-def _plain(value: Any) -> Any:
-    """A parsed answer as plain data: a pydantic model or dataclass becomes its dict."""
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):
-        return dump()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    return value
-
-
 def _short(value: Any, limit: int = 80) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _rows(value: Any) -> list[tuple[str, str]]:
-    data = _plain(value)
+    data = plain_data(value)
     if isinstance(data, Mapping):
         return [(str(k), _short(v)) for k, v in list(data.items())[:_MAX_ROWS]]
     return [("value", _short(data))]
