@@ -7,8 +7,8 @@ Sync calls run on the dispatcher's own loop thread (see `_loop.py`); async calls
 the caller's loop, each loop with its own pooled `httpx.AsyncClient` (`_clients.py`).
 Breaker, limiter, budget and ledger are shared by all of them (thread-safe). Latency and
 time to first token are measured from the moment the request is handed to httpx.
-This module is the call flow (candidates, retries, waits, fallbacks); one attempt's send
-and records are `_one_attempt.py`, the ledger reads and batch jobs `_dispatcher_ledger.py`.
+This module is the call flow (candidates, retries, waits, fallbacks); one attempt's budget
+reservation, send and records are `_one_attempt.py`, the ledger reads and batch jobs `_dispatcher_ledger.py`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from ._call import NO_OPTIONS, CallOptions, CallState
 from ._clients import LoopClients, new_client
 from ._dispatcher_ledger import LedgerViews
 from ._loop import LoopThread
-from ._one_attempt import failure_record, send_attempt
+from ._one_attempt import failure_record, reserve_attempt, send_attempt
 from ._recorded import serve_recorded
 from ._stream import AsyncStream, Stream, StreamSink
 from ._structured import finish_response
@@ -469,22 +469,9 @@ class Dispatcher(LedgerViews):
                 call.trail.append(Attempt(cand.vendor, cand.model, "skipped",
                                           self.breaker.refusal(cand.key)))
                 return "breaker"
-            worst = self.router.worst_case(request, cand)  # what the vendor can bill at most
             try:
-                reservation = self.budget.reserve_worst(
-                    worst.prompt_usd, worst.usd_per_output_token, worst.output_tokens,
-                    request.tags, opts.max_cost, fit=request.max_tokens is None, what=cand.key)
-                fitted = reservation.output_tokens
-                if fitted is not None and fitted < worst.output_tokens:
-                    sent = self.router.fit_to(request, cand, fitted)
-                    if sent is None:  # the adapter's own room (thinking) leaves no answer
-                        reservation.release()
-                        raise BudgetExceededError(
-                            f"refused before sending: the budget has room for {fitted} answer "
-                            f"tokens of {cand.key}, less than the room its request keeps for "
-                            f"thinking", budget=self.budget.limit_usd,
-                            estimate=worst.usd, advice="Raise the budget or pick a cheaper model")
-                    call.request = sent
+                reservation, call.request = reserve_attempt(self.budget, self.router, request,
+                                                            cand, opts.max_cost)
             except BudgetExceededError as exc:
                 self.breaker.release(cand.key)
                 call.number += 1
@@ -492,12 +479,6 @@ class Dispatcher(LedgerViews):
                 call.errors.append(exc)
                 call.trail.append(Attempt(cand.vendor, cand.model, "refused", str(exc)))
                 return "refused"
-            if call.request is not request:
-                _log.warning("%s: sent with max_tokens=%d (the most the budget has room for) "
-                             "instead of %s %d; Budget(policy='refuse') refuses such a call "
-                             "instead", cand.key, call.request.max_tokens,
-                             "the cap of" if worst.capped else "the model's output cap",
-                             worst.output_tokens)
             call.number += 1
             tokens = estimated_input_tokens(request) + self.router.max_output_tokens(request)
             try:

@@ -1,32 +1,70 @@
-"""One attempt on one candidate, and what the ledger keeps of it.
+"""One attempt on one candidate: what it may spend, the exchange, what the ledger keeps.
 
-`send_attempt` builds the vendor's request, sends it (plain or streamed) within the call's
+`reserve_attempt` holds the most the attempt can bill in the budget (fitting an unset
+`max_tokens` to the room left, with a warning); `send_attempt` builds the vendor's request, sends it (plain or streamed) within the call's
 deadline, makes the `Response` from the parsed reply (priced; `.parsed`/`.valid` when a
 schema was asked) and writes its `CallRecord`; `failure_record` is the record of an attempt
 that ended in an error, a refusal or a cancel. They live apart from the `Dispatcher` so its
 module holds the call flow (candidates, retries, fallbacks) and this one the single
-exchange. The dispatcher passes what they need (client, prices, its record writer and
-session) as arguments, so this module never imports it.
+exchange. The dispatcher passes what they need (budget, router, client, prices, its record
+writer and session) as arguments, so this module never imports it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import httpx
 
 from ._attempt import Exchange, send_plain, send_stream
 from ._call import CallState, request_params
 from ._structured import finish_response, schema_stream
-from ._types import CallRecord, Cost, Response, Usage, estimate_tokens, now
-from .errors import LLMDispatchError, VendorTimeoutError
+from ._types import CallRecord, Cost, Request, Response, Usage, estimate_tokens, now
+from .errors import BudgetExceededError, LLMDispatchError, VendorTimeoutError
 from .routing import Candidate
 from .vendors import Endpoint, adapter_for
 
+if TYPE_CHECKING:
+    from .resilience import Budget
+    from .resilience.budget import Reservation
+    from .routing import Router
+
 RecordWriter = Callable[[CallRecord], None]
 Pricer = Callable[[Endpoint, str, Usage], Cost]
+_log = logging.getLogger("llmdispatch_nb")
+
+
+def reserve_attempt(budget: Budget, router: Router, request: Request, cand: Candidate,
+                    max_cost: float | None) -> tuple[Reservation, Request]:
+    """Reserve the most `cand` can bill for `request`; the reservation and the request to
+    send: with no `max_tokens` set, one fitted to the budget's room (said in a warning).
+    Raises `BudgetExceededError` with nothing reserved."""
+    worst = router.worst_case(request, cand)  # what the vendor can bill at most
+    reservation = budget.reserve_worst(
+        worst.prompt_usd, worst.usd_per_output_token, worst.output_tokens,
+        request.tags, max_cost, fit=request.max_tokens is None, what=cand.key)
+    fitted = reservation.output_tokens
+    if fitted is None or fitted >= worst.output_tokens:
+        return reservation, request
+    sent = router.fit_to(request, cand, fitted)
+    if sent is None:  # the adapter's own room (thinking) leaves no answer
+        reservation.release()
+        raise BudgetExceededError(
+            f"refused before sending: the budget has room for {fitted} answer "
+            f"tokens of {cand.key}, less than the room its request keeps for "
+            f"thinking", budget=budget.limit_usd,
+            estimate=worst.usd, advice="Raise the budget or pick a cheaper model")
+    if sent is not request:
+        _log.warning("%s: sent with max_tokens=%d (the most the budget has room for) "
+                     "instead of %s %d; Budget(policy='refuse') refuses such a call "
+                     "instead", cand.key, sent.max_tokens,
+                     "the cap of" if worst.capped else "the model's output cap",
+                     worst.output_tokens)
+    return reservation, sent
 
 
 def failure_record(call: CallState, cand: Candidate, err: LLMDispatchError,
