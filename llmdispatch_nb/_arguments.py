@@ -13,6 +13,7 @@ import difflib
 import functools
 import inspect
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,6 +32,45 @@ def _request_parameters() -> tuple[str, ...]:
     sig = inspect.signature(Request.__init__)
     return tuple(n for n, p in sig.parameters.items()
                  if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def broken_text(what: str, text: Any) -> str | None:
+    """What is wrong with `text` if it holds a lone surrogate (half an emoji from a bad
+    decode), else None. No vendor reads one: a JSON body carrying it is refused (or, on a
+    server that crashes on it, answered with a 5xx that is retried and counts against the
+    vendor's circuit), so it is refused here, before anything is sent."""
+    if not isinstance(text, str):
+        return None
+    m = _SURROGATE.search(text)
+    if m is None:
+        return None
+    return (f"{what} has a broken character (a lone surrogate, U+{ord(m.group()):04X}, at "
+            f"character {m.start()}), usually half an emoji from a bad decode; repair the text, "
+            "e.g. text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')")
+
+
+def _check_texts(prompt: Any, params: Mapping[str, Any]) -> None:
+    texts: list[tuple[str, Any]] = [("system", params.get("system"))]
+    stop = params.get("stop")
+    texts += [("a stop sequence", s) for s in ([stop] if isinstance(stop, str) else stop or ())]
+    if isinstance(prompt, str):
+        texts.append(("the prompt", prompt))
+    elif isinstance(prompt, Sequence):
+        # A list of messages, or one user turn of parts (["Describe", ld.Image(...)]).
+        turn = not any(isinstance(m, Message | Mapping) for m in prompt)
+        for i, m in enumerate(prompt):
+            content = m.content if isinstance(m, Message) else (
+                m.get("content") if isinstance(m, Mapping) else m)
+            parts = content if isinstance(content, list) else [content]
+            what = f"part {i} of the prompt" if turn else f"message {i} of the prompt"
+            texts += [(what, part) for part in parts]
+    for what, text in texts:
+        problem = broken_text(what, text)
+        if problem is not None:
+            raise RequestValidationError(problem)
 
 
 def _type(value: Any) -> str:
@@ -152,11 +192,14 @@ def check_call(prompt: Any, target: Any, params: Mapping[str, Any]) -> None:
     if isinstance(prompt, Request):
         # A Request built by hand went through its own checks, which let a bool pass as
         # a count and a number as a system prompt: its fields get the same checks here.
-        check_params({name: getattr(prompt, name) for name in _request_parameters()
-                      if hasattr(prompt, name)})
+        fields = {name: getattr(prompt, name) for name in _request_parameters()
+                  if hasattr(prompt, name)}
+        check_params(fields)
         check_target(prompt.target)
+        _check_texts(list(prompt.messages), fields)
     else:
         check_params(params)
+        _check_texts(prompt, params)
 
 
 def _short(value: Any) -> str:

@@ -371,6 +371,12 @@ def quiet() -> Iterator[Dispatcher]:
 
 BAD_CALLS: list[tuple[tuple[Any, ...], dict[str, Any], str]] = [
     ((None,), {}, "the prompt is None"),
+    # A lone surrogate (half an emoji from a bad decode) in anything sent: no vendor reads it.
+    (("a broken \ud83d emoji",), {}, "the prompt has a broken character"),
+    (([{"role": "user", "content": "x\udc00"}],), {}, "message 0 of the prompt has a broken"),
+    ((["see", "part \ud800"],), {}, "part 1 of the prompt has a broken"),
+    (("hi",), {"system": "sys \udfff"}, "system has a broken character"),
+    (("hi",), {"stop": ["ok", "\ud800"]}, "a stop sequence has a broken character"),
     ((b"hi",), {}, "the prompt is bytes"),
     (({"role": "user", "content": "hi"},), {}, "one message as a dict"),
     ((42,), {}, "the prompt is a int"),

@@ -23,6 +23,7 @@ import pytest
 
 from llmdispatch_nb import Dispatcher, Endpoint, Secret
 from llmdispatch_nb._types import CallRecord
+from llmdispatch_nb.errors import RequestValidationError
 from llmdispatch_nb.ledger import Ledger, LedgerError
 from llmdispatch_nb.ledger._writer import BatchWriter
 from llmdispatch_nb.resilience import RetryPolicy
@@ -89,8 +90,12 @@ def test_the_writer_keeps_writing_after_each_poisoned_record(vendor: Vendor,
     ledger = Ledger(tmp_path)
     d = dispatcher(vendor, ledger)
     target = "openai:gpt-4o-mini"
-    assert d.send("a broken \ud83d emoji", target).text == "fine"
-    assert d.send("fine", target, system="system \udc00 prompt").text == "fine"
+    # A lone surrogate in what would be sent is refused at the door, with what to do
+    # (no vendor reads one); nothing is sent, so there is no attempt to record.
+    for prompt, system in (("a broken \ud83d emoji", None), ("fine", "system \udc00 prompt")):
+        with pytest.raises(RequestValidationError, match="lone surrogate"):
+            d.send(prompt, target, system=system)
+    # What is kept only here (a tag) or comes back from the vendor is repaired on the way in.
     assert d.send("fine", target, tags=["tag\ud800"]).text == "fine"
     vendor.text = "an answer with half an emoji \ud83d"
     assert d.send("answer", target).text == vendor.text
@@ -103,20 +108,17 @@ def test_the_writer_keeps_writing_after_each_poisoned_record(vendor: Vendor,
     stats = d.stats()
     d.close()
     assert time.monotonic() - t0 < 10  # a gross stall only (it used to wait 60 s, then fail)
-    assert stats["attempts"] == 6 and stats["successes"] == 6 and stats["quarantined"] == 0
+    assert stats["attempts"] == 4 and stats["successes"] == 4 and stats["quarantined"] == 0
     recs = ledger.records()
-    assert [r.status for r in recs] == ["ok"] * 6
+    assert [r.status for r in recs] == ["ok"] * 4
     notes = [r.repaired for r in recs]
-    assert recs[0].prompt == "a broken \ufffd emoji" and "prompt: 1 lone surrogate" in notes[0]
-    # The system prompt is in the ledger's prompt text (and nowhere else).
-    assert "\ufffd" in (recs[1].prompt or "") and "prompt" in (notes[1] or "")
-    assert recs[2].tags == ("tag\ufffd",) and "tags" in (notes[2] or "")
-    assert recs[3].response == "an answer with half an emoji \ufffd" and "response" in (notes[3] or "")
+    assert recs[0].tags == ("tag\ufffd",) and "tags" in (notes[0] or "")
+    assert recs[1].response == "an answer with half an emoji \ufffd" and "response" in (notes[1] or "")
     # The adapter does not believe 2**70 and estimates (another guard); had it passed the
     # count on, the ledger would store NULL with a note (test below).
-    assert recs[4].input_tokens is None or 0 <= recs[4].input_tokens < 2**63
-    assert recs[5].prompt == "plain after" and recs[5].repaired is None
-    assert vendor.received == 6
+    assert recs[2].input_tokens is None or 0 <= recs[2].input_tokens < 2**63
+    assert recs[3].prompt == "plain after" and recs[3].repaired is None
+    assert vendor.received == 4
     ledger.close()
 
 
@@ -125,8 +127,8 @@ def test_an_answer_with_a_lone_surrogate_is_cached_as_it_came(vendor: Vendor,
     ledger = Ledger(tmp_path)
     vendor.text = "half an emoji \ud83d"
     with dispatcher(vendor, ledger, cache=True) as d:
-        first = d.send("q \udc00", "openai:gpt-4o-mini", temperature=0)
-        again = d.send("q \udc00", "openai:gpt-4o-mini", temperature=0)
+        first = d.send("q", "openai:gpt-4o-mini", temperature=0)
+        again = d.send("q", "openai:gpt-4o-mini", temperature=0)
     assert again.cached and again.text == first.text == vendor.text  # the cache is lossless
     assert vendor.received == 1
     assert [r.response for r in ledger.records()] == ["half an emoji \ufffd"] * 2

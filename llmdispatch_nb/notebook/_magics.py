@@ -8,7 +8,6 @@ act on becomes one `CellError` line; anything else is a bug and keeps its traceb
 
 from __future__ import annotations
 
-import re
 import sys
 from dataclasses import replace
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, validate
 
+from .._arguments import broken_text
 from ..errors import LLMDispatchError, MissingKeyError
 from ._chats import Chat, ChatBook
 from ._display import (
@@ -300,18 +300,13 @@ class LLMMagics(Magics):
             self.shell.user_ns[name] = result
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _check_text(what: str, text: str | None) -> None:
-    """Refuse text with a lone surrogate before sending: no vendor (nor its emulator) reads
-    one, and a server error would be retried and count against the vendor's circuit."""
-    m = _SURROGATE.search(text or "")
-    if m is not None:
-        raise CellError(
-            f"{what} has a broken character (a lone surrogate, U+{ord(m.group()):04X}, at "
-            f"character {m.start()}), usually half an emoji from a bad decode; repair the text, "
-            "e.g. text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')")
+    """Refuse text with a lone surrogate before sending (the core's check, as a cell error)."""
+    problem = broken_text(what, text)
+    if problem is not None:
+        raise CellError(problem)
 
 
 def _check_strategy(strategy: str | None) -> None:
