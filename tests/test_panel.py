@@ -469,3 +469,13 @@ def test_charts_tab_draws_a_plotly_figure_from_the_ledger(dispatcher: Dispatcher
         (output,) = p.ledger.chart.outputs
         assert "application/vnd.plotly.v1+json" in output["data"], name
     p.close()
+
+
+def test_max_cost_zero_says_no_limit(dispatcher: Dispatcher) -> None:
+    p = make_panel(dispatcher, GPT)
+    assert "no limit" in p.max_cost_note.value
+    p.max_cost.value = 0.05
+    assert "per call" in p.max_cost_note.value and "no limit" not in p.max_cost_note.value
+    p.max_cost.value = 0.0
+    assert "no limit" in p.max_cost_note.value
+    p.close()

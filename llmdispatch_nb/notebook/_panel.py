@@ -186,7 +186,12 @@ class Panel:
             value="", description="Reasoning", style=wide)
         self.max_cost = widgets.BoundedFloatText(value=0.0, min=0.0, max=1_000.0, step=0.01,
                                                  description="Max cost $", style=wide,
-                                                 tooltip="US dollars per call; 0 = no cap")
+                                                 tooltip="US dollars per call; 0 = no limit")
+        # "Max cost $ 0" read as "spend nothing": say what 0 means, beside the box.
+        self.max_cost_note = widgets.HTML(self._max_cost_text(0.0))
+        self.max_cost.observe(
+            lambda change: setattr(self.max_cost_note, "value", self._max_cost_text(change["new"])),
+            names="value")
         self.send_button = widgets.Button(description="Send", button_style="primary", icon="play",
                                           tooltip="Send to the first selected target")
         self.compare_button = widgets.Button(description="Compare", button_style="info",
@@ -205,7 +210,7 @@ class Panel:
         self.columns_box.add_class("llmd-columns")
 
         controls = widgets.VBox([self.temperature, self.max_tokens, self.reasoning, self.strategy,
-                                 self.repeat, self.max_cost])
+                                 self.repeat, widgets.HBox([self.max_cost, self.max_cost_note])])
         compose = widgets.VBox([
             widgets.HBox([widgets.VBox([self.prompt, self.system, self.schema, self.tools,
                                         self.images],
@@ -379,6 +384,11 @@ class Panel:
             colour = "#b00020" if counts.get("error") else "#2e7d32"
             self.status.value = self._status_html(f"finished: {summary}", colour)
             self._idle.set()
+
+    @staticmethod
+    def _max_cost_text(usd: float) -> str:
+        return ("<span style='opacity:.7'>no limit</span>" if not usd
+                else "<span style='opacity:.7'>per call</span>")
 
     def _on_tab(self, change: dict[str, Any]) -> None:
         if change.get("new") == 1:
