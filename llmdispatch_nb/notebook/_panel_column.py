@@ -21,6 +21,7 @@ import ipywidgets as widgets
 from .._stream import Stream
 from .._types import Response, TextDelta, Usage, UsageUpdate, Waiting, estimate_tokens
 from ..errors import MidStreamError, redact
+from ._display import markdown_html
 from ._escape import html_block
 from ._run import wait_text
 from ._structured_view import structured_html
@@ -238,9 +239,12 @@ class Column:
             ' class="', ' class="llmd-title ', 1)
 
     def _body_html(self) -> str:
-        text = html.escape("".join(self._parts))
-        out = (f"<div style='white-space:pre-wrap;word-break:break-word;max-height:22em;"
-               f"overflow:auto;font-size:92%;line-height:1.45'>{text}</div>")
+        # Answers are Markdown (lists, bold, code blocks), as in the %%llm grid: rendered
+        # with the grid's renderer, which escapes raw HTML (plain text while none is there).
+        text = "".join(self._parts)
+        body = markdown_html(text) if text.strip() else ""
+        out = (f"<div class='llmd-answer' style='word-break:break-word;max-height:22em;"
+               f"overflow:auto;font-size:92%;line-height:1.45'>{body}</div>")
         if self.status == "error" and self.error:
             out += (f"<div class='llmd-error' style='color:#b00020;white-space:pre-wrap'>"
                     f"{html.escape(self.error)}</div>")
