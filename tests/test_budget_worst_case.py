@@ -241,3 +241,44 @@ def test_a_fitted_cap_leaves_room_the_adapter_adds_for_thinking(
             pytest.raises(BudgetExceededError, match="room its request keeps for thinking"):
         d.send("Name three rivers.", target)
     assert d.budget.reserved == 0
+
+
+def test_each_adapters_output_cap_is_the_cap_its_body_sends() -> None:
+    # The budget asks adapter.output_cap before every attempt instead of building the body;
+    # it must name exactly the cap the body carries (Adapter.output_cap is the body-reading
+    # fallback), for every kind of model and parameter the rules treat differently.
+    import itertools
+    import warnings
+
+    from llmdispatch_nb._types import Request
+    from llmdispatch_nb.vendors import Adapter, Endpoint, adapter_for
+
+    cases = {
+        "openai": ["gpt-4o-mini", "gpt-5", "o3", "o4-mini", "gpt-4.1", "no-such-model"],
+        "azure": ["gpt-4o", "o4-mini", "prod-deployment"],
+        "anthropic": ["claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-7", "claude-x"],
+        "gemini": ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-3-pro-preview", "gemini-2.0-flash"],
+        "compat": ["qwen3:8b", "llama3.2"],
+    }
+    params = [{}, {"max_tokens": 100}, {"max_tokens": 5000, "reasoning": "high"},
+              {"reasoning": 2048}, {"reasoning": "none", "max_tokens": 64},
+              {"temperature": 0.2, "top_p": 0.9, "max_tokens": 10}]
+    checked = 0
+    for kind, models in cases.items():
+        adapter = adapter_for(kind)
+        for version in ("2024-10-21", "2024-06-01") if kind == "azure" else (None,):
+            ep = Endpoint(kind, kind, "http://127.0.0.1:9/v1", api_version=version,
+                          route="deployments" if kind == "azure" else "default",
+                          deployments={"prod-deployment": "gpt-4o-mini"})
+            for model, p in itertools.product(models, params):
+                request = Request("Hello", None, **p)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    try:
+                        from_body = Adapter.output_cap(adapter, request, model, ep)
+                    except Exception:
+                        continue  # a request the adapter refuses to build: no cap to compare
+                    asked = adapter.output_cap(request, model, ep)
+                assert asked == from_body, (kind, version, model, p)
+                checked += 1
+    assert checked >= 100

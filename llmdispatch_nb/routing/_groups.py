@@ -126,39 +126,21 @@ def prompt_token_bound(request: Request, candidate: Candidate | None = None) -> 
     return bound
 
 
-# The request fields that cap a reply, per wire: OpenAI, Azure, compatible servers, Anthropic
-# (max_tokens), OpenAI's newer name, Responses-style, and Gemini's generationConfig.
-_CAP_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
-
-
 def output_cap_sent(request: Request, candidate: Candidate) -> int | None:
     """The answer cap the adapter actually puts in the request body (Anthropic's default
     when none is asked, a Gemini cap raised for thinking, ...), or None when none is sent.
 
-    Read from the body the adapter builds, so whatever an adapter adds or renames is what
-    is counted; on any trouble building it, the request's own max_tokens."""
-    import json
-
+    Asked of the adapter (`Adapter.output_cap`: the same parameter rules its body uses, so
+    whatever an adapter adds or renames is what is counted, without building the body on
+    every attempt); on any trouble, the request's own max_tokens (the real attempt raises
+    its own error)."""
     from ..vendors import adapter_for
 
     ep = candidate.endpoint
     try:
-        built = adapter_for(ep.kind).build_request(request, candidate.model, ep, stream=False)
-        body = json.loads(built.content)
-    except Exception:  # the real attempt will raise its own error; this is only an estimate
+        return adapter_for(ep.kind).output_cap(request, candidate.model, ep)
+    except Exception:  # only an estimate: building the request will say what is wrong
         return request.max_tokens
-    if not isinstance(body, dict):
-        return request.max_tokens
-    for name in _CAP_FIELDS:
-        value = body.get(name)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    config = body.get("generationConfig")
-    if isinstance(config, dict):
-        value = config.get("maxOutputTokens")
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
 
 
 def billable_output_tokens(request: Request, candidate: Candidate) -> tuple[int, bool]:

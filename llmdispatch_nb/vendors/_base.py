@@ -127,6 +127,22 @@ class Adapter(ABC):
     def build_request(self, request: Request, model: str, endpoint: Endpoint, *, stream: bool) -> httpx.Request:
         ...
 
+    def output_cap(self, request: Request, model: str, endpoint: Endpoint) -> int | None:
+        """The answer cap this adapter sends for `request` (a default the wire requires, a
+        cap raised for thinking, ...), or None when it sends none. The budget asks before
+        every attempt, so the built-in adapters answer from the parameter rules without
+        building the body; this fallback (for other adapters) builds it and reads it."""
+        built = self.build_request(request, model, endpoint, stream=False)
+        body = json.loads(built.content)
+        if not isinstance(body, dict):
+            return request.max_tokens
+        config = body.get("generationConfig")
+        for value in (*(body.get(name) for name in _CAP_FIELDS),
+                      config.get("maxOutputTokens") if isinstance(config, dict) else None):
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        return None
+
     @abstractmethod
     def parse_reply(self, response: httpx.Response, endpoint: Endpoint) -> ParsedReply:
         """Read a whole 2xx response (already read into memory)."""
@@ -152,6 +168,9 @@ class Adapter(ABC):
 
 # -- helpers every adapter shares --------------------------------------------------------
 
+
+# The body fields that cap a reply, per wire: OpenAI's newer and older names, Responses-style.
+_CAP_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
 _URLS: dict[tuple[str, tuple[tuple[str, str], ...]], httpx.URL] = {}
 _HEADERS: dict[tuple[tuple[str, str], ...], httpx.Headers] = {}

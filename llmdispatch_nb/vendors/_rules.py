@@ -79,15 +79,17 @@ def strict(request: Request) -> bool:
 
 
 def parameters_for(request: Request, vendor: str, model: str, *, max_tokens_field: str = "max_tokens",
-                   default_max_tokens: int | None = None) -> Parameters:
+                   default_max_tokens: int | None = None, quiet: bool = False) -> Parameters:
     """The parameters `vendor`'s `model` is sent for `request` (see the module docstring).
 
     `vendor` is the catalogue's name (openai, azure, anthropic, google, groq, ...);
-    `default_max_tokens` is a cap the wire requires when the user gave none (Anthropic)."""
+    `default_max_tokens` is a cap the wire requires when the user gave none (Anthropic).
+    `quiet`: only asking (the budget reads the cap before the request is built), so a drop
+    is noted but neither warned nor, in strict mode, raised: building the request does that."""
     info = lookup(vendor, model, warn=False)
     out = Parameters(vendor, model, request.max_tokens, max_tokens_field, request.temperature,
                      request.top_p, request.stop)
-    rules = _Rules(out, request)
+    rules = _Rules(out, request, quiet)
     if not info.known:
         if request.reasoning is not None:
             _generic_reasoning(out, request.reasoning, vendor)
@@ -120,8 +122,8 @@ def parameters_for(request: Request, vendor: str, model: str, *, max_tokens_fiel
 class _Rules:
     """Drops and adjustments for one request: warned, or raised in strict mode."""
 
-    def __init__(self, out: Parameters, request: Request) -> None:
-        self.out, self.strict = out, strict(request)
+    def __init__(self, out: Parameters, request: Request, quiet: bool = False) -> None:
+        self.out, self.strict, self.quiet = out, strict(request), quiet
 
     def drop(self, name: str, why: str) -> None:
         self.say(f"{self.out.vendor}:{self.out.model} does not accept {name} ({why}); "
@@ -131,6 +133,9 @@ class _Rules:
         self.say(f"{self.out.vendor}:{self.out.model}: {text}")
 
     def say(self, text: str) -> None:
+        if self.quiet:
+            self.out.notes.append(text)
+            return
         if self.strict:
             raise RequestValidationError(f"{text.replace('; it was not sent', '')}; "
                                          f"strict_params is on, so nothing was sent")

@@ -210,6 +210,10 @@ class AnthropicAdapter(Adapter):
         base = endpoint.base_url.rstrip("/").removesuffix("/v1")
         return f"{base}/v1/{path.lstrip('/')}"
 
+    def output_cap(self, request: Request, model: str, endpoint: Endpoint) -> int | None:
+        return parameters_for(request, "anthropic", model, default_max_tokens=DEFAULT_MAX_TOKENS,
+                              quiet=True).max_tokens
+
     def build_request(self, request: Request, model: str, endpoint: Endpoint, *, stream: bool) -> httpx.Request:
         headers = {
             "Content-Type": "application/json",

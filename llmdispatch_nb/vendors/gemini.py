@@ -294,6 +294,9 @@ class GeminiAdapter(Adapter):
                     calling["allowedFunctionNames"] = [tc]
                 body["toolConfig"] = {"functionCallingConfig": calling}
 
+    def output_cap(self, request: Request, model: str, endpoint: Endpoint) -> int | None:
+        return parameters_for(request, "google", model_id(model), quiet=True).max_tokens
+
     def build_request(self, request: Request, model: str, endpoint: Endpoint, *,
                       stream: bool) -> httpx.Request:
         method = "streamGenerateContent" if stream else "generateContent"

@@ -156,6 +156,11 @@ class OpenAIAdapter(Adapter):
             elif tc is not None:
                 body["tool_choice"] = {"type": "function", "function": {"name": tc}}
 
+    def output_cap(self, request: Request, model: str, endpoint: Endpoint) -> int | None:
+        return parameters_for(request, self.catalogue_vendor(endpoint),
+                              self.catalogue_model(model, endpoint),
+                              max_tokens_field=self.max_tokens_field, quiet=True).max_tokens
+
     def catalogue_vendor(self, endpoint: Endpoint) -> str:
         """The vendor the catalogue files this endpoint's models under."""
         return self.vendor_label
