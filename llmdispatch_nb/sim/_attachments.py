@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._attachment_tokens import billed_tokens
+from .._attachment_tokens import billed_tokens, image_size
+from .._attachments import sniff
 
 MB = 1024 * 1024
 OPENAI_IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
@@ -54,48 +54,13 @@ def decode(data: Any) -> bytes | None:
         return None
 
 
-def pixels(data: bytes) -> tuple[int, int] | None:
-    """Width and height read from a PNG, GIF, JPEG or WEBP header (None: not found)."""
-    if data.startswith(b"\x89PNG") and len(data) >= 24:
-        w, h = struct.unpack(">II", data[16:24])
-        return int(w), int(h)
-    if data.startswith((b"GIF87a", b"GIF89a")) and len(data) >= 10:
-        w, h = struct.unpack("<HH", data[6:10])
-        return int(w), int(h)
-    if data[:4] == b"RIFF" and data[12:16] == b"VP8X" and len(data) >= 30:
-        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
-    if data.startswith(b"\xff\xd8"):
-        i = 2
-        while i + 9 < len(data) and data[i] == 0xFF:
-            marker, length = data[i + 1], struct.unpack(">H", data[i + 2:i + 4])[0]
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                h, w = struct.unpack(">HH", data[i + 5:i + 9])
-                return int(w), int(h)
-            i += 2 + length
-    return None
-
-
-def sniffed(data: bytes) -> str | None:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data.startswith((b"GIF87a", b"GIF89a")):
-        return "image/gif"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data.startswith(b"%PDF-"):
-        return "application/pdf"
-    return None
-
-
 def describe(media_type: str, data: bytes | None, url: str | None = None) -> str:
     """The line the answer quotes: what kind of thing, its size."""
     kind = "PDF" if media_type == "application/pdf" else "image"
     if data is None:  # a URL the vendor would fetch (the emulators fetch nothing)
         return f"{MARK}{kind} at {url}]"
     fmt = media_type.split("/")[-1].upper()
-    size = pixels(data) if kind == "image" else None
+    size = image_size(data) if kind == "image" else None
     dims = f", {size[0]}×{size[1]} px" if size else ""
     return f"{MARK}{kind}: {fmt}{dims}, {len(data):,} bytes]"
 
@@ -132,7 +97,7 @@ def openai_seen(content: Any, i: int, info: Any) -> str:
                 continue
             head, _, payload = url.partition(",")
             data = decode(payload) if head.endswith(";base64") else None
-            media = sniffed(data) if data else None
+            media = sniff(data) if data else None
             if data is None or media not in OPENAI_IMAGE_TYPES or len(data) > 20 * MB:
                 raise Refusal("You uploaded an unsupported image. Please make sure your image is "
                               "below 20 MB in size and is of one the following formats: ['png', "
@@ -150,7 +115,7 @@ def openai_seen(content: Any, i: int, info: Any) -> str:
             pdf_b64 = raw.partition(",")[2] if isinstance(raw, str) and raw.startswith("data:") \
                 else raw  # the SDK's docstring says plain base64: both are read
             data = decode(pdf_b64)
-            if data is None or sniffed(data) != "application/pdf":
+            if data is None or sniff(data) != "application/pdf":
                 raise Refusal("Invalid file data. Expected a base64-encoded PDF.",
                               f"messages[{i}].content[{j}].file.file_data", "invalid_value")
             seen.append(describe("application/pdf", data))
@@ -186,7 +151,7 @@ def anthropic_seen(block: Mapping[str, Any], where: str) -> str:
         if len(data) > 5 * MB:
             raise Refusal(f"{where}.source.base64: image exceeds 5 MB maximum: {len(data)} bytes "
                           f"> {5 * MB} bytes")
-        if sniffed(data) != media:
+        if sniff(data) != media:
             raise Refusal(f"{where}.source.base64.data: Image does not match the provided media "
                           f"type {media}")
     return describe(str(media), data)
